@@ -1,0 +1,34 @@
+"""Command line: ``snncka <command>``; each command lives beside the code it drives."""
+
+from __future__ import annotations
+
+import click
+
+from .models import NAMES, create
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="snncka")
+def main() -> None:
+    """snncka: train spiking and artificial twins, record every layer, compare them with CKA."""
+
+
+@main.command("models")
+@click.option("--width", default=1.0, show_default=True, help="Channel width factor.")
+@click.option("--num-classes", default=10, show_default=True)
+@click.option("--in-channels", default=3, show_default=True)
+def models_cmd(width: float, num_classes: int, in_channels: int) -> None:
+    """List every registered model with its parameter count (ANN and SNN)."""
+    click.echo(f"{'model':<10} {'ANN params':>12} {'SNN params':>12}  layers (conv/norm/act)")
+    for name in NAMES:
+        counts = []
+        for spiking in (False, True):
+            m = create(name, spiking=spiking, width=width, num_classes=num_classes, in_channels=in_channels)
+            counts.append(sum(p.numel() for p in m.parameters()))
+        kinds = {k: sum(type(x).__name__ in v for x in m.modules()) for k, v in
+                 {"conv": ("Conv2d",), "norm": ("TDBatchNorm2d",), "act": ("LIF",)}.items()}
+        click.echo(f"{name:<10} {counts[0]:>12,} {counts[1]:>12,}  {kinds['conv']}/{kinds['norm']}/{kinds['act']}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

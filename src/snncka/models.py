@@ -1,0 +1,323 @@
+"""Model zoo: pre-activation CIFAR ResNets and VGGs (paper App. D), artificial or spiking from ONE definition.
+
+``create("resnet20", spiking=True, width=4, T=4)`` builds a network; with ``spiking=False`` the same code
+builds the ANN, so both have identical ``named_modules()`` and parameter names (BatchNorm2d <-> tdBN,
+ReLU <-> LIF). Layer names follow the paper's figures: ``conv1``, ``s1.b0.conv1``, ``s2.b0.ds.1``, ``fc``.
+
+Spiking models carry time-folded tensors ``[T*B, ...]`` between layers (see ``snncka.layers``). Forward takes
+``[B, C, H, W]`` images (direct encoding) or ``[T, B, C, H, W]`` frames and returns time-averaged logits
+``[B, K]``; ``model(x, per_step=True)`` returns the per-step logits ``[T, B, K]`` (``[1, B, K]`` for an ANN).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .layers import TDBatchNorm2d, change_steps, encode_direct, encode_frames
+from .neurons import LIF, LIFConfig
+
+__all__ = ["NAMES", "SNNCKAModel", "PreActResNet", "VGG", "create", "from_config", "list_models"]
+
+VGG_BLOCKS: dict[str, tuple[int, int, int, int]] = {
+    # Table D.2: number of 3x3 conv layers in each of the 4 blocks (64/128/256/512 channels).
+    "vgg13": (1, 1, 2, 4),
+    "vgg19": (2, 2, 3, 8),
+    "vgg25": (2, 3, 4, 12),
+    "vgg31": (2, 4, 5, 16),
+    "vgg43": (2, 5, 6, 24),
+}
+RESNET_DEPTHS = (20, 38, 56, 110, 164)  # Table D.1; any depth 6n+2 is accepted
+NAMES = tuple(f"resnet{d}" for d in RESNET_DEPTHS) + tuple(VGG_BLOCKS)
+
+
+class _Parts:
+    """Builds the layers that differ between the ANN and the SNN; everything else is shared code."""
+
+    def __init__(self, spiking: bool, lif: LIFConfig) -> None:
+        self.spiking, self.lif = spiking, lif
+
+    def act(self, T: int) -> nn.Module:
+        return LIF(T=T, cfg=self.lif) if self.spiking else nn.ReLU()
+
+    def norm(self, c: int) -> nn.Module:
+        return TDBatchNorm2d(c) if self.spiking else nn.BatchNorm2d(c)
+
+
+def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+
+
+class SNNCKAModel(nn.Module):
+    """Common input/output handling; subclasses define ``features`` (folded in, folded out) and ``fc``."""
+
+    min_size: int = 1
+    stage_T: tuple[int, ...]
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.config = config
+        self.spiking: bool = config["spiking"]
+        self.in_channels: int = config["in_channels"]
+        self.num_classes: int = config["num_classes"]
+
+    @property
+    def T(self) -> int:
+        """Number of input time steps (1 for an ANN)."""
+        return self.stage_T[0] if self.spiking else 1
+
+    @property
+    def time_layout(self) -> str | None:
+        """How recorded activations carry time: "folded" ``[T*B, ...]`` for SNNs, None for ANNs."""
+        return "folded" if self.spiking else None
+
+    def _encode(self, x: Tensor) -> Tensor:
+        if x.dim() == 4:
+            self._check_image(x.shape[1:], x.shape)
+            return encode_direct(x, self.T) if self.spiking else x
+        if x.dim() == 5:
+            self._check_image(x.shape[2:], x.shape)
+            if not self.spiking:
+                if x.shape[0] != 1:
+                    raise ValueError(
+                        f"an ANN takes [B, C, H, W] images or a single frame [1, B, C, H, W]; got {x.shape[0]} "
+                        "frames -- integrate the events into one frame for the ANN (as the paper does)"
+                    )
+                return x[0]
+            if x.shape[0] != self.T:
+                raise ValueError(f"expected {self.T} frames [T, B, C, H, W] for this model, got {tuple(x.shape)}")
+            return encode_frames(x)
+        raise ValueError(
+            f"expected input of shape [B, {self.in_channels}, H, W] (images) or [T, B, {self.in_channels}, H, W] "
+            f"(frames), got a tensor of rank {x.dim()} and shape {tuple(x.shape)}"
+        )
+
+    def _check_image(self, chw: Sequence[int], shape: torch.Size) -> None:
+        c, h, w = chw
+        if c != self.in_channels:
+            raise ValueError(
+                f"expected {self.in_channels} input channels ([.., {self.in_channels}, H, W]), got shape "
+                f"{tuple(shape)}"
+            )
+        if h < self.min_size or w < self.min_size:
+            raise ValueError(
+                f"input images must be at least {self.min_size}x{self.min_size} for "
+                f"{self.config['name']}, got {h}x{w} (shape {tuple(shape)})"
+            )
+
+    def features(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, per_step: bool = False) -> Tensor:
+        out = self.fc(self.features(self._encode(x)))
+        steps = out.reshape(self.stage_T[-1] if self.spiking else 1, -1, out.shape[-1])
+        return steps if per_step else steps.mean(0)
+
+
+class BasicBlock(nn.Module):
+    """Pre-activation basic block: act -> conv3x3 -> norm -> act -> conv3x3 -> norm, plus the shortcut
+    (identity, or avg-pool(stride) -> conv1x1 -> norm on the activated input when the shape changes)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, residual: bool, parts: _Parts, T: int) -> None:
+        super().__init__()
+        self.residual = residual
+        self.act1 = parts.act(T)
+        self.conv1 = _conv3x3(cin, cout, stride)
+        self.bn1 = parts.norm(cout)
+        self.act2 = parts.act(T)
+        self.conv2 = _conv3x3(cout, cout)
+        self.bn2 = parts.norm(cout)
+        self.ds: nn.Sequential | None = None
+        if residual and (stride != 1 or cin != cout):
+            pool = (
+                nn.AvgPool2d(stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity()
+            )
+            self.ds = nn.Sequential(pool, nn.Conv2d(cin, cout, 1, bias=False), parts.norm(cout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = self.act1(x)
+        out = self.bn2(self.conv2(self.act2(self.bn1(self.conv1(a)))))
+        if not self.residual:
+            return out
+        return out + (self.ds(a) if self.ds is not None else x)
+
+
+class PreActResNet(SNNCKAModel):
+    """CIFAR pre-activation ResNet-(6n+2): stem conv + norm, 3 stages of n basic blocks, act -> GAP -> fc."""
+
+    min_size = 4
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        blocks: int,
+        width: float,
+        residual: Sequence[bool],
+        stage_T: tuple[int, int, int],
+        parts: _Parts,
+    ) -> None:
+        super().__init__(config)
+        self.stage_T = stage_T
+        c = [int(round(16 * width * m)) for m in (1, 2, 4)]
+        self.conv1 = _conv3x3(config["in_channels"], c[0])
+        self.bn1 = parts.norm(c[0])
+        cin = c[0]
+        for s in range(3):
+            stage = nn.Sequential(
+                OrderedDict(
+                    (f"b{b}", BasicBlock(cin if b == 0 else c[s], c[s], 2 if (s > 0 and b == 0) else 1,
+                                         residual[s], parts, stage_T[s]))
+                    for b in range(blocks)
+                )
+            )
+            self.add_module(f"s{s + 1}", stage)
+            cin = c[s]
+        self.act = parts.act(stage_T[2])
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c[2], config["num_classes"])
+        _init(self)
+
+    def features(self, x: Tensor) -> Tensor:
+        x = self.bn1(self.conv1(x))
+        T_prev = self.stage_T[0]
+        for s, stage in enumerate((self.s1, self.s2, self.s3)):
+            x = stage(change_steps(x, T_prev, self.stage_T[s]))
+            T_prev = self.stage_T[s]
+        return self.pool(self.act(x)).flatten(1)
+
+
+class ConvUnit(nn.Module):
+    """conv3x3 -> norm -> act."""
+
+    def __init__(self, cin: int, cout: int, parts: _Parts, T: int) -> None:
+        super().__init__()
+        self.conv = _conv3x3(cin, cout)
+        self.bn = parts.norm(cout)
+        self.act = parts.act(T)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class VGG(SNNCKAModel):
+    """VGG of Table D.2: 4 blocks of conv-norm-act (64/128/256/512 x width), avg-pool s2 between blocks,
+    global average pool, linear classifier."""
+
+    min_size = 8
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        blocks: tuple[int, int, int, int],
+        width: float,
+        stage_T: tuple[int, int, int, int],
+        parts: _Parts,
+    ) -> None:
+        super().__init__(config)
+        self.stage_T = stage_T
+        cin = config["in_channels"]
+        for s, n in enumerate(blocks):
+            cout = int(round((64 << s) * width))
+            units = OrderedDict((f"l{i}", ConvUnit(cin if i == 0 else cout, cout, parts, stage_T[s])) for i in range(n))
+            self.add_module(f"s{s + 1}", nn.Sequential(units))
+            if s < 3:
+                self.add_module(f"pool{s + 1}", nn.AvgPool2d(2, ceil_mode=True, count_include_pad=False))
+            cin = cout
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, config["num_classes"])
+        _init(self)
+
+    def features(self, x: Tensor) -> Tensor:
+        T_prev = self.stage_T[0]
+        for s in range(4):
+            x = getattr(self, f"s{s + 1}")(change_steps(x, T_prev, self.stage_T[s]))
+            T_prev = self.stage_T[s]
+            if s < 3:
+                x = getattr(self, f"pool{s + 1}")(x)
+        return self.pool(x).flatten(1)
+
+
+def _init(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def _builder(name: str) -> Callable[..., SNNCKAModel]:
+    m = re.fullmatch(r"resnet(\d+)", name)
+    if m and (int(m.group(1)) - 2) % 6 == 0 and int(m.group(1)) >= 8:
+        n = (int(m.group(1)) - 2) // 6
+        return lambda cfg, width, residual, stage_T, parts: PreActResNet(cfg, n, width, residual, stage_T, parts)
+    if name in VGG_BLOCKS:
+        def build(cfg, width, residual, stage_T, parts):
+            if not all(residual):
+                raise ValueError(f"{name} has no residual connections to switch off (residual={residual})")
+            return VGG(cfg, VGG_BLOCKS[name], width, stage_T, parts)
+
+        return build
+    raise ValueError(
+        f"unknown model {name!r}; available: {', '.join(NAMES)} (and any resnet<6n+2>, e.g. resnet32)"
+    )
+
+
+def create(
+    name: str,
+    *,
+    spiking: bool,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    width: float = 1,
+    T: int = 4,
+    residual: Sequence[bool] = (True, True, True),
+    stage_T: Sequence[int] | None = None,
+    **neuron_kwargs: Any,
+) -> SNNCKAModel:
+    """Build a registered model. ``neuron_kwargs`` go to ``LIFConfig`` (tau, v_th, surrogate, alpha, reset,
+    detach_reset, backend). ``stage_T`` gives each stage its own number of steps (default: T everywhere)."""
+    build = _builder(name)
+    if T < 1:
+        raise ValueError(f"T (number of time steps) must be >= 1, got {T}")
+    if width <= 0:
+        raise ValueError(f"width must be > 0, got {width}")
+    if num_classes < 1 or in_channels < 1:
+        raise ValueError(f"num_classes and in_channels must be >= 1, got {num_classes} and {in_channels}")
+    n_stages = 4 if name in VGG_BLOCKS else 3
+    residual = tuple(bool(r) for r in residual)
+    if len(residual) != 3:
+        raise ValueError(f"residual needs one flag per ResNet stage (3), got {residual}")
+    st = tuple(int(t) for t in stage_T) if stage_T is not None else (T,) * n_stages
+    if len(st) != n_stages or min(st) < 1:
+        raise ValueError(f"stage_T needs {n_stages} step counts >= 1 for {name}, got {stage_T}")
+    for a, b in zip(st, st[1:], strict=False):
+        if a != b and 1 not in (a, b):
+            raise ValueError(f"stage_T={st}: between stages a step count can only go from 1 to T or T to 1")
+    if not spiking:
+        st = (1,) * n_stages
+    lif = LIFConfig(**neuron_kwargs)
+    config = dict(
+        name=name, spiking=bool(spiking), num_classes=num_classes, in_channels=in_channels, width=width,
+        T=T if spiking else 1, residual=list(residual), stage_T=list(st) if spiking and stage_T else None,
+        neuron=dict(neuron_kwargs),
+    )
+    return build(config, width, residual, st, _Parts(bool(spiking), lif))
+
+
+def from_config(config: dict[str, Any]) -> SNNCKAModel:
+    """Rebuild a model from its ``model.config`` (as stored in checkpoints)."""
+    c = dict(config)
+    return create(
+        c.pop("name"), spiking=c["spiking"], num_classes=c["num_classes"], in_channels=c["in_channels"],
+        width=c["width"], T=c["T"], residual=c["residual"], stage_T=c["stage_T"], **c.get("neuron", {}),
+    )
+
+
+def list_models() -> list[str]:
+    return list(NAMES)

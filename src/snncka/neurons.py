@@ -1,0 +1,315 @@
+"""Leaky integrate-and-fire neurons with surrogate gradients (paper §3, SPEC "Neuron, surrogate, training").
+
+Dynamics per time step t (u[-1] = 0):
+
+    u_pre[t] = tau * u[t-1] + i[t]
+    y[t]     = 1 if u_pre[t] > v_th else 0
+    u[t]     = u_pre[t] * (1 - y[t])          (hard reset, default)
+    u[t]     = u_pre[t] - v_th * y[t]         (soft reset)
+
+The backward pass replaces dy/du_pre by a surrogate (default: the paper's rectangular Eq. 3) and runs
+backpropagation through time, through the reset term unless ``detach_reset=True``.
+
+Two implementations share one interface:
+
+* ``lif_reference`` -- a readable Python loop over T with autograd through every step; tests use it.
+* ``lif_fused`` -- the whole time loop as one autograd function. Its forward keeps only the pre-reset
+  membrane ``u_pre`` (one tensor the size of the input); spikes and surrogate values are recomputed in the
+  backward pass, which runs BPTT itself. Optionally its two kernels are compiled by ``torch.compile``
+  (inductor fuses the T-step loop into one elementwise kernel: one pass over memory on CPU, Triton on GPU).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import types
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "SURROGATES",
+    "LIF",
+    "LIFConfig",
+    "lif_fused",
+    "lif_reference",
+    "surrogate_grad",
+    "spike_fn",
+]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Surrogate gradients: each is d y / d u_pre as a function of x = u_pre - v_th and one shape parameter.
+# --------------------------------------------------------------------------------------------------------
+
+
+def _rect(x: Tensor, alpha: float) -> Tensor:
+    """Paper Eq. 3: (1/alpha) * 1{|x| < alpha}. alpha = 1 is the straight-through estimator."""
+    return (x.abs() < alpha).to(x.dtype) / alpha
+
+
+def _triangle(x: Tensor, gamma: float) -> Tensor:
+    """(1/gamma^2) * max(0, gamma - |x|) (Esser et al. 2016, Bellec et al. 2018); area 1."""
+    return (gamma - x.abs()).clamp_min(0) / (gamma * gamma)
+
+
+def _sigmoid(x: Tensor, k: float) -> Tensor:
+    """Derivative of sigmoid(k x) (Zenke & Ganguli 2018; spikingjelly's Sigmoid); area 1."""
+    s = torch.sigmoid(k * x)
+    return k * s * (1 - s)
+
+
+def _arctan(x: Tensor, alpha: float) -> Tensor:
+    """Derivative of arctan(pi/2 alpha x)/pi + 1/2 (Fang et al. 2021; spikingjelly's ATan); area 1."""
+    return (alpha / 2) / (1 + (math.pi / 2 * alpha * x) ** 2)
+
+
+def _dspike(x: Tensor, b: float) -> Tensor:
+    """DSpike (Li et al. 2021), the default of the paper authors' released code.
+
+    Derivative of g(x) = tanh(b * x) / (2 tanh(b)) + 1/2 on the window |x| < 1, zero outside: a tanh-shaped
+    ramp from 0 to 1 across the threshold whose sharpness is the temperature ``b``; area 1.
+    """
+    t = torch.tanh(b * x)
+    return torch.where(x.abs() < 1, b * (1 - t * t) / (2 * math.tanh(b)), torch.zeros_like(x))
+
+
+SURROGATES: dict[str, tuple[Callable[[Tensor, float], Tensor], float]] = {
+    "rect": (_rect, 1.0),
+    "triangle": (_triangle, 1.0),
+    "sigmoid": (_sigmoid, 4.0),
+    "arctan": (_arctan, 2.0),
+    "dspike": (_dspike, 3.0),
+}
+
+
+def surrogate_grad(x: Tensor, surrogate: str = "rect", param: float | None = None) -> Tensor:
+    """Value of the surrogate dy/du_pre at ``x = u_pre - v_th``."""
+    fn, default = _lookup(surrogate)
+    return fn(x, default if param is None else param)
+
+
+def _lookup(surrogate: str) -> tuple[Callable[[Tensor, float], Tensor], float]:
+    try:
+        return SURROGATES[surrogate]
+    except KeyError:
+        raise ValueError(f"unknown surrogate {surrogate!r}; choose one of {sorted(SURROGATES)}") from None
+
+
+class _SpikeFn(torch.autograd.Function):
+    """Heaviside step forward, surrogate gradient backward (one time step)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, surrogate: str, param: float) -> Tensor:  # x = u_pre - v_th
+        ctx.save_for_backward(x)
+        ctx.surrogate, ctx.param = surrogate, param
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (x,) = ctx.saved_tensors
+        return grad * SURROGATES[ctx.surrogate][0](x, ctx.param), None, None
+
+
+def spike_fn(x: Tensor, surrogate: str = "rect", param: float | None = None) -> Tensor:
+    """Spike (Heaviside of ``x = u_pre - v_th``) with a surrogate gradient."""
+    fn, default = _lookup(surrogate)
+    return _SpikeFn.apply(x, surrogate, default if param is None else param)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Configuration and validation
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LIFConfig:
+    """Parameters of a LIF layer; defaults are the paper's (tau 0.5, v_th 1.0, rectangular alpha 1.0)."""
+
+    tau: float = 0.5
+    v_th: float = 1.0
+    surrogate: str = "rect"
+    alpha: float | None = None  # surrogate parameter; None = the surrogate's default (rect: 1.0)
+    reset: str = "hard"  # "hard" (to 0, the paper) or "soft" (subtract v_th)
+    detach_reset: bool = False
+    backend: str = "fused"  # "fused" or "reference"
+
+    def __post_init__(self) -> None:
+        if not (0 < self.tau <= 1):
+            raise ValueError(f"tau must lie in (0, 1] (the leak factor; the paper uses 0.5), got {self.tau}")
+        if not self.v_th > 0:
+            raise ValueError(f"v_th must be > 0, got {self.v_th}")
+        if self.alpha is not None and not self.alpha > 0:
+            raise ValueError(f"the surrogate parameter alpha must be > 0, got {self.alpha}")
+        _lookup(self.surrogate)
+        if self.reset not in ("hard", "soft"):
+            raise ValueError(f"reset must be 'hard' or 'soft', got {self.reset!r}")
+        if self.backend not in ("fused", "reference"):
+            raise ValueError(f"backend must be 'fused' or 'reference', got {self.backend!r}")
+
+    @property
+    def param(self) -> float:
+        return SURROGATES[self.surrogate][1] if self.alpha is None else float(self.alpha)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Reference implementation: a readable loop, autograd through every step.
+# --------------------------------------------------------------------------------------------------------
+
+
+def lif_reference(x: Tensor, cfg: LIFConfig = LIFConfig(), return_membrane: bool = False):
+    """Multi-step LIF on ``x`` of shape ``[T, ...]``; returns spikes ``[T, ...]`` (and ``u_pre``, ``u``)."""
+    u = torch.zeros_like(x[0])
+    spikes, pres, posts = [], [], []
+    for t in range(x.shape[0]):
+        u_pre = cfg.tau * u + x[t]
+        y = spike_fn(u_pre - cfg.v_th, cfg.surrogate, cfg.param)
+        y_r = y.detach() if cfg.detach_reset else y
+        u = u_pre * (1 - y_r) if cfg.reset == "hard" else u_pre - cfg.v_th * y_r
+        spikes.append(y)
+        pres.append(u_pre)
+        posts.append(u)
+    out = torch.stack(spikes)
+    if return_membrane:
+        return out, torch.stack(pres), torch.stack(posts)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------
+# Fused implementation: one autograd node for the whole time loop.
+# --------------------------------------------------------------------------------------------------------
+
+
+def _make_kernels(surrogate: str, hard: bool, detach: bool) -> tuple[Callable, Callable]:
+    """Forward and BPTT-backward kernels for one variant (its flags are constants of the closures)."""
+    sg_fn = SURROGATES[surrogate][0]
+
+    def fwd(x: Tensor, tau: float, v_th: float) -> tuple[Tensor, Tensor]:
+        """All T steps forward; returns (spikes, u_pre)."""
+        u = torch.zeros_like(x[0])
+        spikes, pres = [], []
+        for t in range(x.shape[0]):
+            u_pre = tau * u + x[t]
+            fire = u_pre > v_th
+            u = torch.where(fire, 0.0, u_pre) if hard else u_pre - v_th * fire.to(x.dtype)
+            spikes.append(fire.to(x.dtype))
+            pres.append(u_pre)
+        return torch.stack(spikes), torch.stack(pres)
+
+    def bwd(gy: Tensor, u_pre: Tensor, tau: float, v_th: float, param: float) -> Tensor:
+        """BPTT: dL/d(input current) of every step from dL/dy of every step and the saved u_pre."""
+        g_u = torch.zeros_like(u_pre[0])  # dL/du[t], carried backwards in time
+        gx = []
+        for t in range(u_pre.shape[0] - 1, -1, -1):
+            up = u_pre[t]
+            sg = sg_fn(up - v_th, param)
+            if hard:  # u = u_pre * (1 - y):  du/du_pre = (1 - y) - u_pre * sg  (second term unless detached)
+                keep = torch.where(up > v_th, 0.0, g_u)
+                g_pre = keep + sg * gy[t] if detach else keep + sg * (gy[t] - g_u * up)
+            else:  # u = u_pre - v_th * y:  du/du_pre = 1 - v_th * sg
+                g_pre = g_u + sg * gy[t] if detach else g_u + sg * (gy[t] - v_th * g_u)
+            gx.append(g_pre)
+            g_u = tau * g_pre
+        gx.reverse()
+        return torch.stack(gx)
+
+    return fwd, bwd
+
+
+def _renamed(fn: Callable, name: str) -> Callable:
+    """A copy of ``fn`` with its own code object, so torch.compile caches each variant separately
+    (its recompile limit counts per code object, and the variants differ only in closure constants)."""
+    return types.FunctionType(fn.__code__.replace(co_name=name), fn.__globals__, name, None, fn.__closure__)
+
+
+_KERNELS: dict[tuple, tuple[Callable, Callable]] = {}
+
+
+def _compile_default() -> bool:
+    """Compile the kernels unless SNNCKA_COMPILE=0 (compiling needs a C++ compiler on CPU, Triton on GPU)."""
+    return os.environ.get("SNNCKA_COMPILE", "1") != "0"
+
+
+def _kernels(cfg: LIFConfig, compiled: bool) -> tuple[Callable, Callable]:
+    key = (cfg.surrogate, cfg.reset == "hard", cfg.detach_reset, compiled)
+    if key not in _KERNELS:
+        fwd, bwd = _make_kernels(*key[:3])
+        if compiled:
+            tag = "_".join(str(k) for k in key[:3])
+            fwd = torch.compile(_renamed(fwd, f"lif_fwd_{tag}"), dynamic=True, fullgraph=True)
+            bwd = torch.compile(_renamed(bwd, f"lif_bwd_{tag}"), dynamic=True, fullgraph=True)
+        _KERNELS[key] = (fwd, bwd)
+    return _KERNELS[key]
+
+
+class _LIFFused(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, cfg: LIFConfig, compiled: bool) -> Tensor:
+        spikes, u_pre = _kernels(cfg, compiled)[0](x, cfg.tau, cfg.v_th)
+        ctx.save_for_backward(u_pre)
+        ctx.cfg, ctx.compiled = cfg, compiled
+        return spikes
+
+    @staticmethod
+    def backward(ctx, gy: Tensor):
+        (u_pre,) = ctx.saved_tensors
+        cfg = ctx.cfg
+        gx = _kernels(cfg, ctx.compiled)[1](gy.contiguous(), u_pre, cfg.tau, cfg.v_th, cfg.param)
+        return gx, None, None
+
+
+def lif_fused(x: Tensor, cfg: LIFConfig = LIFConfig(), compiled: bool | None = None) -> Tensor:
+    """Multi-step LIF on ``[T, ...]`` as one autograd node; same values and gradients as the reference."""
+    if compiled is None:
+        compiled = _compile_default()
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        with torch.no_grad():
+            return _kernels(cfg, compiled)[0](x, cfg.tau, cfg.v_th)[0]
+    return _LIFFused.apply(x.contiguous(), cfg, compiled)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Module
+# --------------------------------------------------------------------------------------------------------
+
+
+class LIF(nn.Module):
+    """Multi-step LIF layer.
+
+    Input layout: ``[T, B, ...]`` when ``T`` is None; with an integer ``T`` the input is *time-folded*
+    ``[T*B, ...]`` (step-major), the layout the snncka models use between layers so that convolutions, norms
+    and pooling run on all steps at once and share parameter names with the ANN. The output has the input's
+    layout. After each call, ``last_rate`` holds the firing rate (fraction of ones) of that call.
+    """
+
+    def __init__(self, T: int | None = None, cfg: LIFConfig | None = None, **kwargs) -> None:
+        super().__init__()
+        if T is not None and T < 1:
+            raise ValueError(f"T (number of time steps) must be >= 1, got {T}")
+        self.T = T
+        self.cfg = cfg if cfg is not None else LIFConfig(**kwargs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.T is None:
+            seq = x
+        else:
+            if x.shape[0] % self.T:
+                raise ValueError(
+                    f"time-folded input of LIF must have T*B rows with T={self.T}, got {x.shape[0]} rows"
+                )
+            seq = x.reshape(self.T, x.shape[0] // self.T, *x.shape[1:])
+        if self.cfg.backend == "reference":
+            y = lif_reference(seq, self.cfg)
+        else:
+            y = lif_fused(seq, self.cfg)
+        return y.reshape(x.shape)
+
+    def extra_repr(self) -> str:
+        c = self.cfg
+        return (
+            f"T={self.T}, tau={c.tau}, v_th={c.v_th}, surrogate={c.surrogate}({c.param}), reset={c.reset}"
+            f"{', detach_reset' if c.detach_reset else ''}, backend={c.backend}"
+        )
