@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+import torch
 
 from .models import NAMES, create
 
@@ -23,11 +24,33 @@ def models_cmd(width: float, num_classes: int, in_channels: int) -> None:
     for name in NAMES:
         counts = []
         for spiking in (False, True):
-            m = create(name, spiking=spiking, width=width, num_classes=num_classes, in_channels=in_channels)
+            with torch.device("meta"):  # shapes only: no memory, no random initialisation
+                m = create(name, spiking=spiking, width=width, num_classes=num_classes,
+                           in_channels=in_channels)
             counts.append(sum(p.numel() for p in m.parameters()))
         kinds = {k: sum(type(x).__name__ in v for x in m.modules()) for k, v in
                  {"conv": ("Conv2d",), "norm": ("TDBatchNorm2d",), "act": ("LIF",)}.items()}
-        click.echo(f"{name:<10} {counts[0]:>12,} {counts[1]:>12,}  {kinds['conv']}/{kinds['norm']}/{kinds['act']}")
+        layers = f"{kinds['conv']}/{kinds['norm']}/{kinds['act']}"
+        click.echo(f"{name:<10} {counts[0]:>12,} {counts[1]:>12,}  {layers}")
+
+
+from .train_cli import eval_cmd, train_cmd  # noqa: E402  (commands defined beside the trainer)
+
+main.add_command(train_cmd)
+main.add_command(eval_cmd)
+
+from .data_cli import data_cmd  # noqa: E402  (snncka data: list / prepare datasets)
+
+main.add_command(data_cmd)
+
+from .analysis_cli import register as _register_analyses  # noqa: E402  (compare, temporal, ..., report)
+
+_register_analyses(main)
+
+from .reproduce_cli import demo_cmd, reproduce_cmd  # noqa: E402  (every paper experiment; the main job)
+
+main.add_command(reproduce_cmd)
+main.add_command(demo_cmd)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,19 +3,45 @@
 Every dataset loads into a ``Dataset``: normalised float32 inputs and int64 labels with a fixed train/test
 split. Static images are ``[N, C, H, W]``; event data integrated into frames is ``[N, T, C, H, W]``
 (``to_model_input`` turns a batch into the ``[T, B, C, H, W]`` that the models take).
+
+Datasets (``get(name, root=, frames=, download=, seed=)``):
+
+* ``digits`` (embedded, scikit-learn) and ``digits-dvs`` (its simulated event-camera recording, generated
+  once per seed and cached): stratified 80/20 split.
+* ``cifar10``, ``cifar100``: the "python version" archives (or their extracted folders) in ``root``, read
+  by a restricted unpickler; ``download=True`` fetches them with the published MD5 checked.
+* ``cifar10-dvs``, ``ncaltech101``: recordings in ``root`` in tonic's layout, read by tonic's readers;
+  9:1 split per class (seed 0, the same for every run).
+
+Normalisation: per channel (image channel or event polarity), with the mean and std of the training set
+over samples, frames and pixels; the statistics are in ``Dataset.meta["normalisation"]``. Event frames
+hold event counts per pixel before normalisation. Caches (generated events, integrated frames) live in
+``cache_dir()`` (``$SNNCKA_CACHE`` or ``~/.cache/snncka``) and are written atomically.
 """
 
 from __future__ import annotations
 
+import codecs
+import hashlib
+import io
+import os
+import pickle
+import tarfile
+import uuid
+import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["DATASETS", "Augment", "Dataset", "augment_batch", "get", "to_model_input"]
+__all__ = ["CIFAR", "DATASETS", "EVENT_SOURCES", "Augment", "Dataset", "augment_batch", "cache_dir",
+           "digits_dvs_events", "download_file", "get", "read_recording", "register", "split_per_class",
+           "to_model_input"]
 
 
 @dataclass(frozen=True)
@@ -64,25 +90,29 @@ def to_model_input(x: Tensor) -> Tensor:
 def augment_batch(x: Tensor, aug: Augment, generator: torch.Generator | None = None) -> Tensor:
     """Random crop (zero padding ``aug.pad``) and horizontal flip, per sample, batched on x's device.
 
-    Works on ``[B, C, H, W]`` and ``[B, T, C, H, W]`` (the same crop/flip for all frames of a sample).
+    Works on ``[B, C, H, W]`` and ``[B, T, C, H, W]`` (the same crop/flip for all frames of a sample). The
+    random draws come from ``generator`` on the CPU (offsets dy, dx, then flips), so a run is reproducible
+    on any device; crop and flip are one gather from the zero-padded batch.
     """
     if aug.pad == 0 and not aug.flip:
         return x
     b, (h, w), dev = x.shape[0], x.shape[-2:], x.device
-    if aug.pad:
-        p = aug.pad
-        xp = torch.nn.functional.pad(x.reshape(b, -1, h, w), (p, p, p, p))
+    p = aug.pad
+    rows = torch.arange(h, device=dev).expand(b, h)
+    cols = torch.arange(w, device=dev).expand(b, w)
+    if p:
         dy = torch.randint(0, 2 * p + 1, (b,), generator=generator, device="cpu").to(dev)
         dx = torch.randint(0, 2 * p + 1, (b,), generator=generator, device="cpu").to(dev)
-        rows = (dy[:, None] + torch.arange(h, device=dev)[None])  # [B, H]
-        cols = (dx[:, None] + torch.arange(w, device=dev)[None])  # [B, W]
-        idx_b = torch.arange(b, device=dev)[:, None, None]
-        out = xp.permute(0, 2, 3, 1)[idx_b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-        x = out.reshape(x.shape)
+        rows, cols = rows + dy[:, None], cols + dx[:, None]
     if aug.flip:
         flip = torch.rand(b, generator=generator, device="cpu").to(dev) < 0.5
-        x = torch.where(flip.view(b, *([1] * (x.dim() - 1))), x.flip(-1), x)
-    return x
+        cols = torch.where(flip[:, None], cols.flip(-1), cols)
+    src = x.reshape(b, -1, h, w)
+    if p:
+        src = torch.nn.functional.pad(src, (p, p, p, p))
+    k, wp = src.shape[1], w + 2 * p
+    idx = (rows[:, :, None] * wp + cols[:, None, :]).reshape(b, 1, h * w).expand(b, k, h * w)
+    return torch.gather(src.reshape(b, k, -1), 2, idx).reshape(x.shape)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -112,28 +142,520 @@ def get(name: str, *, root: str | Path | None = None, frames: int | None = None,
     return loader(root=root, frames=frames, download=download, seed=seed)
 
 
-def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[Tensor, Tensor]:
-    """Per-channel mean/std of the training set applied to both splits (channel axis -3)."""
-    axes = tuple(i for i in range(train.ndim) if i != train.ndim - 3)
-    mean = train.mean(axis=axes, keepdims=True)
-    std = train.std(axis=axes, keepdims=True) + 1e-8
-    f = lambda a: torch.from_numpy(((a - mean) / std).astype(np.float32))  # noqa: E731
-    return f(train), f(test)
+def cache_dir() -> Path:
+    """Where generated and preprocessed data are cached: ``$SNNCKA_CACHE`` or ``~/.cache/snncka``."""
+    return Path(os.environ.get("SNNCKA_CACHE") or Path.home() / ".cache" / "snncka")
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write ``path`` via a temporary file in the same folder and ``os.replace``: readers never see a partial
+    file, and a failure leaves nothing behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        with open(tmp, "xb") as f:  # (unlike mkstemp, honours the umask: data folders may be shared)
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _frames_arg(frames: int | None, default: int = 10) -> int:
+    if frames is None:
+        return default
+    if isinstance(frames, bool) or not isinstance(frames, int | np.integer) or frames < 1:
+        raise ValueError(f"frames must be a positive integer (SNN: T frames, ANN: 1), got {frames!r}")
+    return int(frames)
+
+
+def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[Tensor, Tensor, dict]:
+    """Per-channel mean/std of the training set (channel axis -3, statistics over every other axis, i.e.
+    samples, frames and pixels) applied to both splits; float32 tensors plus the statistics for ``meta``."""
+    ax = train.ndim - 3
+    mean = np.array([np.take(train, c, axis=ax).mean(dtype=np.float64) for c in range(train.shape[ax])])
+    std = np.array([np.take(train, c, axis=ax).std(dtype=np.float64) for c in range(train.shape[ax])])
+    shape = [1] * train.ndim
+    shape[ax] = -1
+    m = mean.reshape(shape).astype(np.float32)
+    s = (std + 1e-8).reshape(shape).astype(np.float32)
+
+    def f(a: np.ndarray) -> Tensor:
+        out = a.astype(np.float32)
+        out -= m
+        out /= s
+        return torch.from_numpy(out)
+
+    return f(train), f(test), {"mean": mean.tolist(), "std": std.tolist()}
+
+
+# --------------------------------------------------------------------------------------------------------
+# digits and digits-dvs (embedded: scikit-learn ships the images)
+# --------------------------------------------------------------------------------------------------------
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's digits as intensities in [0, 1] ``[N, 8, 8]``, labels, and the fixed stratified 80/20
+    split (train and test indices) that ``digits`` and ``digits-dvs`` share."""
+    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.model_selection import train_test_split
+
+    d = sk_digits()
+    y = d.target.astype(np.int64)
+    tr, te = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=0)
+    return d.images.astype(np.float64) / 16.0, y, tr, te
 
 
 @register("digits")
 def load_digits(root=None, frames=None, download=False, seed=0) -> Dataset:
     """scikit-learn's bundled 8x8 digits (1797 images, 10 classes), a fixed stratified 80/20 split.
 
-    The embedded default: ships with scikit-learn, so every command runs without a network.
+    The embedded default: ships with scikit-learn, so every command runs without a network. Intensities
+    are standardised with the training set's mean and std. ``frames`` is ignored (static images: an SNN
+    repeats the image at every step).
     """
-    from sklearn.datasets import load_digits as sk_digits
-    from sklearn.model_selection import train_test_split
+    x, y, tr, te = _digits()
+    xtr, xte, stats = _standardise(x[tr, None], x[te, None])
+    return Dataset("digits", xtr, torch.from_numpy(y[tr]), xte, torch.from_numpy(y[te]), 10,
+                   augment=Augment(pad=1, flip=False),
+                   meta={"normalisation": stats, "split": "stratified 80/20"})
 
-    d = sk_digits()
-    x = (d.images.astype(np.float64) / 16.0)[:, None]  # [N, 1, 8, 8]
-    y = d.target.astype(np.int64)
-    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.2, stratify=y, random_state=0)
-    xtr_t, xte_t = _standardise(xtr, xte)
-    return Dataset("digits", xtr_t, torch.from_numpy(ytr), xte_t, torch.from_numpy(yte), 10,
-                   augment=Augment(pad=1, flip=False))
+
+#: digits-dvs recording setup: the 8x8 digit, bilinearly upsampled x2 to 16x16, moves by up to 4 px along
+#: three saccades (``events.Saccades`` defaults: 3 x 100 ms) in front of a 20x20 DVS.
+DIGITS_DVS_UPSAMPLE = 2
+DIGITS_DVS_SENSOR = (20, 20, 2)
+_DIGITS_DVS_VERSION = 1
+
+
+def digits_dvs_events(seed: int = 0, cache: Path | None = None, progress: bool = True) -> list[np.ndarray]:
+    """The digits-dvs recordings for ``seed``: one event array (tonic's dtype) per scikit-learn digit, in
+    the dataset's order. Simulated once (``events.simulate_saccades``) and cached atomically as ``.npz``."""
+    from . import events as ev
+
+    pixel, sacc = ev.PixelModel(), ev.Saccades()
+    params = (_DIGITS_DVS_VERSION, DIGITS_DVS_UPSAMPLE, DIGITS_DVS_SENSOR, pixel, sacc)
+    key = hashlib.sha1(repr(params).encode()).hexdigest()[:12]
+    path = (cache or cache_dir()) / "digits-dvs" / f"events-seed{seed}-{key}.npz"
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                flat, offsets = z["events"], z["offsets"]
+            return [flat[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            pass  # unreadable cache (e.g. from an older numpy): simulate again and overwrite it
+    images, _, _, _ = _digits()
+    up = torch.nn.functional.interpolate(torch.from_numpy(images).float()[:, None], mode="bilinear",
+                                         scale_factor=DIGITS_DVS_UPSAMPLE, align_corners=False)
+    recs = ev.simulate_saccades(up[:, 0].clamp(0, 1).numpy(), DIGITS_DVS_SENSOR[:2], seed, pixel, sacc,
+                                progress=progress)
+    offsets = np.cumsum([0] + [len(r) for r in recs])
+    flat = np.concatenate(recs)
+    _atomic_write(path, lambda f: np.savez(f, events=flat, offsets=offsets))
+    return recs
+
+
+def _frames_of(recordings: list[np.ndarray], sensor: tuple[int, int, int], T: int) -> np.ndarray:
+    from .events import events_to_frames
+
+    return np.stack([events_to_frames(r, sensor, T) for r in recordings])
+
+
+@register("digits-dvs")
+def load_digits_dvs(root=None, frames=None, download=False, seed=0) -> Dataset:
+    """Synthetic event-camera digits: scikit-learn's digits recorded by a simulated DVS (embedded).
+
+    Every digit, upsampled to 16x16, moves along three saccades in front of a simulated 20x20 DVS (see
+    ``events``); its events are integrated into ``frames`` equal-duration frames (default 10; 1 for an
+    ANN: all events in one frame) of 2 polarity channels.
+
+    Frames hold event counts, standardised per polarity channel with the training set's mean and std
+    (over samples, frames and pixels). Same train/test split as ``digits``. ``seed`` draws the sensor and
+    its noise; events are cached under ``root`` if given, else ``cache_dir()``.
+    """
+    T = _frames_arg(frames)
+    recs = digits_dvs_events(seed, Path(root) if root is not None else None)
+    _, y, tr, te = _digits()
+    x = _frames_of(recs, DIGITS_DVS_SENSOR, T)
+    xtr, xte, stats = _standardise(x[tr], x[te])
+    return Dataset("digits-dvs", xtr, torch.from_numpy(y[tr]), xte, torch.from_numpy(y[te]), 10,
+                   augment=Augment(pad=2, flip=False),
+                   meta={"normalisation": stats, "sensor_size": DIGITS_DVS_SENSOR, "seed": seed,
+                         "events": int(sum(len(r) for r in recs)), "split": "stratified 80/20 (as digits)"})
+
+
+# --------------------------------------------------------------------------------------------------------
+# CIFAR-10 / CIFAR-100: the "python version" archives, read with a restricted unpickler
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CifarSource:
+    archive: str
+    folder: str
+    url: str
+    md5: str
+    train: tuple[str, ...]
+    test: tuple[str, ...]
+    label_key: bytes
+    num_classes: int
+
+
+CIFAR: dict[str, CifarSource] = {
+    "cifar10": CifarSource("cifar-10-python.tar.gz", "cifar-10-batches-py",
+                           "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                           "c58f30108f718f92721af3b95e74349a",
+                           tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), b"labels", 10),
+    "cifar100": CifarSource("cifar-100-python.tar.gz", "cifar-100-python",
+                            "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                            "eb9058c3a382ffc7106e4002c42a8d85", ("train",), ("test",), b"fine_labels", 100),
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles the CIFAR batches (dicts of numpy arrays, lists, bytes) and refuses any other global, so a
+    tampered archive cannot run code."""
+
+    _allowed = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+                ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201
+        if (module, name) not in self._allowed:
+            raise pickle.UnpicklingError(f"unexpected object {module}.{name} in a CIFAR batch")
+        if name == "_reconstruct":
+            return np.ndarray.__reduce__(np.zeros(0))[0]
+        if name == "scalar":
+            return np.float64(0).__reduce__()[0]
+        return {"ndarray": np.ndarray, "dtype": np.dtype, "encode": codecs.encode}[name]
+
+
+def _parse_cifar_batch(raw: bytes, label_key: bytes, num_classes: int,
+                       what: str) -> tuple[np.ndarray, np.ndarray]:
+    d = _CifarUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    if not isinstance(d, dict) or b"data" not in d or label_key not in d:
+        raise ValueError(f"{what} is not a CIFAR batch (needs keys b'data' and {label_key!r})")
+    x = np.asarray(d[b"data"])
+    y = np.asarray(d[label_key], dtype=np.int64)
+    if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072 or len(y) != len(x):
+        raise ValueError(f"{what}: expected uint8 data [N, 3072] and N labels, got {x.dtype} {x.shape} and "
+                         f"{len(y)} labels")
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"{what}: labels outside 0..{num_classes - 1}")
+    return x.reshape(-1, 3, 32, 32), y
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download_file(url: str, dest: Path, md5: str) -> Path:
+    """Download ``url`` to ``dest``, verifying its MD5, atomically: on any failure (network, checksum) no
+    file is left behind."""
+    from urllib.error import URLError
+    from urllib.request import urlopen
+
+    from tqdm.auto import tqdm
+
+    def write(f: BinaryIO) -> None:
+        h = hashlib.md5(usedforsecurity=False)
+        with urlopen(url, timeout=60) as r:
+            size = int(r.headers.get("Content-Length") or 0) or None
+            with tqdm(total=size, unit="B", unit_scale=True, desc=f"download {dest.name}") as bar:
+                while chunk := r.read(1 << 20):
+                    f.write(chunk)
+                    h.update(chunk)
+                    bar.update(len(chunk))
+        if h.hexdigest() != md5:
+            raise ValueError(f"downloaded {url} but its MD5 is {h.hexdigest()}, expected {md5}: the file "
+                             f"is corrupt and was not kept; retry, or put a verified {dest.name} into "
+                             f"{dest.parent}")
+
+    try:
+        _atomic_write(dest, write)
+    except URLError as e:
+        raise RuntimeError(f"could not download {url} ({e.reason}); without a network, copy {dest.name} "
+                           f"into {dest.parent} yourself") from e
+    return dest
+
+
+def _cifar_help(src: CifarSource, root: Path | None) -> str:
+    where = str(root) if root is not None else "DIR"
+    return (f"put {src.archive} (from {src.url}, MD5 {src.md5}) or its extracted folder {src.folder}/ into "
+            f"{where} and pass root={where!r} (--data-root {where}), or pass download=True (--download) on a "
+            "machine with a network")
+
+
+def _load_cifar(name: str, root, download: bool) -> Dataset:
+    src = CIFAR[name]
+    if root is None:
+        raise ValueError(f"{name} needs a data folder: {_cifar_help(src, None)}")
+    root = Path(root).expanduser()
+    files = src.train + src.test
+    folder = next((d for d in (root / src.folder, root) if all((d / f).is_file() for f in files)), None)
+    archive = root / src.archive
+    if folder is None and not archive.is_file():
+        if not download:
+            raise FileNotFoundError(f"{name} not found in {root}: {_cifar_help(src, root)}")
+        download_file(src.url, archive, src.md5)
+    parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if folder is not None:
+        for f in files:
+            try:
+                parts[f] = _parse_cifar_batch((folder / f).read_bytes(), src.label_key, src.num_classes,
+                                              str(folder / f))
+            except (EOFError, OSError, ValueError, pickle.UnpicklingError) as e:
+                raise ValueError(f"{folder / f} is corrupt ({type(e).__name__}: {e}); extract {src.folder}/ "
+                                 f"again from {src.archive} (MD5 {src.md5}, from {src.url})") from e
+    else:
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                for f in files:
+                    member = tar.extractfile(f"{src.folder}/{f}")
+                    if member is None:
+                        raise KeyError(f"{src.folder}/{f}")
+                    parts[f] = _parse_cifar_batch(member.read(), src.label_key, src.num_classes,
+                                                  f"{archive}:{src.folder}/{f}")
+        except (tarfile.TarError, EOFError, OSError, KeyError, ValueError, pickle.UnpicklingError) as e:
+            raise ValueError(f"{archive} is corrupt or incomplete ({type(e).__name__}: {e}; its MD5 is "
+                             f"{_md5(archive)}, the published one {src.md5}); delete it and "
+                             f"{_cifar_help(src, root)}") from e
+    xtr = np.concatenate([parts[f][0] for f in src.train])
+    ytr = np.concatenate([parts[f][1] for f in src.train])
+    xte = np.concatenate([parts[f][0] for f in src.test])
+    yte = np.concatenate([parts[f][1] for f in src.test])
+    xtr_t, xte_t, stats = _standardise(xtr, xte)
+    return Dataset(name, xtr_t, torch.from_numpy(ytr), xte_t, torch.from_numpy(yte), src.num_classes,
+                   augment=Augment(pad=4, flip=True),
+                   meta={"normalisation": stats, "source": str(folder or archive), "split": "official"})
+
+
+@register("cifar10")
+def load_cifar10(root=None, frames=None, download=False, seed=0) -> Dataset:
+    """CIFAR-10: 50000/10000 32x32 RGB images, 10 classes, the official split.
+
+    Read from ``cifar-10-python.tar.gz`` or ``cifar-10-batches-py/`` in ``root``; per-channel standardised
+    with the training mean/std."""
+    return _load_cifar("cifar10", root, download)
+
+
+@register("cifar100")
+def load_cifar100(root=None, frames=None, download=False, seed=0) -> Dataset:
+    """CIFAR-100: 50000/10000 32x32 RGB images, 100 (fine) classes, the official split.
+
+    Read from ``cifar-100-python.tar.gz`` or ``cifar-100-python/`` in ``root``, standardised like CIFAR-10."""
+    return _load_cifar("cifar100", root, download)
+
+
+# --------------------------------------------------------------------------------------------------------
+# CIFAR10-DVS and N-Caltech101: event recordings read with tonic, integrated into frames
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventSource:
+    """Where tonic keeps an event dataset (``root/<tonic_folder>/<subfolder>/<class>/<recording>``), its
+    recordings' file type and sensor (tonic's ``(width, height, polarities)``), and the frame size."""
+
+    name: str
+    tonic_folder: str
+    subfolder: str
+    suffix: str
+    sensor: tuple[int, int, int]
+    size: tuple[int, int]
+    help: str
+
+
+EVENT_SOURCES: dict[str, EventSource] = {
+    "cifar10-dvs": EventSource(
+        "cifar10-dvs", "CIFAR10DVS", "", ".aedat4", (128, 128, 2), (48, 48),
+        "the CIFAR10-DVS recordings as AEDAT4 files in class folders airplane/ .. truck/ (tonic's layout: "
+        "ROOT/CIFAR10DVS/<class>/*.aedat4 -- unpack CIFAR10DVS.zip from https://figshare.com/ndownloader/"
+        "files/38023437 and the per-class zips inside it)"),
+    "ncaltech101": EventSource(
+        "ncaltech101", "NCALTECH101", "Caltech101", ".bin", (240, 180, 2), (48, 48),
+        "the N-Caltech101 recordings as .bin files in class folders (tonic's layout: "
+        "ROOT/NCALTECH101/Caltech101/<class>/image_*.bin -- unpack Caltech101.zip from the N-Caltech101 "
+        "archive at https://data.mendeley.com/datasets/cy6cvx3ryv)"),
+}
+CIFAR10_DVS_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                       "truck")
+_EVENT_VERSION = 1
+
+
+def _import_tonic():
+    try:
+        import tonic  # noqa: F401
+    except ImportError as e:  # pragma: no cover - tonic is a dependency
+        raise ImportError("event datasets need tonic: pip install tonic aedat") from e
+
+
+def read_recording(name: str, path: str | Path) -> np.ndarray:
+    """One recording of event dataset ``name`` as a structured array with fields x, y, t, p, read by tonic.
+
+    CIFAR10-DVS: ``tonic.io.read_aedat4`` (needs the ``aedat`` package). N-Caltech101:
+    ``tonic.io.read_mnist_file``, then shifted so the smallest x and y are 0 (as tonic's NCALTECH101 does).
+    """
+    _import_tonic()
+    from tonic.io import read_aedat4, read_mnist_file
+
+    if name == "cifar10-dvs":
+        try:
+            ev = read_aedat4(str(path))
+        except ImportError as e:
+            raise ImportError("reading CIFAR10-DVS needs the aedat package: pip install aedat") from e
+        ev.dtype.names = ("t", "x", "y", "p")
+        return ev
+    if name == "ncaltech101":
+        from tonic.datasets import NCALTECH101
+
+        ev = read_mnist_file(str(path), dtype=NCALTECH101.dtype)
+        if ev.size:
+            ev["x"] -= ev["x"].min()
+            ev["y"] -= ev["y"].min()
+        return ev
+    raise ValueError(f"no event reader for {name!r}; known: {', '.join(EVENT_SOURCES)}")
+
+
+def _recording_frames(args: tuple[str, str, int]) -> tuple[np.ndarray, int]:
+    """One recording -> ``[T, 2, H, W]`` frames at the dataset's frame size, and the number of its events
+    that fell outside the sensor and were dropped (worker function)."""
+    from .events import events_to_frames, resize_frames
+
+    name, path, T = args
+    src = EVENT_SOURCES[name]
+    try:
+        ev = read_recording(name, path)
+    except ImportError:
+        raise
+    except Exception as e:
+        raise ValueError(f"cannot read {path} as a {name} recording ({type(e).__name__}: {e}); replace the "
+                         "file with an intact copy") from e
+    w, h, _ = src.sensor
+    inside = (ev["x"] < w) & (ev["y"] < h)
+    return resize_frames(events_to_frames(ev[inside], src.sensor, T), src.size), int(ev.size - inside.sum())
+
+
+def _find_recordings(src: EventSource, root: Path) -> tuple[Path, list[Path]]:
+    for base in (root / src.tonic_folder / src.subfolder, root / src.subfolder, root):
+        if base.is_dir():
+            files = sorted(p for p in base.rglob(f"*{src.suffix}") if p.is_file() and p.parent != base)
+            if files:
+                return base, files
+    return root, []
+
+
+def split_per_class(labels: np.ndarray, test_fraction: float = 0.1,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed train/test indices: in every class, a seeded random ``test_fraction`` (rounded, at least one
+    when the class has two or more recordings) goes to the test set (the paper's 9:1 convention)."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        k = int(round(test_fraction * len(idx)))
+        k = max(k, 1) if len(idx) >= 2 else 0
+        test.append(idx[:k])
+        train.append(idx[k:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def _load_events(name: str, root, frames: int | None, download: bool, workers: int | None = None) -> Dataset:
+    src = EVENT_SOURCES[name]
+    T = _frames_arg(frames)
+    if root is None:
+        raise ValueError(f"{name} needs a data folder: put {src.help.replace('ROOT', 'DIR')} and pass "
+                         "root=DIR (--data-root DIR)")
+    root = Path(root).expanduser()
+    base, files = _find_recordings(src, root)
+    if not files and download:
+        _import_tonic()
+        import tonic.datasets
+
+        {"cifar10-dvs": tonic.datasets.CIFAR10DVS, "ncaltech101": tonic.datasets.NCALTECH101}[name](str(root))
+        base, files = _find_recordings(src, root)
+    if not files:
+        raise FileNotFoundError(f"no {name} recordings ({src.suffix} files in class folders) under {root}: "
+                                f"put {src.help.replace('ROOT', str(root))}, or pass download=True "
+                                "(--download) to let tonic fetch them")
+    class_names = [p.parent.name for p in files]
+    if name == "cifar10-dvs":
+        unknown = sorted(set(class_names) - set(CIFAR10_DVS_CLASSES))
+        if unknown:
+            raise ValueError(f"unexpected CIFAR10-DVS class folders {unknown} in {base}; expected "
+                             f"{', '.join(CIFAR10_DVS_CLASSES)}")
+        classes = list(CIFAR10_DVS_CLASSES)
+    else:
+        classes = sorted(set(class_names))
+    labels = np.array([classes.index(c) for c in class_names], np.int64)
+
+    stats = [(str(p.relative_to(base)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    key = hashlib.sha1(repr((_EVENT_VERSION, src, T, str(base.resolve()), stats)).encode()).hexdigest()[:16]
+    path = cache_dir() / name / f"frames-T{T}-{key}.npz"
+    x = None
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                x, outside = z["x"], int(z["outside"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            x = None
+        if x is not None and x.shape != (len(files), T, src.sensor[2], *src.size):
+            x = None
+    if x is None:
+        x, outside = _integrate_all(name, files, T, workers)
+        _atomic_write(path, lambda f: np.savez(f, x=x, outside=outside))
+    if outside:
+        warnings.warn(f"{outside} {name} events lay outside the {src.sensor[0]}x{src.sensor[1]} sensor and "
+                      "were dropped", stacklevel=3)
+    tr, te = split_per_class(labels)
+    xtr, xte, norm = _standardise(x[tr], x[te])
+    return Dataset(name, xtr, torch.from_numpy(labels[tr]), xte, torch.from_numpy(labels[te]), len(classes),
+                   augment=Augment(pad=4, flip=True),
+                   meta={"normalisation": norm, "classes": classes, "source": str(base),
+                         "sensor_size": src.sensor, "split": "9:1 per class (seed 0)", "cache": str(path),
+                         "events_outside_sensor": outside})
+
+
+_MIN_PARALLEL = 64  # fewer recordings than this are integrated in-process
+
+
+def _integrate_all(name: str, files: list[Path], T: int, workers: int | None) -> tuple[np.ndarray, int]:
+    """All recordings -> ``[N, T, 2, H, W]`` and the number of dropped out-of-sensor events; in worker
+    processes (tonic's readers and ``ToFrame`` hold the GIL) for real datasets."""
+    from tqdm.auto import tqdm
+
+    jobs = [(name, str(p), T) for p in files]
+    workers = workers if workers is not None else min(8, os.cpu_count() or 1)
+    bar = dict(total=len(jobs), desc=f"{name}: events -> {T} frames", unit="rec")
+    if workers <= 1 or len(jobs) < _MIN_PARALLEL:
+        out = [_recording_frames(j) for j in tqdm(jobs, **bar)]
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers) as pool:
+            out = list(tqdm(pool.map(_recording_frames, jobs, chunksize=16), **bar))
+    return np.stack([f for f, _ in out]), sum(n for _, n in out)
+
+
+@register("cifar10-dvs")
+def load_cifar10_dvs(root=None, frames=None, download=False, seed=0) -> Dataset:
+    """CIFAR10-DVS: 10000 DVS recordings (128x128), 10 classes, read from ``root`` with tonic.
+
+    ``frames`` equal-duration frames (default 10; 1 for an ANN: all events), area-resized to 48x48,
+    standardised per polarity channel with the training statistics; fixed 9:1 per-class split.
+    Preprocessed frames are cached."""
+    return _load_events("cifar10-dvs", root, frames, download)
+
+
+@register("ncaltech101")
+def load_ncaltech101(root=None, frames=None, download=False, seed=0) -> Dataset:
+    """N-Caltech101: 8709 ATIS recordings, 101 class folders, read from ``root`` with tonic.
+
+    All 101 folders (incl. BACKGROUND_Google) are classes, in sorted order. Events are shifted to start at
+    (0, 0) (as tonic does) and integrated on a fixed 240x180 sensor (N-Caltech101's image size bound), then
+    like CIFAR10-DVS: ``frames`` frames area-resized to 48x48, standardised, 9:1 per-class split."""
+    return _load_events("ncaltech101", root, frames, download)

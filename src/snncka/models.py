@@ -14,15 +14,16 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from .layers import TDBatchNorm2d, change_steps, encode_direct, encode_frames
-from .neurons import LIF, LIFConfig
+from .neurons import LIF, LIFConfig, recompute_spikes
 
-__all__ = ["NAMES", "SNNCKAModel", "PreActResNet", "VGG", "create", "from_config", "list_models"]
+__all__ = ["NAMES", "SNNCKAModel", "PreActResNet", "VGG", "create", "from_config", "list_models", "load"]
 
 VGG_BLOCKS: dict[str, tuple[int, int, int, int]] = {
     # Table D.2: number of 3x3 conv layers in each of the 4 blocks (64/128/256/512 channels).
@@ -85,16 +86,20 @@ class SNNCKAModel(nn.Module):
             if not self.spiking:
                 if x.shape[0] != 1:
                     raise ValueError(
-                        f"an ANN takes [B, C, H, W] images or a single frame [1, B, C, H, W]; got {x.shape[0]} "
-                        "frames -- integrate the events into one frame for the ANN (as the paper does)"
+                        "an ANN takes [B, C, H, W] images or a single frame [1, B, C, H, W]; got "
+                        f"{x.shape[0]} frames -- integrate the events into one frame for the ANN (as the "
+                        "paper does)"
                     )
                 return x[0]
             if x.shape[0] != self.T:
-                raise ValueError(f"expected {self.T} frames [T, B, C, H, W] for this model, got {tuple(x.shape)}")
+                raise ValueError(
+                    f"expected {self.T} frames [T, B, C, H, W] for this model, got {tuple(x.shape)}"
+                )
             return encode_frames(x)
         raise ValueError(
-            f"expected input of shape [B, {self.in_channels}, H, W] (images) or [T, B, {self.in_channels}, H, W] "
-            f"(frames), got a tensor of rank {x.dim()} and shape {tuple(x.shape)}"
+            f"expected input of shape [B, {self.in_channels}, H, W] (images) or "
+            f"[T, B, {self.in_channels}, H, W] (frames), got a tensor of rank {x.dim()} and shape "
+            f"{tuple(x.shape)}"
         )
 
     def _check_image(self, chw: Sequence[int], shape: torch.Size) -> None:
@@ -114,7 +119,11 @@ class SNNCKAModel(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: Tensor, per_step: bool = False) -> Tensor:
-        out = self.fc(self.features(self._encode(x)))
+        if self.spiking:
+            with recompute_spikes():  # spikes saved for backward are rebuilt from the LIF membrane (exact)
+                out = self.fc(self.features(self._encode(x)))
+        else:
+            out = self.fc(self.features(self._encode(x)))
         steps = out.reshape(self.stage_T[-1] if self.spiking else 1, -1, out.shape[-1])
         return steps if per_step else steps.mean(0)
 
@@ -223,7 +232,9 @@ class VGG(SNNCKAModel):
         cin = config["in_channels"]
         for s, n in enumerate(blocks):
             cout = int(round((64 << s) * width))
-            units = OrderedDict((f"l{i}", ConvUnit(cin if i == 0 else cout, cout, parts, stage_T[s])) for i in range(n))
+            units = OrderedDict(
+                (f"l{i}", ConvUnit(cin if i == 0 else cout, cout, parts, stage_T[s])) for i in range(n)
+            )
             self.add_module(f"s{s + 1}", nn.Sequential(units))
             if s < 3:
                 self.add_module(f"pool{s + 1}", nn.AvgPool2d(2, ceil_mode=True, count_include_pad=False))
@@ -255,7 +266,9 @@ def _builder(name: str) -> Callable[..., SNNCKAModel]:
     m = re.fullmatch(r"resnet(\d+)", name)
     if m and (int(m.group(1)) - 2) % 6 == 0 and int(m.group(1)) >= 8:
         n = (int(m.group(1)) - 2) // 6
-        return lambda cfg, width, residual, stage_T, parts: PreActResNet(cfg, n, width, residual, stage_T, parts)
+        return lambda cfg, width, residual, stage_T, parts: PreActResNet(
+            cfg, n, width, residual, stage_T, parts
+        )
     if name in VGG_BLOCKS:
         def build(cfg, width, residual, stage_T, parts):
             if not all(residual):
@@ -321,3 +334,17 @@ def from_config(config: dict[str, Any]) -> SNNCKAModel:
 
 def list_models() -> list[str]:
     return list(NAMES)
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> SNNCKAModel:
+    """The model stored in a snncka checkpoint (``<run>/best.pt`` or ``last.pt``), with its weights, in eval
+    mode. A corrupt or foreign file raises ``snncka.checkpoint.CheckpointError``."""
+    from .checkpoint import CheckpointError, load_checkpoint
+
+    ckpt = load_checkpoint(path, map_location=map_location)
+    model = from_config(ckpt["model_config"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"the weights in {str(path)!r} do not fit the model they describe: {e}") from e
+    return model.to(map_location).eval()

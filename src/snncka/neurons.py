@@ -36,6 +36,7 @@ __all__ = [
     "LIFConfig",
     "lif_fused",
     "lif_reference",
+    "recompute_spikes",
     "surrogate_grad",
     "spike_fn",
 ]
@@ -247,28 +248,71 @@ def _kernels(cfg: LIFConfig, compiled: bool) -> tuple[Callable, Callable]:
 
 class _LIFFused(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, cfg: LIFConfig, compiled: bool) -> Tensor:
+    def forward(ctx, x: Tensor, cfg: LIFConfig, compiled: bool) -> tuple[Tensor, Tensor]:
         spikes, u_pre = _kernels(cfg, compiled)[0](x, cfg.tau, cfg.v_th)
         ctx.save_for_backward(u_pre)
         ctx.cfg, ctx.compiled = cfg, compiled
-        return spikes
+        ctx.mark_non_differentiable(u_pre)
+        return spikes, u_pre
 
     @staticmethod
-    def backward(ctx, gy: Tensor):
+    def backward(ctx, gy: Tensor, _g_u_pre: Tensor | None):
         (u_pre,) = ctx.saved_tensors
         cfg = ctx.cfg
         gx = _kernels(cfg, ctx.compiled)[1](gy.contiguous(), u_pre, cfg.tau, cfg.v_th, cfg.param)
         return gx, None, None
 
 
-def lif_fused(x: Tensor, cfg: LIFConfig = LIFConfig(), compiled: bool | None = None) -> Tensor:
-    """Multi-step LIF on ``[T, ...]`` as one autograd node; same values and gradients as the reference."""
+def _lif_fused_state(x: Tensor, cfg: LIFConfig, compiled: bool | None) -> tuple[Tensor, Tensor | None]:
+    """Spikes and, when a graph is recorded, the saved pre-reset membrane (None otherwise)."""
     if compiled is None:
         compiled = _compile_default()
     if not (x.requires_grad and torch.is_grad_enabled()):
         with torch.no_grad():
-            return _kernels(cfg, compiled)[0](x, cfg.tau, cfg.v_th)[0]
+            return _kernels(cfg, compiled)[0](x, cfg.tau, cfg.v_th)[0], None
     return _LIFFused.apply(x.contiguous(), cfg, compiled)
+
+
+def lif_fused(x: Tensor, cfg: LIFConfig = LIFConfig(), compiled: bool | None = None) -> Tensor:
+    """Multi-step LIF on ``[T, ...]`` as one autograd node; same values and gradients as the reference."""
+    return _lif_fused_state(x, cfg, compiled)[0]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Memory: layers after a LIF (conv, pooling) save its float spikes for their backward. The spikes are exactly
+# ``u_pre > v_th`` and the fused LIF keeps ``u_pre`` anyway, so inside ``recompute_spikes()`` such saved
+# spikes are replaced by a recipe and rebuilt (bit for bit) when the backward pass needs them. A spiking
+# network then stores one float per neuron and step, as many as its ANN twin stores per neuron.
+# --------------------------------------------------------------------------------------------------------
+
+_SPIKE_SOURCE = "_snncka_spike_source"
+
+
+class _SpikeRecipe:
+    __slots__ = ("u_pre", "v_th", "dtype", "shape")
+
+    def __init__(self, u_pre: Tensor, v_th: float, dtype: torch.dtype, shape: torch.Size) -> None:
+        self.u_pre, self.v_th, self.dtype, self.shape = u_pre, v_th, dtype, shape
+
+
+def _pack(t: Tensor):
+    src = getattr(t, _SPIKE_SOURCE, None)
+    if src is None or t._version != src[2]:  # modified in place since the LIF made it: keep as is
+        return t
+    return _SpikeRecipe(src[0], src[1], t.dtype, t.shape)
+
+
+def _unpack(obj):
+    if isinstance(obj, _SpikeRecipe):
+        return (obj.u_pre > obj.v_th).to(obj.dtype).reshape(obj.shape)
+    return obj
+
+
+def recompute_spikes() -> torch.autograd.graph.saved_tensors_hooks:
+    """Context manager: tensors that later layers save from fused-LIF outputs are rebuilt from the LIF's
+    saved membrane in the backward pass instead of being kept (exact; saves one float per neuron and step).
+    snncka's spiking models enter it in every forward pass."""
+    return torch.autograd.graph.saved_tensors_hooks(_pack, _unpack)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -282,7 +326,8 @@ class LIF(nn.Module):
     Input layout: ``[T, B, ...]`` when ``T`` is None; with an integer ``T`` the input is *time-folded*
     ``[T*B, ...]`` (step-major), the layout the snncka models use between layers so that convolutions, norms
     and pooling run on all steps at once and share parameter names with the ANN. The output has the input's
-    layout. After each call, ``last_rate`` holds the firing rate (fraction of ones) of that call.
+    layout. With the fused backend the output carries a note that lets ``recompute_spikes()`` rebuild it
+    from the saved membrane in the backward pass instead of storing it.
     """
 
     def __init__(self, T: int | None = None, cfg: LIFConfig | None = None, **kwargs) -> None:
@@ -302,10 +347,12 @@ class LIF(nn.Module):
                 )
             seq = x.reshape(self.T, x.shape[0] // self.T, *x.shape[1:])
         if self.cfg.backend == "reference":
-            y = lif_reference(seq, self.cfg)
-        else:
-            y = lif_fused(seq, self.cfg)
-        return y.reshape(x.shape)
+            return lif_reference(seq, self.cfg).reshape(x.shape)
+        y, u_pre = _lif_fused_state(seq, self.cfg, None)
+        y = y.reshape(x.shape)
+        if u_pre is not None:  # let recompute_spikes() rebuild y from u_pre instead of storing it
+            setattr(y, _SPIKE_SOURCE, (u_pre, self.cfg.v_th, y._version))
+        return y
 
     def extra_repr(self) -> str:
         c = self.cfg

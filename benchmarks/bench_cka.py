@@ -1,0 +1,440 @@
+"""CKA engine benchmark: snncka vs the floor, a naive float64 reference, the paper's own formula and PyPI peers.
+
+Two workloads, 1024 random 3x32x32 images in batches of 256, every recorded layer pair (74 x 74):
+  W1  two ANN ResNet-20s from different seeds (every peer can run it);
+  W2  ANN ResNet-20 vs SNN ResNet-20 (T=4) from snncka.models (the paper's workload).
+Rows (each in its own subprocess, so peak memory is per row):
+  floor      both forward passes + one float32 Gram per layer per batch, nothing else
+  ours       snncka.compare
+  reference  Grams once per layer per batch in float64, Python double loop over pairs (SPEC formula);
+             its matrix is the float64 reference every row's max |difference| is measured against
+  paper@256  the paper authors' method (uncentred float32 Grams, trace(K @ L) per pair) at batch 256
+  paper@1024 / ours@1024  the same at the paper's default batch 1024 on 4096 images (W1); the paper row's
+             pair loop is timed on a sample of pairs and projected to all pairs
+  peers      pytorch-cka, torch-cka (timed on 1 of the 4 batches and projected: it recomputes Grams per pair),
+             repsim (full-batch CKA of all features held in memory; compared with ours on one batch of 1024)
+Then "below the floor": the Gram work alone on W2 with exploited symmetry and exact 0/1 spike Grams.
+
+Run: ``flock /tmp/snncka-bench.lock python benchmarks/bench_cka.py`` (add ``--quick`` for a smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+N_IMAGES, BATCH = 1024, 256
+ROWS_W1 = ["floor", "ours", "reference", "paper@256", "pytorch-cka", "torch-cka", "repsim", "ours@1024",
+           "paper@1024"]
+ROWS_W2 = ["floor", "ours", "reference", "paper@256"]
+
+
+# ------------------------------------------------------------------------------------------------ setup
+
+
+def _models(workload: str):
+    import snncka
+
+    torch.manual_seed(0)
+    a = snncka.create("resnet20", spiking=False)
+    torch.manual_seed(1)
+    b = snncka.create("resnet20", spiking=workload == "W2", T=4)
+    return a.eval(), b.eval()
+
+
+def _images(n: int) -> torch.Tensor:
+    return torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(123))
+
+
+def _batches(n: int, bs: int) -> list[torch.Tensor]:
+    x = _images(n)
+    return [x[i:i + bs] for i in range(0, n, bs)]
+
+
+def _rss_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _reset_peak() -> float:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (peak RSS)
+    except OSError:
+        pass
+    return _rss_mb("VmRSS")
+
+
+def _grams_hook(store: list, dtype=torch.float32, zero_diag: bool = False):
+    """on_output callback: one uncentred Gram of the [B, T*p] feature per layer."""
+    def cb(name, kind, feat):
+        F = feat.reshape(feat.shape[0], -1).to(dtype)
+        K = F @ F.T
+        if zero_diag:
+            K.fill_diagonal_(0)
+        store.append(K)
+    return cb
+
+
+def _forward_all(models, batch, recs):
+    from snncka.record import batch_size_of, parse_time
+
+    for m, r in zip(models, recs, strict=True):
+        r.reset()
+        r.batch_size = batch_size_of(batch, m, parse_time(None, m))
+        m(batch)
+
+
+# ------------------------------------------------------------------------------------------------ rows
+
+
+def row_floor(a, b, data):
+    from snncka.record import Recorder
+
+    ga, gb = [], []
+    with torch.no_grad(), Recorder(a, on_output=_grams_hook(ga)) as ra, Recorder(b, on_output=_grams_hook(gb)) as rb:
+        for x in data:
+            ga.clear(), gb.clear()
+            _forward_all((a, b), x, (ra, rb))
+    return None
+
+
+def row_ours(a, b, data):
+    from snncka import compare
+
+    return compare(a, b, data, progress=False).matrix
+
+
+def _hsic_spec(K, L, n):
+    """SPEC's unbiased HSIC, O(n^2): tr(K~L~) = sum(K~ * L~), 1^T K~ L~ 1 = (K~ 1) . (L~ 1)."""
+    return ((K * L).sum() + K.sum() * L.sum() / ((n - 1) * (n - 2)) - 2 / (n - 2) * (K.sum(0) @ L.sum(0))) / (
+        n * (n - 3))
+
+
+def row_reference(a, b, data, per_batch_out: str | None = None):
+    from snncka.record import Recorder
+
+    ga, gb = [], []
+    sab = saa = sbb = 0
+    first = None
+    with torch.no_grad(), Recorder(a, on_output=_grams_hook(ga, torch.float64, True)) as ra, \
+            Recorder(b, on_output=_grams_hook(gb, torch.float64, True)) as rb:
+        for x in data:
+            ga.clear(), gb.clear()
+            _forward_all((a, b), x, (ra, rb))
+            n = x.shape[0]
+            hab = np.zeros((len(ga), len(gb)))
+            for i, K in enumerate(ga):  # the naive double loop over pairs
+                for j, L in enumerate(gb):
+                    hab[i, j] = _hsic_spec(K, L, n).item()
+            haa = np.array([_hsic_spec(K, K, n).item() for K in ga])
+            hbb = np.array([_hsic_spec(L, L, n).item() for L in gb])
+            sab, saa, sbb = sab + hab, saa + haa, sbb + hbb
+            if first is None:
+                first = hab / np.sqrt(np.outer(haa, hbb))
+    if per_batch_out:
+        np.save(per_batch_out, first)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sab / np.sqrt(np.outer(saa, sbb))
+
+
+def _paper_hsic(K, L, n, ones):
+    """The paper authors' per-pair formula: trace(K @ L) (O(n^3)) on diagonal-masked float32 Grams."""
+    return 1 / n / (n - 3) * (torch.trace(K @ L) + (ones.T @ K @ ones @ ones.T @ L @ ones) / (n - 1) / (n - 2)
+                              - 2 * (ones.T @ K @ L @ ones) / (n - 2))
+
+
+def row_paper(a, b, data, sample_pairs: int | None = None):
+    """Returns (matrix or None, projected seconds of the pair loop for all pairs or None)."""
+    from snncka.record import Recorder
+
+    ga, gb = [], []
+    sab = saa = sbb = 0
+    projected = 0.0
+    rng = np.random.default_rng(0)
+    with torch.no_grad(), Recorder(a, on_output=_grams_hook(ga, zero_diag=True)) as ra, \
+            Recorder(b, on_output=_grams_hook(gb, zero_diag=True)) as rb:
+        for x in data:
+            ga.clear(), gb.clear()
+            _forward_all((a, b), x, (ra, rb))
+            n = x.shape[0]
+            ones = torch.ones(n, 1)
+            if sample_pairs is None:
+                hk = torch.stack([_paper_hsic(K, K, n, ones) for K in ga]).flatten()
+                hl = torch.stack([_paper_hsic(L, L, n, ones) for L in gb]).flatten()
+                hkl = torch.stack([torch.stack([_paper_hsic(K, L, n, ones) for L in gb]) for K in ga]).squeeze()
+                sab, saa, sbb = sab + hkl, saa + hk, sbb + hl
+            else:  # time a sample of pairs, project to all La*Lb + La + Lb HSIC evaluations
+                pairs = [(int(i), int(j)) for i, j in zip(rng.integers(0, len(ga), sample_pairs),
+                                                          rng.integers(0, len(gb), sample_pairs), strict=True)]
+                t0 = time.perf_counter()
+                for i, j in pairs:
+                    _paper_hsic(ga[i], gb[j], n, ones)
+                per = (time.perf_counter() - t0) / sample_pairs
+                projected += per * (len(ga) * len(gb) + len(ga) + len(gb) - sample_pairs)
+    if sample_pairs is not None:
+        return None, projected
+    return (sab / torch.sqrt(torch.outer(saa, sbb))).double().numpy(), None
+
+
+def row_pytorch_cka(a, b, data):
+    import cka as peer  # pytorch-cka
+
+    from snncka.record import select_layers
+
+    names = [n for n, _ in select_layers(a)]
+    (m,) = peer.compute_cka(a, b, [data], layers=names, model2_layers=names, device="cpu", progress=False)
+    return _to_forward_order(a, data, names, m.double().numpy())
+
+
+def _to_forward_order(model, data, names, m):
+    """Peers index layers by registration order; put rows/columns into the engine's forward order."""
+    from snncka.record import Recorder
+
+    with torch.no_grad(), Recorder(model) as rec:
+        rec(data[0][:4])
+    idx = [names.index(n) for n in rec.names]
+    return m[np.ix_(idx, idx)]
+
+
+def row_torch_cka(a, b, data):
+    import warnings
+
+    from torch.utils.data import DataLoader, TensorDataset
+    from torch_cka import CKA
+
+    from snncka.record import select_layers
+
+    names = [n for n, _ in select_layers(a)]
+    loader = DataLoader(TensorDataset(data[0], torch.zeros(len(data[0]))), batch_size=len(data[0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        c = CKA(a, b, model1_layers=names, model2_layers=names, device="cpu")
+        c.compare(loader)  # features are recorded in forward order
+    return c.export()["CKA"].double().numpy()
+
+
+def row_repsim(a, b, data):
+    import repsim
+
+    from snncka.record import record
+
+    fa = record(a, data)
+    fb = record(b, data)
+    mats = [v.numpy() for v in fa.values()] + [v.numpy() for v in fb.values()]
+    full = repsim.cka(mats, kernel_type="linear", estimator="song")
+    return np.asarray(full)[: len(fa), len(fa):]
+
+
+# ------------------------------------------------------------------------------------------------ below the floor
+
+
+def gram_variants(workload: str, quick: bool) -> dict:
+    """Gram work alone on one batch of the workload: float32 GEMM (the floor's), ours (centred), half the
+    blocks via symmetry (2x2 block lower triangle: 3/4 of the flops), and exact int8 GEMM for 0/1 spikes."""
+    from snncka.record import Recorder
+
+    a, b = _models(workload)
+    x = _images(BATCH)
+    feats: list[torch.Tensor] = []
+    spikes: list[bool] = []
+
+    def keep(name, kind, feat):
+        F = feat.reshape(feat.shape[0], -1).contiguous()
+        feats.append(F)
+        spikes.append(kind == "act" and bool(((F == 0) | (F == 1)).all()))
+
+    with torch.no_grad():
+        for m in (a, b):
+            with Recorder(m, on_output=keep) as rec:
+                rec(x)
+    if quick:
+        feats, spikes = feats[::8], spikes[::8]
+
+    def t(fn, fs):
+        fn(fs[0])
+        t0 = time.perf_counter()
+        for F in fs:
+            fn(F)
+        return time.perf_counter() - t0
+
+    def full(F):
+        return F @ F.T
+
+    def ours(F):
+        Xc = F - F.mean(0, keepdim=True)
+        return Xc @ Xc.T
+
+    def sym(F):
+        h = F.shape[0] // 2
+        top, bot = F[:h], F[h:]
+        K = torch.empty(F.shape[0], F.shape[0])
+        K[:h, :h] = top @ top.T
+        K[h:, :h] = bot @ top.T
+        K[:h, h:] = K[h:, :h].T
+        K[h:, h:] = bot @ bot.T
+        return K
+
+    def int8(F):
+        Fi = F.to(torch.int8)
+        return torch._int_mm(Fi, Fi.T.contiguous())
+
+    out = {"layers": len(feats), "spike_layers": int(sum(spikes))}
+    out["all: float32 GEMM (floor)"] = t(full, feats)
+    out["all: centred float32 GEMM (ours)"] = t(ours, feats)
+    out["all: symmetric 2x2 blocks"] = t(sym, feats)
+    sp = [F for F, s in zip(feats, spikes, strict=True) if s]
+    if sp:
+        out["spikes: float32 GEMM (floor)"] = t(full, sp)
+        out["spikes: centred float32 GEMM (ours)"] = t(ours, sp)
+        out["spikes: exact int8 GEMM (int32 counts)"] = t(int8, sp)
+        exact = all(torch.equal(int8(F).double(), (F.double() @ F.double().T)) for F in sp[:4])
+        out["int8 exact"] = bool(exact)
+    out["sym max rel err"] = max(float((sym(F) - full(F)).abs().max() / full(F).abs().max().clamp_min(1e-30))
+                                 for F in feats[:4])
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ driver
+
+
+def run_row(workload: str, row: str, out: str, quick: bool) -> None:
+    os.environ.setdefault("SNNCKA_COMPILE", "1")
+    n = 256 if quick else N_IMAGES
+    a, b = _models(workload)
+    bs = 1024 if row.endswith("@1024") else BATCH
+    n_imgs = (1024 if quick else 4096) if row.endswith("@1024") else n
+    data = _batches(n_imgs, bs)
+    with torch.no_grad():  # warm-up (compiles the LIF kernels of an SNN) outside the timing
+        a(data[0][:32]), b(data[0][:32])
+    base = _reset_peak()
+    t0 = time.perf_counter()
+    extra = None
+    if row == "floor":
+        m = row_floor(a, b, data)
+    elif row in ("ours", "ours@1024"):
+        m = row_ours(a, b, data)
+    elif row == "reference":
+        m = row_reference(a, b, data, per_batch_out=out + ".first.npy")
+    elif row == "paper@256":
+        m, _ = row_paper(a, b, data)
+    elif row == "paper@1024":
+        m, extra = row_paper(a, b, data, sample_pairs=8 if quick else 40)
+    elif row == "pytorch-cka":
+        m = row_pytorch_cka(a, b, data)
+    elif row == "torch-cka":
+        m = row_torch_cka(a, b, data)
+        extra = (time.perf_counter() - t0) * (len(data) - 1)  # projected time of the remaining batches
+    elif row == "repsim":
+        m = row_repsim(a, b, data)
+    else:
+        raise SystemExit(f"unknown row {row}")
+    secs = time.perf_counter() - t0
+    peak = _rss_mb("VmHWM") - base
+    if m is not None:
+        np.save(out + ".npy", np.asarray(m, dtype=np.float64))
+    Path(out + ".json").write_text(json.dumps(dict(seconds=secs, peak_mb=peak, projected_extra=extra)))
+
+
+def _fmt_diff(m: np.ndarray | None, ref: np.ndarray | None) -> str:
+    if m is None or ref is None:
+        return "n/a"
+    both = np.isfinite(m) & np.isfinite(ref)
+    nan_mismatch = int((np.isfinite(m) != np.isfinite(ref)).sum())
+    d = float(np.abs(m[both] - ref[both]).max()) if both.any() else float("nan")
+    return f"{d:.1e}" + (f" ({nan_mismatch} NaN mismatches)" if nan_mismatch else "")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny smoke run (256 images, sampled layers)")
+    ap.add_argument("--rows", default="", help="comma-separated subset of rows to run")
+    ap.add_argument("--_row", help=argparse.SUPPRESS)
+    ap.add_argument("--_workload", help=argparse.SUPPRESS)
+    ap.add_argument("--_out", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args._row:
+        run_row(args._workload, args._row, args._out, args.quick)
+        return
+    torch_threads = torch.get_num_threads()
+    print(f"torch {torch.__version__}, {torch_threads} threads, {os.cpu_count()} CPUs; "
+          f"{256 if args.quick else N_IMAGES} images, batch {BATCH}")
+    wanted = set(filter(None, args.rows.split(",")))
+    tmp = Path(tempfile.mkdtemp(prefix="bench_cka_"))
+    for workload, rows in (("W1", ROWS_W1), ("W2", ROWS_W2)):
+        results: dict[str, dict] = {}
+        for row in rows:
+            if wanted and row not in wanted and row not in ("floor", "reference"):
+                continue
+            out = str(tmp / f"{workload}_{row}")
+            cmd = [sys.executable, __file__, "--_row", row, "--_workload", workload, "--_out", out]
+            if args.quick:
+                cmd.append("--quick")
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                err = (proc.stderr.strip().splitlines() or ["?"])[-1]
+                print(f"  [{workload}] {row}: skipped ({err[:150]})", flush=True)
+                continue
+            r = json.loads(Path(out + ".json").read_text())
+            r["matrix"] = np.load(out + ".npy") if Path(out + ".npy").exists() else None
+            results[row] = r
+            print(f"  [{workload}] {row}: {r['seconds']:.1f} s", flush=True)
+        ref = results.get("reference", {}).get("matrix")
+        first = np.load(str(tmp / f"{workload}_reference.first.npy")) if ref is not None else None
+        floor = results.get("floor", {})
+        print(f"\n{workload}: {'two ANN ResNet-20s' if workload == 'W1' else 'ANN vs SNN (T=4) ResNet-20'}")
+        print(f"{'row':<14}{'seconds':>10}{'x floor':>9}{'peak MB':>10}{'x floor':>9}  max |diff| to float64 ref")
+        for row, r in results.items():
+            secs = r["seconds"] + (r["projected_extra"] or 0)
+            note = ""
+            if row == "paper@1024":
+                note = "  (4096 images; pair loop projected from a sample of pairs)"
+            elif row == "torch-cka":
+                note = "  (1 of 4 batches timed, projected; diff vs reference on that batch)"
+            elif row == "ours@1024":
+                note = "  (4096 images, batch 1024)"
+            elif row == "repsim":
+                note = "  (full-batch CKA; diff vs ours on one batch of 1024)"
+            if row in ("ours@1024", "paper@1024", "repsim"):
+                diff = "n/a"
+                if row == "repsim":
+                    ours_full = _full_batch_ours(workload, args.quick)
+                    diff = _fmt_diff(r["matrix"], ours_full)
+            elif row == "torch-cka":
+                diff = _fmt_diff(r["matrix"], first)
+            else:
+                diff = _fmt_diff(r["matrix"], ref) if row != "reference" else "0 (is the reference)"
+            fs, fm = floor.get("seconds", float("nan")), floor.get("peak_mb", float("nan"))
+            print(f"{row:<14}{secs:>10.2f}{secs / fs:>9.2f}{r['peak_mb']:>10.0f}{r['peak_mb'] / fm:>9.2f}  {diff}{note}")
+        if "ours@1024" in results and "paper@1024" in results:
+            o = results["ours@1024"]["seconds"]
+            p = results["paper@1024"]["seconds"] + results["paper@1024"]["projected_extra"]
+            print(f"paper@1024 / ours@1024 = {p / o:.1f}x")
+        print(flush=True)
+    if not wanted or "grams" in wanted:
+        print("Below the floor: Gram work alone, one batch of 256, W2 (ANN + SNN layers), seconds")
+        g = gram_variants("W2", args.quick)
+        for k, v in g.items():
+            print(f"  {k:<42} {v:.3f}" if isinstance(v, float) else f"  {k:<42} {v}")
+
+
+def _full_batch_ours(workload: str, quick: bool) -> np.ndarray:
+    from snncka import compare
+
+    a, b = _models(workload)
+    n = 256 if quick else N_IMAGES
+    return compare(a, b, [_images(n)], progress=False).matrix
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Training throughput: epoch time, images/s and the share of time spent on data handling.
+
+Runs ``snncka.training.train`` for a few epochs on ResNet-20 ANN and SNN (T=4) and reports the steady state
+(the mean over epochs after the first, which pays torch.compile's warm-up) side by side from ONE run.
+"data" is the time spent in the hot loop's data handling (index the resident tensors, batched
+augmentation, layout), measured inside the loop; the issue's target is <= 5% of the step time.
+As an independent check the same data handling is also timed alone, without the model, for one epoch.
+
+    python benchmarks/bench_train.py                       # digits, CPU
+    python benchmarks/bench_train.py --cifar-sized --device cuda   # 50k 3x32x32 synthetic images (GPU)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import torch
+
+from snncka import data
+from snncka.training import TrainConfig, train
+
+
+def cifar_sized(seed: int = 0) -> data.Dataset:
+    """Random tensors with CIFAR-10's shapes (50000/10000 x 3x32x32, 10 classes) and its augmentation."""
+    g = torch.Generator().manual_seed(seed)
+    xtr, ytr = torch.randn(50000, 3, 32, 32, generator=g), torch.randint(0, 10, (50000,), generator=g)
+    xte, yte = torch.randn(10000, 3, 32, 32, generator=g), torch.randint(0, 10, (10000,), generator=g)
+    return data.Dataset("cifar10-sized", xtr, ytr, xte, yte, 10, augment=data.Augment(pad=4, flip=True))
+
+
+def data_only_epoch(ds: data.Dataset, batch: int, device: torch.device) -> float:
+    """Seconds for one epoch of the trainer's data handling alone (no model)."""
+    g = torch.Generator().manual_seed(0)
+    x, y = ds.x_train.to(device), ds.y_train.to(device)
+    t0 = time.perf_counter()
+    perm = torch.randperm(x.shape[0], generator=g)
+    for i in range(x.shape[0] // batch):
+        idx = perm[i * batch:(i + 1) * batch].to(device)
+        xb = data.to_model_input(data.augment_batch(x[idx], ds.augment, g))
+        yb = y[idx]
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    del xb, yb
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--cifar-sized", action="store_true", help="synthetic CIFAR-10-sized data, not digits")
+    ap.add_argument("--width", type=float, default=1.0)
+    args = ap.parse_args()
+
+    rows = []
+    for spiking in (False, True):
+        ds = cifar_sized() if args.cifar_sized else data.get("digits")
+        device = torch.device(args.device)
+        d_only = data_only_epoch(ds, args.batch_size, device)
+        cfg = TrainConfig(model="resnet20", spiking=spiking, T=4, width=args.width, epochs=args.epochs,
+                          batch_size=args.batch_size, device=args.device, progress=False)
+        ms: list[dict] = []
+        with tempfile.TemporaryDirectory() as out:
+            train(cfg, out, dataset=ds, on_epoch_end=lambda e, m, ms=ms: ms.append(m))
+        steady = ms[1:] or ms
+        epoch_s = statistics.mean(m["seconds"] for m in steady)
+        train_s = statistics.mean(m["train_seconds"] for m in steady)
+        data_s = statistics.mean(m["data_seconds"] for m in steady)
+        ips = statistics.mean(m["images_per_s"] for m in steady)
+        rows.append((f"resnet20 {'SNN T=4' if spiking else 'ANN'}", ms[0]["seconds"], epoch_s, train_s, ips,
+                     data_s, data_s / train_s, d_only / train_s))
+
+    print(f"data: {'cifar10-sized (synthetic)' if args.cifar_sized else 'digits'}, device {args.device}, "
+          f"batch {args.batch_size}, width {args.width}, {args.epochs} epochs (steady state = epochs 2..), "
+          f"torch threads {torch.get_num_threads()}")
+    print(f"{'model':<16} {'1st epoch s':>11} {'epoch s':>8} {'train s':>8} {'img/s':>9} {'data s':>7} "
+          f"{'data share':>10} {'data-only/train':>15}")
+    for name, first, ep, tr, ips, ds_, share, only in rows:
+        print(f"{name:<16} {first:>11.2f} {ep:>8.3f} {tr:>8.3f} {ips:>9.0f} {ds_:>7.4f} {share:>9.1%} "
+              f"{only:>15.1%}")
+    ann, snn = rows
+    print(f"SNN/ANN epoch-time ratio: {snn[2] / ann[2]:.2f}x; target: data share <= 5%")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,375 @@
+"""Analysis commands: ``snncka compare | temporal | blocks | robustness | probe | seeds | rates | report``.
+
+Each command takes checkpoints (``best.pt``/``last.pt`` or a run folder), runs one function of
+``snncka.analyses``, saves the result (``<out>/<name>.json`` + ``.npz``) and its figures (PNG + SVG) in
+``--out``, and prints what it wrote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import analyses as A
+from .checkpoint import CheckpointError
+
+_USER_ERRORS = (ValueError, OSError, CheckpointError, RuntimeError)
+
+
+def _common(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Options every analysis shares."""
+    opts = [
+        click.option(
+            "--out",
+            "out",
+            type=click.Path(file_okay=False),
+            required=True,
+            help="Folder for the result (JSON + NPZ) and its figures (PNG + SVG).",
+        ),
+        click.option(
+            "--name", default=None, help="File name stem of the result (default: the analysis name)."
+        ),
+        click.option(
+            "--data-root",
+            default=None,
+            type=click.Path(),
+            help="Folder with the dataset's files (default: the one recorded in the checkpoint).",
+        ),
+        click.option("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)."),
+        click.option("--no-plot", is_flag=True, help="Save the result only, no figures."),
+        click.option("--quiet", is_flag=True, help="No progress bars."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _cka_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    opts = [
+        click.option(
+            "--n-images",
+            default=4096,
+            show_default=True,
+            help="Test images used (the first N; the paper uses 4096).",
+        ),
+        click.option("--batch-size", default=256, show_default=True, help="Minibatch size of minibatch CKA."),
+        click.option(
+            "--layers",
+            default="paper",
+            show_default=True,
+            help="Layers to record: 'paper', kinds (conv,norm,act,block,pool,linear) or name patterns, "
+            "comma-separated.",
+        ),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _layers(text: str) -> str | list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    return items[0] if len(items) == 1 else items
+
+
+def _floats(text: str | None, what: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise click.BadParameter(
+            f"{what} takes comma-separated numbers, e.g. 0.001,0.01; got {text!r}"
+        ) from None
+
+
+def _finish(res: A.Result, out: str, name: str | None, no_plot: bool) -> None:
+    path = res.save(out, name)
+    click.echo(f"result: {path} (+ {path.with_suffix('.npz').name})")
+    if not no_plot:
+        figs = res.plot(out, name)
+        click.echo(f"figures ({len(figs)}): " + ", ".join(str(p) for p in figs if p.suffix == ".png"))
+        for row in res.summary()[:12]:
+            click.echo(
+                "  "
+                + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+            )
+
+
+def _run(fn: Callable[[], A.Result]) -> A.Result:
+    try:
+        return fn()
+    except _USER_ERRORS as e:
+        raise click.ClickException(str(e)) from e
+
+
+@click.command("compare")
+@click.argument("checkpoint_a", type=click.Path())
+@click.argument("checkpoint_b", type=click.Path(), required=False)
+@_cka_options
+@click.option("--biased", is_flag=True, help="Biased HSIC (Eq. 4) instead of the unbiased estimator.")
+@click.option("--kernel", default="linear", show_default=True, help="linear, rbf or rbf:<threshold>.")
+@_common
+def compare_cmd(
+    checkpoint_a,
+    checkpoint_b,
+    n_images,
+    batch_size,
+    layers,
+    biased,
+    kernel,
+    out,
+    name,
+    data_root,
+    device,
+    no_plot,
+    quiet,
+) -> None:
+    """Cross-layer CKA heatmap and CKA curve of two checkpoints (or one against itself)."""
+    res = _run(
+        lambda: A.compare(
+            checkpoint_a,
+            checkpoint_b,
+            n_images=n_images,
+            batch_size=batch_size,
+            layers=_layers(layers),
+            unbiased=not biased,
+            kernel=kernel,
+            data_root=data_root,
+            device=device,
+            progress=not quiet,
+        )
+    )
+    _finish(res, out, name, no_plot)
+
+
+@click.command("temporal")
+@click.argument("checkpoint", type=click.Path())
+@_cka_options
+@_common
+def temporal_cmd(
+    checkpoint, n_images, batch_size, layers, out, name, data_root, device, no_plot, quiet
+) -> None:
+    """T x T CKA between the time steps of every layer of an SNN checkpoint (Fig. 6)."""
+    res = _run(
+        lambda: A.temporal(
+            checkpoint,
+            n_images=n_images,
+            batch_size=batch_size,
+            layers=_layers(layers),
+            data_root=data_root,
+            device=device,
+            progress=not quiet,
+        )
+    )
+    _finish(res, out, name, no_plot)
+
+
+@click.command("blocks")
+@click.argument("checkpoint_a", type=click.Path())
+@click.argument("checkpoint_b", type=click.Path(), required=False)
+@_cka_options
+@_common
+def blocks_cmd(
+    checkpoint_a, checkpoint_b, n_images, batch_size, layers, out, name, data_root, device, no_plot, quiet
+) -> None:
+    """CKA per layer type inside residual blocks and the periodic pattern along depth (Fig. 3).
+
+    CHECKPOINT_A may also be a saved compare result (compare.json).
+    """
+
+    def go() -> A.Result:
+        src: Any = checkpoint_a
+        if str(checkpoint_a).endswith(".json"):
+            src = A.load_result(checkpoint_a)
+            if not isinstance(src, A.CompareResult):
+                raise ValueError(f"{checkpoint_a} is a {src.analysis} result; blocks needs a compare result")
+        res, _ = A.blocks(
+            src,
+            checkpoint_b,
+            n_images=n_images,
+            batch_size=batch_size,
+            layers=_layers(layers),
+            data_root=data_root,
+            device=device,
+            progress=not quiet,
+        )
+        return res
+
+    res = _run(go)
+    _finish(res, out, name, no_plot)
+    click.echo(
+        f"periodic pattern: {res.periodic} (period {res.period}, block length {res.block_length}, "
+        f"restore fraction {res.restore_fraction:.2f})"
+    )
+
+
+@click.command("robustness")
+@click.argument("checkpoints", nargs=-1, required=True, type=click.Path())
+@click.option(
+    "--eps",
+    default=",".join(f"{e:g}" for e in A.DEFAULT_EPS),
+    show_default=True,
+    help="Comma-separated L-inf radii, increasing (normalised input space unless --pixel-std).",
+)
+@click.option("--steps", default=10, show_default=True, help="PGD iterations.")
+@click.option("--step-size", default=None, type=float, help="PGD step size (default: 2.5 * eps / steps).")
+@click.option(
+    "--random-start", is_flag=True, help="Start from a random point of the eps ball (Madry et al.)."
+)
+@click.option(
+    "--pixel-std",
+    default=None,
+    help="Per-channel std used to normalise the data, e.g. 0.247,0.243,0.261: eps is then a fraction "
+    "of the [0, 1] pixel range.",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of the random start.")
+@_cka_options
+@_common
+def robustness_cmd(
+    checkpoints,
+    eps,
+    steps,
+    step_size,
+    random_start,
+    pixel_std,
+    seed,
+    n_images,
+    batch_size,
+    layers,
+    out,
+    name,
+    data_root,
+    device,
+    no_plot,
+    quiet,
+) -> None:
+    """PGD robust accuracy per eps and CKA clean vs adversarial per layer, for each checkpoint (Fig. 8)."""
+    res = _run(
+        lambda: A.robustness(
+            list(checkpoints),
+            eps=_floats(eps, "--eps"),
+            steps=steps,
+            step_size=step_size,
+            random_start=random_start,
+            pixel_std=_floats(pixel_std, "--pixel-std"),
+            n_images=n_images,
+            batch_size=batch_size,
+            layers=_layers(layers),
+            seed=seed,
+            data_root=data_root,
+            device=device,
+            progress=not quiet,
+        )
+    )
+    _finish(res, out, name, no_plot)
+
+
+@click.command("probe")
+@click.argument("checkpoints", nargs=-1, required=True, type=click.Path())
+@click.option("--n-train", default=None, type=int, help="Training images for the probes (default: all).")
+@click.option("--n-test", default=None, type=int, help="Test images (default: all).")
+@click.option("--l2", default=1e-4, show_default=True, help="L2 penalty of the probes.")
+@click.option("--batch-size", default=256, show_default=True)
+@_common
+def probe_cmd(
+    checkpoints, n_train, n_test, l2, batch_size, out, name, data_root, device, no_plot, quiet
+) -> None:
+    """Linear probes on every residual block's pooled output: accuracy per block (Fig. A.6)."""
+    res = _run(
+        lambda: A.probe(
+            list(checkpoints),
+            n_train=n_train,
+            n_test=n_test,
+            l2=l2,
+            batch_size=batch_size,
+            data_root=data_root,
+            device=device,
+            progress=not quiet,
+        )
+    )
+    _finish(res, out, name, no_plot)
+
+
+@click.command("seeds")
+@click.argument("checkpoints", nargs=-1, required=True, type=click.Path())
+@click.option("--no-self", is_flag=True, help="Leave out each model against itself.")
+@_cka_options
+@_common
+def seeds_cmd(
+    checkpoints, no_self, n_images, batch_size, layers, out, name, data_root, device, no_plot, quiet
+) -> None:
+    """CKA heatmaps for every pairing of the checkpoints, e.g. ANN and SNN from two seeds each (App. C)."""
+    res = _run(
+        lambda: A.seeds(
+            list(checkpoints),
+            include_self=not no_self,
+            n_images=n_images,
+            batch_size=batch_size,
+            layers=_layers(layers),
+            data_root=data_root,
+            device=device,
+            progress=not quiet,
+        )
+    )
+    _finish(res, out, name, no_plot)
+
+
+@click.command("rates")
+@click.argument("checkpoint", type=click.Path())
+@click.option("--n-images", default=None, type=int, help="Test images (default: all).")
+@click.option("--batch-size", default=256, show_default=True)
+@_common
+def rates_cmd(checkpoint, n_images, batch_size, out, name, data_root, device, no_plot, quiet) -> None:
+    """Firing-rate statistics of every LIF layer of an SNN checkpoint."""
+    res = _run(
+        lambda: A.rates(
+            checkpoint,
+            n_images=n_images,
+            batch_size=batch_size,
+            data_root=data_root,
+            device=device,
+            progress=not quiet,
+        )
+    )
+    _finish(res, out, name, no_plot)
+
+
+@click.command("report")
+@click.argument("run_dir", type=click.Path())
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="HTML file to write (default: RUN_DIR/report.html).",
+)
+@click.option("--title", default=None, help="Report title.")
+def report_cmd(run_dir, out, title) -> None:
+    """One self-contained HTML report of RUN_DIR: figures, accuracy and CKA tables, configs, environment."""
+    from .report import build_report
+
+    try:
+        path = build_report(Path(run_dir), out, title=title)
+    except _USER_ERRORS as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"report: {path}")
+
+
+COMMANDS = (
+    compare_cmd,
+    temporal_cmd,
+    blocks_cmd,
+    robustness_cmd,
+    probe_cmd,
+    seeds_cmd,
+    rates_cmd,
+    report_cmd,
+)
+
+
+def register(group: click.Group) -> None:
+    """Add the analysis commands to the ``snncka`` group."""
+    for cmd in COMMANDS:
+        group.add_command(cmd)

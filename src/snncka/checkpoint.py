@@ -1,0 +1,138 @@
+"""Checkpoint files: atomic writes, validated reads, and the RNG state that makes a resumed run bitwise exact.
+
+A snncka checkpoint is a ``torch.save``'d dict with ``format == "snncka-checkpoint"`` and at least
+``model_config`` (``model.config``, enough to rebuild the network) and ``model`` (its state dict). The trainer
+adds ``train_config``, ``optimizer``, ``scheduler``, ``epoch``, ``rng``, ``best_acc`` and ``metrics``.
+Everything in it is a tensor or a plain Python container, so it loads with ``weights_only=True`` (no
+arbitrary code runs when a checkpoint is opened).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["FORMAT", "CheckpointError", "atomic_write", "get_rng_state", "load_checkpoint", "save_checkpoint",
+           "set_rng_state"]
+
+FORMAT = "snncka-checkpoint"
+VERSION = 1
+REQUIRED = ("model_config", "model")
+
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+class CheckpointError(ValueError):
+    """A file that cannot be used as a snncka checkpoint (missing, truncated, corrupt, or something else)."""
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Write ``path`` atomically: ``write(tmp)`` on a temp file beside it, fsync, ``os.replace`` onto it.
+
+    Readers see either the old file or the complete new one, never a partial write (also after a crash).
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda p: p.write_text(text))
+
+
+def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
+    """Write checkpoint dict ``obj`` to ``path`` atomically (tags it with the snncka format)."""
+    missing = [k for k in REQUIRED if k not in obj]
+    if missing:
+        raise ValueError(f"a checkpoint needs the keys {REQUIRED}; missing {missing}")
+    obj = {"format": FORMAT, "version": VERSION, **obj}
+    atomic_write(path, lambda p: torch.save(obj, p))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by ``save_checkpoint`` (e.g. a run's ``last.pt``/``best.pt``).
+
+    Raises ``CheckpointError`` with a message saying what is wrong for a missing, truncated or corrupt file,
+    or for a file that is not a snncka checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        hint = " (it is a folder: pass the run's last.pt or best.pt)" if path.is_dir() else ""
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist{hint}")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # zip/pickle errors come in many types
+        raise CheckpointError(
+            f"cannot read checkpoint {str(path)!r}: the file is truncated or corrupt ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}); use another checkpoint (best.pt/last.pt) or "
+            "retrain"
+        ) from e
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT or any(k not in obj for k in REQUIRED):
+        raise CheckpointError(
+            f"{str(path)!r} is a readable torch file but not a snncka checkpoint (expected a dict with "
+            f"format={FORMAT!r} and keys {REQUIRED}); snncka writes checkpoints as <run>/last.pt and best.pt"
+        )
+    if obj.get("version", 0) > VERSION:
+        raise CheckpointError(
+            f"{str(path)!r} has checkpoint format version {obj['version']}, newer than this snncka supports "
+            f"({VERSION}); upgrade snncka"
+        )
+    return obj
+
+
+def get_rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
+    """Every random state a training run consumes (torch CPU, CUDA, numpy, python, and a data generator)."""
+    np_state = np.random.get_state()  # noqa: NPY002 - the global state is what we save
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": np_state[0], "key": torch.from_numpy(np_state[1].astype(np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
+                  "cached_gaussian": float(np_state[4])},
+        "python": _to_lists(random.getstate()),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if generator is not None:
+        state["data"] = generator.get_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], generator: torch.Generator | None = None) -> None:
+    """Restore what ``get_rng_state`` captured (CUDA states only where the same devices exist)."""
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],  # noqa: NPY002
+                         n["cached_gaussian"]))
+    random.setstate(_to_tuples(state["python"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    if generator is not None:
+        if "data" not in state:
+            raise CheckpointError("the checkpoint has no data-generator state; it cannot resume exactly")
+        generator.set_state(state["data"].cpu())
+
+
+def _to_lists(x: Any) -> Any:
+    return [_to_lists(v) for v in x] if isinstance(x, tuple | list) else x
+
+
+def _to_tuples(x: Any) -> Any:
+    return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x

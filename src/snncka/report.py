@@ -1,0 +1,283 @@
+"""One self-contained HTML report for a run folder: every figure, accuracy and CKA tables, configs,
+environment and timings.
+
+``build_report(run_dir)`` walks ``run_dir`` for training runs (folders with ``config.json`` +
+``metrics.jsonl``, as ``snncka train`` writes them) and saved analysis results (``<name>.json`` +
+``<name>.npz`` from ``snncka.analyses``), redraws every result's figures from the saved numbers (so figures
+and tables always agree), and writes ``report.html``. Images are embedded as base64 PNG data URIs, styles are
+inline, and there is no script, font or link to anything outside the file: it opens offline, in any browser,
+and can be mailed or archived as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .analyses import Result, _atomic_bytes, environment, iter_results
+
+__all__ = ["TrainingRun", "build_report", "find_training_runs"]
+
+_CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;margin:2em auto;
+max-width:1200px;padding:0 1em;color:#222;line-height:1.4}
+h1{border-bottom:2px solid #444}h2{border-bottom:1px solid #bbb;margin-top:2em}
+table{border-collapse:collapse;margin:0.5em 0 1em;font-size:0.85em}
+th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f0f0f0}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+figure{display:inline-block;margin:0.5em;vertical-align:top}
+figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:0.8em;color:#555}
+pre{background:#f7f7f7;padding:0.6em;overflow-x:auto;font-size:0.8em}
+nav ul{columns:2}.muted{color:#777;font-size:0.85em}
+"""
+
+
+@dataclass
+class TrainingRun:
+    """A training run folder as ``snncka train`` writes it."""
+
+    path: Path
+    config: dict[str, Any]
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def row(self, root: Path) -> dict[str, Any]:
+        tc = self.config.get("train", self.config)
+        mc = self.config.get("model", {})
+        last = self.metrics[-1] if self.metrics else {}
+        best = max((m.get("test_acc", float("nan")) for m in self.metrics), default=float("nan"))
+        return {
+            "run": str(self.path.relative_to(root)) if self.path != root else self.path.name,
+            "model": mc.get("name", tc.get("model")),
+            "type": "SNN" if tc.get("spiking") else "ANN",
+            "T": tc.get("T") if tc.get("spiking") else "",
+            "width": tc.get("width"),
+            "data": tc.get("data"),
+            "seed": tc.get("seed"),
+            "epochs": f"{last.get('epoch', 0)}/{tc.get('epochs', '?')}",
+            "best test acc (%)": 100 * best if best == best else None,
+            "final test acc (%)": 100 * last["test_acc"] if "test_acc" in last else None,
+            "train time (s)": sum(float(m.get("seconds", 0.0)) for m in self.metrics),
+        }
+
+
+def find_training_runs(root: str | Path) -> list[TrainingRun]:
+    """Every training run folder below ``root`` (including ``root`` itself), sorted by path."""
+    root = Path(root)
+    runs = []
+    for cfg in sorted(root.rglob("config.json")):
+        d = cfg.parent
+        if not (d / "metrics.jsonl").is_file():
+            continue
+        try:
+            config = json.loads(cfg.read_text())
+            metrics = [
+                json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()
+            ]
+        except (OSError, ValueError):
+            continue
+        runs.append(TrainingRun(d, config, metrics))
+    return runs
+
+
+def _fmt(v: Any) -> tuple[str, bool]:
+    if v is None:
+        return "", False
+    if isinstance(v, bool):
+        return str(v), False
+    if isinstance(v, float):
+        return (f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3e}") if v == v else "nan", True
+    if isinstance(v, int):
+        return str(v), True
+    return str(v), False
+
+
+def _table(rows: Sequence[dict[str, Any]]) -> str:
+    if not rows:
+        return "<p class='muted'>(none)</p>"
+    cols: list[str] = []
+    for r in rows:
+        cols += [c for c in r if c not in cols]
+    out = ["<table><thead><tr>", *(f"<th>{html.escape(c)}</th>" for c in cols), "</tr></thead><tbody>"]
+    for r in rows:
+        out.append("<tr>")
+        for c in cols:
+            text, num = _fmt(r.get(c))
+            out.append(
+                f"<td class='num'>{html.escape(text)}</td>" if num else f"<td>{html.escape(text)}</td>"
+            )
+        out.append("</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def _img(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    cap = html.escape(caption)
+    return (
+        f"<figure><img src='data:image/png;base64,{data}' alt='{cap}'><figcaption>{cap}</figcaption></figure>"
+    )
+
+
+def _params(meta: dict[str, Any]) -> dict[str, Any]:
+    """The small, scalar settings of a saved result (what the report shows as its resolved config)."""
+    skip = {
+        "environment",
+        "matrix",
+        "cka",
+        "accuracy",
+        "train_accuracy",
+        "layers",
+        "kinds",
+        "layers_a",
+        "layers_b",
+        "kinds_a",
+        "kinds_b",
+        "curve",
+        "block_output",
+        "block_inner_mean",
+        "blocks",
+        "position_means",
+    }
+    return {k: v for k, v in meta.items() if k not in skip and not (isinstance(v, list) and len(v) > 12)}
+
+
+def build_report(run_dir: str | Path, out: str | Path | None = None, *, title: str | None = None) -> Path:
+    """Write the HTML report of ``run_dir`` (default ``run_dir/report.html``) atomically; returns its path."""
+    t0 = time.perf_counter()
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"run directory {str(root)!r} does not exist; pass the folder that holds the training runs and "
+            "analysis results (e.g. the --out of snncka train / compare / reproduce)"
+        )
+    runs = find_training_runs(root)
+    results: list[tuple[Path, Result]] = list(iter_results(root))
+    if not runs and not results:
+        raise ValueError(
+            f"{str(root)!r} holds no training runs (config.json + metrics.jsonl) and no analysis results "
+            "(<name>.json from snncka compare/temporal/...); nothing to report"
+        )
+    out = Path(out) if out is not None else root / "report.html"
+    title = title or f"snncka report: {root.resolve().name}"
+    parts: list[str] = []
+    toc: list[tuple[str, str]] = []
+
+    def section(anchor: str, heading: str, body: str) -> None:
+        toc.append((anchor, heading))
+        parts.append(f"<h2 id='{anchor}'>{html.escape(heading)}</h2>{body}")
+
+    # Accuracy: training runs plus accuracies measured by analyses.
+    acc_rows = [r.row(root) for r in runs]
+    for p, res in results:
+        for label, acc, src in _measured_accuracy(res):
+            acc_rows.append(
+                {
+                    "run": str(p.relative_to(root)),
+                    "model": label,
+                    "measured test acc (%)": acc,
+                    "checkpoint": src,
+                }
+            )
+    section("accuracy", "Accuracy", _table(acc_rows))
+
+    # CKA summaries: one table per analysis kind.
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for p, res in results:
+        for row in res.summary():
+            by_kind.setdefault(res.analysis, []).append({"result": str(p.relative_to(root)), **row})
+    body = "".join(f"<h3>{html.escape(k)}</h3>{_table(v)}" for k, v in by_kind.items())
+    section("summary", "CKA and analysis summary", body or "<p class='muted'>(no analyses)</p>")
+
+    # Figures: redrawn from the saved results.
+    figs: list[str] = []
+    n_figs = 0
+    with tempfile.TemporaryDirectory(prefix="snncka-report-") as tmp:
+        for k, (p, res) in enumerate(results):
+            rel = str(p.relative_to(root))
+            paths = [q for q in res.plot(Path(tmp) / str(k)) if q.suffix == ".png"]
+            n_figs += len(paths)
+            figs.append(f"<h3>{html.escape(rel)} <span class='muted'>({res.analysis})</span></h3>")
+            figs += [_img(q, f"{rel}: {q.stem}") for q in paths]
+    section("figures", "Figures", "".join(figs) or "<p class='muted'>(no figures)</p>")
+
+    # Resolved configuration.
+    cfg = []
+    for r in runs:
+        cfg.append(
+            f"<details><summary>{html.escape(str(r.path.relative_to(root)) or r.name)} (training)"
+            f"</summary><pre>{html.escape(json.dumps(r.config, indent=1))}</pre></details>"
+        )
+    for p, _res in results:
+        meta = json.loads(p.read_text())
+        cfg.append(
+            f"<details><summary>{html.escape(str(p.relative_to(root)))} ({meta['snncka_analysis']})"
+            f"</summary><pre>{html.escape(json.dumps(_params(meta), indent=1))}</pre></details>"
+        )
+    section("config", "Resolved configuration", "".join(cfg))
+
+    # Environment: where the report was built, and where each result / run was computed.
+    env_rows = [{"where": "this report", **environment()}]
+    for p, res in results:
+        e = getattr(res, "environment", None)
+        if e:
+            env_rows.append({"where": str(p.relative_to(root)), **e})
+    for r in runs:
+        e = r.config.get("environment")
+        if isinstance(e, dict):
+            env_rows.append({"where": str(r.path.relative_to(root)), **{k: str(v) for k, v in e.items()}})
+    section("environment", "Environment", _table(env_rows))
+
+    # Timings.
+    t_rows = [
+        {"item": f"train {r.path.relative_to(root)}", "seconds": r.row(root)["train time (s)"]} for r in runs
+    ]
+    t_rows += [
+        {"item": f"{res.analysis} {p.relative_to(root)}", "seconds": float(getattr(res, "seconds", 0.0))}
+        for p, res in results
+    ]
+    t_rows.append({"item": "this report (figures and HTML)", "seconds": time.perf_counter() - t0})
+    section("timings", "Timings", _table(t_rows))
+
+    nav = (
+        "<nav><ul>" + "".join(f"<li><a href='#{a}'>{html.escape(h)}</a></li>" for a, h in toc) + "</ul></nav>"
+    )
+    doc = (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1><p class='muted'>Run folder: {html.escape(str(root.resolve()))} "
+        f"&middot; {len(runs)} training run(s), {len(results)} analysis result(s), {n_figs} figure(s) "
+        "&middot; generated "
+        f"{html.escape(time.strftime('%Y-%m-%d %H:%M:%S %Z'))}</p>{nav}{''.join(parts)}</body></html>"
+    )
+    _atomic_bytes(out, doc.encode("utf-8"))
+    return out
+
+
+def _measured_accuracy(res: Result) -> list[tuple[str, float, str | None]]:
+    """(label, accuracy %, checkpoint) pairs that an analysis measured itself."""
+    out = []
+    if res.analysis == "compare":
+        out.append((res.label_a, res.accuracy_a, res.source_a))
+        if res.accuracy_b is not None:
+            out.append((res.label_b, res.accuracy_b, res.source_b))
+    elif res.analysis == "robustness":
+        out += list(
+            zip(res.labels, res.clean_accuracy, res.sources or [None] * len(res.labels), strict=False)
+        )
+    elif res.analysis == "probe":
+        out += list(
+            zip(res.labels, res.model_accuracy, res.sources or [None] * len(res.labels), strict=False)
+        )
+    return [(a, b, c) for a, b, c in out if b is not None]

@@ -1,0 +1,620 @@
+"""Training engine: the paper's recipe (SPEC, App. B) as one compact, resumable loop, on one process or many.
+
+Design (in the spirit of airbench / nanoGPT): the whole dataset lives as tensors on the compute device; every
+epoch draws a random permutation from a seeded ``torch.Generator`` and slices it into batches; augmentation
+(random crop + flip) runs batched on tensors with the same generator; no DataLoader, no per-sample Python.
+
+Recipe (all overridable in ``TrainConfig``):
+
+* SGD, momentum 0.9, no Nesterov; lr = 0.1 * batch_size / 256 unless given (linear scaling);
+  weight decay 1e-4 applied to every parameter (also norms and biases, as in the paper's released code).
+* Cosine decay from lr to 0, stepped **per iteration** (``lr_t = lr * (1 + cos(pi * t / steps)) / 2``); the
+  ``lr`` in ``metrics.jsonl`` is the rate of the epoch's first step.
+* Each epoch uses ``floor(N / batch_size)`` full batches (the last partial batch is dropped; with a fresh
+  permutation every epoch every sample is still seen). Loss: cross-entropy on the time-averaged logits the
+  models return. On CUDA: bf16 autocast and channels_last (``amp="auto"``); on CPU: float32 (exact).
+* After every epoch: test accuracy/loss, the firing rate of every LIF layer on the test set (SNNs), one JSON
+  line in ``metrics.jsonl``, an atomic ``last.pt`` (model, optimizer, scheduler, every RNG state incl. the
+  data generator) and ``best.pt`` when the test accuracy improved. ``resume=True`` continues from
+  ``last.pt``; on CPU the final weights are bitwise identical to an uninterrupted run's.
+
+Many processes (``torchrun --nproc_per_node N -m snncka.cli train ...``): every rank draws the same
+permutation and augmentation for the global batch (``batch_size``) and trains on its contiguous 1/N shard;
+DDP averages gradients, and the loss is scaled so that the averaged gradient equals the single-process one.
+BatchNorm (and tdBN, a BatchNorm2d subclass) is replaced by ``SyncBatchNorm2d`` below, which all-reduces the
+statistics over ranks -- for tdBN's folded ``[T*B, C, H, W]`` input that is exactly tdBN over the global
+batch. (``torch.nn.SyncBatchNorm`` would do the same but refuses CPU tensors, so DDP on gloo could not be
+tested.) State-dict keys are unchanged, so checkpoints load into the plain model. Metrics are all-reduced;
+only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import data as data_mod
+from .checkpoint import (
+    CheckpointError,
+    atomic_write_text,
+    get_rng_state,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
+from .models import SNNCKAModel, create
+from .neurons import LIF
+
+__all__ = ["CheckpointError", "SyncBatchNorm2d", "TrainConfig", "evaluate", "load_checkpoint", "train"]
+
+# Fields that may change when a run is resumed (they do not change what is computed on CPU).
+RESUMABLE_CHANGES = ("progress", "device", "data_root", "download", "eval_batch_size")
+RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (JSON-serialisable; stored in config.json and checkpoints)."""
+
+    model: str = "resnet20"
+    spiking: bool = False
+    T: int = 4
+    width: float = 1.0
+    residual: list[bool] = field(default_factory=lambda: [True, True, True])
+    stage_T: list[int] | None = None
+    neuron: dict[str, Any] = field(default_factory=dict)  # LIFConfig kwargs: tau, v_th, surrogate, alpha, ...
+    data: str = "digits"
+    data_root: str | None = None
+    download: bool = False
+    frames: int | None = None  # event data: frames per sample; None = T for an SNN, 1 for an ANN
+    data_seed: int = 0  # seed of generated datasets (digits-dvs); fixed so that training seeds share the data
+    epochs: int = 300
+    batch_size: int = 256  # global batch (split over ranks under torchrun)
+    lr: float | None = None  # None = 0.1 * batch_size / 256
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    seed: int = 0
+    device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda", "cuda:1", ...
+    amp: str = "auto"  # "auto" (bf16 autocast on CUDA only), "bf16", "off"
+    eval_batch_size: int = 512
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.residual = [bool(r) for r in self.residual]
+        if self.stage_T is not None:
+            self.stage_T = [int(t) for t in self.stage_T]
+        self.neuron = dict(self.neuron)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {unknown}; valid fields: {sorted(names)}")
+        return cls(**d)
+
+    @property
+    def resolved_lr(self) -> float:
+        return self.lr if self.lr is not None else 0.1 * self.batch_size / 256
+
+    def validate(self) -> None:
+        """Raise ValueError naming every bad field and how to fix it."""
+        errs = []
+        for name in ("epochs", "batch_size", "eval_batch_size", "T"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                errs.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.lr is not None and not self.lr > 0:
+            errs.append(f"lr must be > 0 (or None for 0.1 * batch_size / 256), got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            errs.append(f"momentum must lie in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            errs.append(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.frames is not None and self.frames < 1:
+            errs.append(f"frames must be >= 1 (or None for the default), got {self.frames}")
+        if self.amp not in ("auto", "bf16", "off"):
+            errs.append(f"amp must be 'auto', 'bf16' or 'off', got {self.amp!r}")
+        if errs:
+            raise ValueError("invalid training configuration: " + "; ".join(errs))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Distributed helpers
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    owned: bool = False  # this module initialised the process group (and destroys it)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device_pref: str) -> _Dist:
+    """Join the process group torchrun describes in the environment (WORLD_SIZE > 1), else single process."""
+    if dist.is_available() and dist.is_initialized():
+        return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_pref != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local)
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return _Dist(dist.get_rank(), dist.get_world_size(), local, owned=True)
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Differentiable all-reduce (sum): the gradient of a sum over ranks is the sum of the ranks'
+    gradients."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        x = x.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> Tensor:
+        return _AllReduceSum.apply(g)
+
+
+class SyncBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are those of the whole global batch across all ranks.
+
+    Mean and (biased) variance are combined exactly and stably: an all-reduce of per-rank sums and counts
+    gives the mean, a second one of the squared deviations from it the variance. Gradients flow through both
+    (``_AllReduceSum``). In eval mode, or without a process group, it is plain BatchNorm2d.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 5:  # tdBN's unfolded [T, B, C, H, W] input
+            return self.forward(x.reshape(-1, *x.shape[2:])).reshape(x.shape)
+        synced = self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if not synced:
+            return super().forward(x)
+        xf = x.float()
+        c = xf.shape[1]
+        n_local = torch.tensor([xf.numel() / c], dtype=torch.float32, device=xf.device)
+        s = _AllReduceSum.apply(torch.cat([xf.sum((0, 2, 3)), n_local]))
+        n = s[c].detach()
+        mean = s[:c] / n
+        d = xf - mean.view(1, c, 1, 1)
+        var = _AllReduceSum.apply((d * d).sum((0, 2, 3))) / n
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                f = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.mul_(1 - f).add_(f * mean)
+                self.running_var.mul_(1 - f).add_(f * var * n / max(float(n) - 1, 1.0))
+        y = d * torch.rsqrt(var + self.eps).view(1, c, 1, 1)
+        if self.affine:
+            y = y * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)
+        return y.to(x.dtype)
+
+
+def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm2d (incl. tdBN) by ``SyncBatchNorm2d`` sharing its parameters and buffers."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.BatchNorm2d) and not isinstance(child, SyncBatchNorm2d):
+            new = SyncBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
+                                  child.track_running_stats)
+            if child.affine:
+                new.weight, new.bias = child.weight, child.bias
+            if child.track_running_stats:
+                new.running_mean, new.running_var = child.running_mean, child.running_var
+                new.num_batches_tracked = child.num_batches_tracked
+            new.train(child.training)
+            setattr(module, name, new)
+        else:
+            convert_sync_batchnorm(child)
+    return module
+
+
+def _all_reduce(t: Tensor, d: _Dist) -> Tensor:
+    if d.world > 1:
+        dist.all_reduce(t)
+    return t
+
+
+# --------------------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------------------
+
+
+class _RateMeter:
+    """Forward hooks summing the spikes and elements of every LIF call (firing rate per LIF layer)."""
+
+    def __init__(self, model: nn.Module, device: torch.device) -> None:
+        self.names = [n for n, m in model.named_modules() if isinstance(m, LIF)]
+        self.sums = torch.zeros(len(self.names), 2, dtype=torch.float64, device=device)
+        self.handles = [m.register_forward_hook(self._hook(i))
+                        for i, m in enumerate(m for m in model.modules() if isinstance(m, LIF))]
+
+    def _hook(self, i: int) -> Callable:
+        def hook(module: nn.Module, inputs: Any, out: Tensor) -> None:
+            self.sums[i, 0] += out.detach().sum(dtype=torch.float64)
+            self.sums[i, 1] += out.numel()
+
+        return hook
+
+    def rates(self) -> dict[str, float]:
+        return {n: float(s / max(c, 1.0)) for n, (s, c) in zip(self.names, self.sums.tolist(), strict=True)}
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def _autocast(device: torch.device, amp: bool):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, device: torch.device, amp: bool,
+              d: _Dist, channels_last: bool = False) -> dict[str, Any]:
+    was_training = model.training
+    model.eval()
+    meter = _RateMeter(model, device)
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
+    try:
+        n = x.shape[0]
+        lo, hi = n * d.rank // d.world, n * (d.rank + 1) // d.world  # this rank's shard
+        for i in range(lo, hi, batch_size):
+            xb = x[i:min(i + batch_size, hi)].to(device, non_blocking=True)
+            yb = y[i:min(i + batch_size, hi)].to(device, non_blocking=True)
+            xb = data_mod.to_model_input(xb)
+            if channels_last and xb.dim() == 4:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with _autocast(device, amp):
+                logits = model(xb)
+            sums[0] += F.cross_entropy(logits.float(), yb, reduction="sum").double()
+            sums[1] += (logits.argmax(1) == yb).sum()
+            sums[2] += yb.numel()
+        _all_reduce(sums, d)
+        _all_reduce(meter.sums, d)
+    finally:
+        meter.close()
+        model.train(was_training)
+    loss, correct, count = sums.tolist()
+    out: dict[str, Any] = {"acc": correct / max(count, 1), "loss": loss / max(count, 1), "n": int(count)}
+    if meter.names:
+        out["firing_rates"] = meter.rates()
+    return out
+
+
+def evaluate(model: nn.Module, dataset_or_tensors: data_mod.Dataset | tuple[Tensor, Tensor],
+             batch_size: int = 512, device: str | torch.device | None = None,
+             amp: bool = False) -> dict[str, Any]:
+    """Accuracy and mean cross-entropy of ``model`` on a ``Dataset``'s test split or on ``(x, y)`` tensors.
+
+    Returns ``{"acc", "loss", "n"}`` plus ``"firing_rates"`` ({LIF layer name: fraction of spikes}) for
+    spiking models. ``device`` defaults to the model's. The model's train/eval mode is restored afterwards.
+    """
+    if isinstance(dataset_or_tensors, data_mod.Dataset):
+        x, y = dataset_or_tensors.x_test, dataset_or_tensors.y_test
+    else:
+        try:
+            x, y = dataset_or_tensors
+        except (TypeError, ValueError):
+            raise TypeError("evaluate() takes a snncka.data.Dataset or a pair (inputs, labels) of tensors"
+                            ) from None
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"inputs and labels differ in length: {x.shape[0]} vs {y.shape[0]}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if device is None:
+        device = next(model.parameters()).device
+    device = torch.device(device)
+    model.to(device)
+    return _evaluate(model, x, y, batch_size, device, amp, _Dist())
+
+
+# --------------------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------------------
+
+
+def _resolve_device(pref: str, d: _Dist) -> torch.device:
+    if pref == "auto":
+        return torch.device(f"cuda:{d.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    dev = torch.device(pref)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {pref!r} requested but CUDA is not available; use --device cpu or auto")
+        if dev.index is None:
+            dev = torch.device(f"cuda:{d.local_rank}")
+    return dev
+
+
+def _git_commit() -> str | None:
+    try:
+        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                           capture_output=True, text=True, timeout=5)
+        return r.stdout.strip() or None if r.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _environment(device: torch.device, d: _Dist) -> dict[str, Any]:
+    from . import __version__
+
+    return {
+        "snncka": __version__, "python": platform.python_version(), "torch": torch.__version__,
+        "numpy": np.__version__, "platform": platform.platform(), "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "cpu_threads": torch.get_num_threads(), "world_size": d.world, "git_commit": _git_commit(),
+        "command": sys.argv, "started_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _cosine(total_steps: int) -> Callable[[int], float]:
+    return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+
+def _check_run_dir(out: Path, resume: bool, force: bool) -> None:
+    if resume:
+        if not (out / "last.pt").is_file():
+            raise FileNotFoundError(
+                f"cannot resume: {out / 'last.pt'} does not exist (start the run without --resume)")
+        return
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {str(out)!r} exists and is not a folder")
+    existing = [f for f in RUN_FILES if (out / f).exists()]
+    if existing and not force:
+        raise FileExistsError(
+            f"run folder {str(out)!r} already holds {', '.join(existing)}; pass --resume (resume=True) to "
+            "continue that run, --force (force=True) to overwrite it, or choose another --out"
+        )
+
+
+def _check_resumable(cfg: TrainConfig, saved: dict[str, Any]) -> None:
+    mine = asdict(cfg)
+    diff = {k: (saved.get(k), v) for k, v in mine.items() if k not in RESUMABLE_CHANGES and saved.get(k) != v}
+    if diff:
+        lines = ", ".join(f"{k}: run has {a!r}, asked {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(f"cannot resume with a different configuration ({lines}); use the run's settings "
+                         "(omit them: `snncka train --resume --out DIR` reads them) or start a new run")
+
+
+def _build(cfg: TrainConfig, ds: data_mod.Dataset) -> SNNCKAModel:
+    return create(cfg.model, spiking=cfg.spiking, num_classes=ds.num_classes, in_channels=ds.in_channels,
+                  width=cfg.width, T=cfg.T, residual=cfg.residual, stage_T=cfg.stage_T, **cfg.neuron)
+
+
+def load_dataset(cfg: TrainConfig) -> data_mod.Dataset:
+    """The run's dataset (frames: ``cfg.frames``, or T for an SNN / 1 for an ANN on event data)."""
+    if cfg.data_root is not None and not cfg.download and not Path(cfg.data_root).exists():
+        raise FileNotFoundError(
+            f"--data-root {cfg.data_root!r} does not exist; point it at the folder that holds the "
+            f"{cfg.data!r} files (or pass --download where a network exists)"
+        )
+    frames = cfg.frames if cfg.frames is not None else (cfg.T if cfg.spiking else 1)
+    return data_mod.get(cfg.data, root=cfg.data_root, frames=frames, download=cfg.download,
+                        seed=cfg.data_seed)
+
+
+def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, force: bool = False,
+          on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+          dataset: data_mod.Dataset | None = None) -> dict[str, Any]:
+    """Train ``cfg`` into the run folder ``out``; returns the final epoch's metrics (plus ``best_acc``).
+
+    ``resume``: continue from ``out/last.pt`` (the configuration must match the run's, except
+    ``RESUMABLE_CHANGES``). ``force``: overwrite an existing run. ``on_epoch_end(epoch, metrics)`` is called
+    after each epoch's files are written (tests use it to interrupt a run). ``dataset``: a preloaded
+    ``Dataset`` to train on instead of loading ``cfg.data`` (custom data, benchmarks; pass the same one to
+    resume). Under torchrun every rank calls this; only rank 0 writes.
+    """
+    cfg.validate()
+    out = Path(out)
+    d = _init_distributed(cfg.device)
+    try:
+        _check_run_dir(out, resume, force)
+        ckpt = None
+        if resume:
+            ckpt = load_checkpoint(out / "last.pt")
+            if "train_config" not in ckpt or "optimizer" not in ckpt:
+                raise CheckpointError(
+                    f"{out / 'last.pt'} is a model-only checkpoint; it cannot resume training")
+            _check_resumable(cfg, ckpt["train_config"])
+        if d.world > 1:
+            dist.barrier()  # every rank has checked the folder before rank 0 writes into it
+        return _Run(cfg, out, d, ckpt, force, on_epoch_end, dataset).run()
+    finally:
+        if d.owned:
+            dist.destroy_process_group()
+
+
+class _Run:
+    def __init__(self, cfg: TrainConfig, out: Path, d: _Dist, ckpt: dict | None, force: bool,
+                 on_epoch_end: Callable | None, dataset: data_mod.Dataset | None = None) -> None:
+        self.cfg, self.out, self.d, self.ckpt, self.on_epoch_end = cfg, out, d, ckpt, on_epoch_end
+        if cfg.batch_size % d.world:
+            raise ValueError(
+                f"batch_size {cfg.batch_size} must be divisible by the number of processes {d.world}")
+        self.device = _resolve_device(cfg.device, d)
+        self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and self.device.type == "cuda")
+        self.channels_last = self.device.type == "cuda"
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)  # noqa: NPY002 - seed the global state user code may use
+        random.seed(cfg.seed)
+        self.gen = torch.Generator().manual_seed(cfg.seed)  # permutations and augmentation
+
+        # errors (unknown dataset, bad root) come before anything is written
+        self.ds = dataset if dataset is not None else load_dataset(cfg)
+        model = _build(cfg, self.ds)
+        if ckpt is not None:
+            model.load_state_dict(ckpt["model"])
+        self.model_config = model.config
+        if d.world > 1:
+            convert_sync_batchnorm(model)
+        model.to(self.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.ds.to(self.device)
+
+        n = self.ds.x_train.shape[0]
+        self.batch = min(cfg.batch_size, n - n % d.world) if n >= d.world else n
+        self.steps = max(1, n // self.batch)
+        self.opt = torch.optim.SGD(model.parameters(), lr=cfg.resolved_lr, momentum=cfg.momentum,
+                                   weight_decay=cfg.weight_decay, nesterov=False)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _cosine(cfg.epochs * self.steps))
+        self.start_epoch, self.best_acc, self.last_metrics = 0, -1.0, None
+        if ckpt is not None:
+            self.opt.load_state_dict(ckpt["optimizer"])
+            self.sched.load_state_dict(ckpt["scheduler"])
+            self.start_epoch, self.best_acc = int(ckpt["epoch"]), float(ckpt["best_acc"])
+            self.last_metrics = ckpt.get("metrics")
+            set_rng_state(ckpt["rng"], self.gen)
+        self.ddp = (nn.parallel.DistributedDataParallel(model, device_ids=[self.device.index]
+                                                        if self.device.type == "cuda" else None)
+                    if d.world > 1 else model)
+        if d.main:
+            self._prepare_files(force)
+
+    # ---- files --------------------------------------------------------------------------------------
+    def _prepare_files(self, force: bool) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.ckpt is None:
+            if force:
+                for f in RUN_FILES:
+                    (self.out / f).unlink(missing_ok=True)
+            ds = self.ds
+            info = {"train": {**asdict(self.cfg), "lr": self.cfg.resolved_lr},
+                    "model": self.model_config,
+                    "data": {"name": ds.name, "n_train": int(ds.x_train.shape[0]),
+                             "n_test": int(ds.x_test.shape[0]),
+                             "input_shape": list(ds.x_train.shape[1:]), "frames": ds.frames,
+                             "num_classes": ds.num_classes, "augment": asdict(ds.augment)},
+                    "schedule": {"steps_per_epoch": self.steps, "batch_size": self.batch,
+                                 "amp_bf16": self.amp,
+                                 "channels_last": self.channels_last},
+                    "environment": _environment(self.device, self.d)}
+            atomic_write_text(self.out / "config.json", json.dumps(info, indent=2, default=str) + "\n")
+            atomic_write_text(self.out / "metrics.jsonl", "")
+        else:  # drop lines of epochs after the checkpoint (a run killed between the two writes)
+            path = self.out / "metrics.jsonl"
+            lines = path.read_text().splitlines() if path.exists() else []
+            keep = [ln for ln in lines if ln.strip() and json.loads(ln)["epoch"] <= self.start_epoch]
+            atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+
+    def _checkpoint(self, epoch: int, metrics: dict[str, Any], best: bool) -> None:
+        state = {"model_config": self.model_config, "train_config": asdict(self.cfg),
+                 "model": self.model.state_dict(), "epoch": epoch, "best_acc": self.best_acc,
+                 "metrics": metrics}
+        if best:
+            save_checkpoint(state, self.out / "best.pt")
+        save_checkpoint({**state, "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                         "rng": get_rng_state(self.gen)}, self.out / "last.pt")
+
+    # ---- loop ---------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        from tqdm.auto import tqdm
+
+        cfg, d = self.cfg, self.d
+        per_epoch = self.steps * self.batch
+        bar = tqdm(total=cfg.epochs * per_epoch, initial=self.start_epoch * per_epoch, unit="img",
+                   unit_scale=True,
+                   disable=not (cfg.progress and d.main), dynamic_ncols=True, mininterval=0.5,
+                   desc=f"{cfg.model}{' SNN' if cfg.spiking else ''}")
+        try:
+            for epoch in range(self.start_epoch + 1, cfg.epochs + 1):
+                bar.set_description(f"{cfg.model}{' SNN' if cfg.spiking else ''} epoch {epoch}/{cfg.epochs}")
+                metrics = self._epoch(epoch, bar)
+                improved = metrics["test_acc"] > self.best_acc
+                self.best_acc = max(self.best_acc, metrics["test_acc"])
+                metrics["best_acc"] = self.best_acc
+                self.last_metrics = metrics
+                if d.main:
+                    with open(self.out / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps(metrics) + "\n")
+                        f.flush()
+                        os.fsync(f.fileno())
+                    self._checkpoint(epoch, metrics, improved)
+                    bar.write(f"epoch {epoch}/{cfg.epochs}: loss {metrics['loss']:.4f} "
+                              f"train {metrics['train_acc']:.4f} test {metrics['test_acc']:.4f} "
+                              f"lr {metrics['lr']:.4g} ({metrics['seconds']:.1f}s)")
+                if self.on_epoch_end is not None:
+                    self.on_epoch_end(epoch, metrics)
+        finally:
+            bar.close()
+        if d.world > 1:
+            dist.barrier()
+        return {**(self.last_metrics or {}), "best_acc": self.best_acc, "out": str(self.out)}
+
+    def _epoch(self, epoch: int, bar: Any) -> dict[str, Any]:
+        cfg, d, ds, dev = self.cfg, self.d, self.ds, self.device
+        model = self.ddp
+        model.train()
+        lr0 = self.opt.param_groups[0]["lr"]
+        sums = torch.zeros(3, dtype=torch.float64, device=dev)  # loss sum, correct, count (this rank)
+        t0 = time.perf_counter()
+        data_s = 0.0
+        perm = torch.randperm(ds.x_train.shape[0], generator=self.gen)
+        lo, hi = self.batch * d.rank // d.world, self.batch * (d.rank + 1) // d.world
+        for i in range(self.steps):
+            td = time.perf_counter()
+            idx = perm[i * self.batch:(i + 1) * self.batch].to(dev, non_blocking=True)
+            x = data_mod.augment_batch(ds.x_train[idx], ds.augment, self.gen)
+            y = ds.y_train[idx]
+            if d.world > 1:  # same global batch and augmentation on every rank; train on this rank's shard
+                x, y = x[lo:hi], y[lo:hi]
+            x = data_mod.to_model_input(x)
+            if self.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            data_s += time.perf_counter() - td
+            with _autocast(dev, self.amp):
+                logits = model(x)
+            loss_sum = F.cross_entropy(logits.float(), y, reduction="sum")
+            # Mean over the global batch; DDP averages over ranks, hence the factor world.
+            loss = loss_sum * (d.world / self.batch) if d.world > 1 else loss_sum / self.batch
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.sched.step()
+            with torch.no_grad():
+                sums += torch.stack([loss_sum.detach().double(), (logits.argmax(1) == y).sum().double(),
+                                     torch.tensor(float(y.numel()), dtype=torch.float64, device=dev)])
+            bar.update(self.batch)
+        _all_reduce(sums, d)
+        loss_total, correct, count = sums.tolist()
+        train_s = time.perf_counter() - t0
+        ev = _evaluate(self.model, ds.x_test, ds.y_test, cfg.eval_batch_size, dev, self.amp, d,
+                       self.channels_last)
+        m: dict[str, Any] = {
+            "epoch": epoch, "loss": loss_total / count, "train_acc": correct / count, "test_acc": ev["acc"],
+            "test_loss": ev["loss"], "lr": lr0, "seconds": time.perf_counter() - t0, "train_seconds": train_s,
+            "data_seconds": data_s, "images_per_s": count / train_s,
+        }
+        if "firing_rates" in ev:
+            m["firing_rates"] = ev["firing_rates"]
+        return m
+

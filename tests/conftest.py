@@ -1,0 +1,26 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny trained ANN/SNN pair (ResNet-8 x0.5, T=4, 3 epochs on digits) as trainer run folders.
+
+    Returns ``{"root": folder holding both runs, "ann": ann best.pt, "snn": snn best.pt}``. Session-scoped:
+    the analyses, plots and report tests share it.
+    """
+    from snncka.training import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("tiny_runs")
+    out: dict[str, Path] = {"root": root}
+    for kind in ("ann", "snn"):
+        cfg = TrainConfig(model="resnet8", spiking=kind == "snn", T=4, width=0.5, data="digits", epochs=3,
+                          batch_size=32, lr=0.1, seed=0, device="cpu", progress=False)
+        train(cfg, root / kind)
+        out[kind] = root / kind / "best.pt"
+    return out

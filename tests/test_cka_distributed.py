@@ -1,0 +1,63 @@
+"""Multi-process CKA: 2 gloo processes on CPU, each taking every other batch, give the single-process
+result."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import snncka
+from snncka.cka import compare, temporal
+
+
+def _models() -> tuple[torch.nn.Module, torch.nn.Module]:
+    kw = dict(num_classes=3, in_channels=1, width=0.25)
+    torch.manual_seed(0)
+    ann = snncka.create("resnet8", spiking=False, **kw)
+    snn = snncka.create("resnet8", spiking=True, T=2, v_th=0.3, **kw)
+    return ann, snn
+
+
+def _data() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    return [(torch.rand(6, 1, 8, 8, generator=g), torch.zeros(6)) for _ in range(5)]  # 5 batches: 3 + 2
+
+
+def _run(rank: int, world: int, init: str, out: str) -> None:
+    os.environ["SNNCKA_COMPILE"] = "0"
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        ann, snn = _models()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            res = compare(ann, snn, _data(), progress=False)
+            tr = temporal(snn, _data(), progress=False)
+        np.savez(f"{out}.{rank}.npz", matrix=res.matrix, ci_low=res.ci_low, n=res.n_images, k=res.n_batches,
+                 temporal=tr.matrices)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_equal_single_process(tmp_path):
+    out = str(tmp_path / "res")
+    mp.spawn(_run, args=(2, f"file://{tmp_path / 'rendezvous'}", out), nprocs=2, join=True)
+    ann, snn = _models()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ref = compare(ann, snn, _data(), progress=False)
+        tref = temporal(snn, _data(), progress=False)
+    for rank in range(2):
+        with np.load(f"{out}.{rank}.npz") as got:
+            assert int(got["n"]) == ref.n_images == 30 and int(got["k"]) == ref.n_batches == 5
+            np.testing.assert_allclose(got["matrix"], ref.matrix, atol=1e-12, equal_nan=True)
+            np.testing.assert_allclose(got["ci_low"], ref.ci_low, atol=1e-10, equal_nan=True)
+            np.testing.assert_allclose(got["temporal"], tref.matrices, atol=1e-12, equal_nan=True)
+    assert np.isfinite(ref.matrix).sum() > 100

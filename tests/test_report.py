@@ -1,0 +1,122 @@
+"""The HTML report: every figure and table, self-contained, and rendered by a real headless Chromium."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from snncka import analyses as A
+from snncka.cli import main
+from snncka.report import build_report
+
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
+                None)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_runs, tmp_path_factory) -> tuple[Path, list[A.Result]]:
+    """A run folder with the two training runs and one saved result of every analysis."""
+    root = tmp_path_factory.mktemp("report_run")
+    for kind in ("ann", "snn"):
+        (root / kind).mkdir()
+        for f in ("config.json", "metrics.jsonl"):
+            shutil.copy(tiny_runs["root"] / kind / f, root / kind / f)
+    ann, snn = A.Subject.load(tiny_runs["ann"], device="cpu"), A.Subject.load(tiny_runs["snn"], device="cpu")
+    kw = dict(n_images=64, batch_size=64, device="cpu", progress=False)
+    cmp = A.compare(ann, snn, **kw)
+    results = [
+        cmp,
+        A.temporal(snn, **kw),
+        A.blocks(cmp)[0],
+        A.robustness([ann, snn], eps=[0.01, 0.5], steps=1, **kw),
+        A.probe([ann, snn], n_train=300, n_test=100, device="cpu", progress=False),
+        A.seeds([ann, snn], include_self=False, **kw),
+        A.rates(snn, n_images=64, device="cpu", progress=False),
+    ]
+    for r in results:
+        r.save(root / "analyses")
+    return root, results
+
+
+def test_report_contains_every_figure_and_table(run_dir, tmp_path):
+    root, results = run_dir
+    path = build_report(root)
+    assert path == root / "report.html"
+    doc = path.read_text()
+    expected = []
+    for k, r in enumerate(results):
+        expected += [p.stem for p in r.plot(tmp_path / str(k)) if p.suffix == ".png"]
+    imgs = re.findall(r"<img src='data:image/png;base64,([A-Za-z0-9+/=]+)' alt='([^']*)'>", doc)
+    assert len(imgs) == len(expected) == len(re.findall("<img", doc)) >= 12
+    alts = [alt for _, alt in imgs]
+    for stem in expected:
+        assert any(alt.endswith(": " + stem) for alt in alts), stem
+    assert all(len(b64) > 2000 for b64, _ in imgs)
+    # tables: training accuracies, analysis summaries, config, environment, timings
+    for section in ("Accuracy", "CKA and analysis summary", "Figures", "Resolved configuration", "Environment",
+                    "Timings"):
+        assert f">{section}</h2>" in doc
+    best = max(r["test_acc"] for r in map(__import__("json").loads,
+                                          (root / "ann" / "metrics.jsonl").read_text().splitlines()))
+    assert f"{100 * best:.4g}" in doc
+    for kind in ("compare", "temporal", "blocks", "robustness", "probe", "seeds", "rates"):
+        assert f"<h3>{kind}</h3>" in doc, kind
+    for text in ("mean CKA (diagonal)", "acc eps=0.5", "last block probe", "&quot;model&quot;: &quot;resnet8",
+                 "torch", "train ann", "ANN resnet8 x0.5 seed0", "SNN resnet8 x0.5 T4 seed0"):
+        assert text in doc, text
+    # self-contained: nothing is fetched from anywhere
+    assert not re.search(r"(src|href)\s*=\s*['\"](?!data:|#)", doc)
+    assert "<script" not in doc and "@import" not in doc and "url(" not in doc
+
+
+def test_report_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        build_report(tmp_path / "missing")
+    with pytest.raises(ValueError, match="nothing to report"):
+        build_report(tmp_path)
+    res = CliRunner().invoke(main, ["report", str(tmp_path / "missing")])
+    assert res.exit_code == 1 and "does not exist" in res.output
+
+
+def test_report_cli(run_dir, tmp_path):
+    root, _ = run_dir
+    out = tmp_path / "r.html"
+    res = CliRunner().invoke(main, ["report", str(root), "--out", str(out), "--title", "My run"])
+    assert res.exit_code == 0, res.output
+    assert out.is_file() and "<title>My run</title>" in out.read_text()
+
+
+_CHECK = """<script>
+window.addEventListener('error', e => document.title = 'ERROR ' + e.message);
+window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+  const d = document.createElement('div'); d.id = 'imgcheck';
+  d.textContent = `images ${ok}/${imgs.length}`; document.body.appendChild(d);
+});
+</script>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_report_renders_in_headless_chromium(run_dir, tmp_path):
+    root, _ = run_dir
+    doc = build_report(root, tmp_path / "report.html").read_text()
+    n = doc.count("<img")
+    # the same document plus a checker script (the report itself has no script)
+    page = tmp_path / "checked.html"
+    page.write_text(doc.replace("</body>", _CHECK + "</body>"))
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+           f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+           "--virtual-time-budget=10000", "--dump-dom", page.as_uri()]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert f"<div id=\"imgcheck\">images {n}/{n}</div>" in p.stdout, p.stdout[-500:]
+    assert "ERROR " not in p.stdout.split("</title>")[0]
+    console = [line for line in p.stderr.splitlines() if "CONSOLE" in line]
+    assert not console, console
