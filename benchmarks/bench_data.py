@@ -53,6 +53,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--T", type=int, default=4)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--data-only", action="store_true", help="skip the (slow) training steps")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -73,7 +74,7 @@ def main() -> None:
     loop = timed(lambda: per_sample_loop(batch, aug, g), args.repeats, dev)
     rows.append(("augment per-sample loop", *loop))
     xb, yb = data_step()
-    for spiking in (False, True):
+    for spiking in () if args.data_only else (False, True):
         model = create("resnet20", spiking=spiking, num_classes=10, in_channels=3, T=args.T).to(dev)
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
 

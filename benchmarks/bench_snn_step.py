@@ -9,7 +9,9 @@ One full training step = forward, cross-entropy, backward, SGD (momentum 0.9) st
 Method
 * Time: one fresh process builds all five models, warms each up with two steps, then runs ``--rounds``
   rounds in which every variant does one step in turn (round robin), so that load from other processes on
-  a shared machine hits all variants alike. Reported: the median step time of each variant.
+  a shared machine hits all variants alike. Reported: the median step time of each variant. This process
+  uses the default allocator settings (not the memory workers' mmap threshold, whose page faults would
+  charge each variant for the bytes it allocates).
 * Peak memory: each variant in its own fresh process. The increase of the process's peak resident set
   (``VmHWM``, reset through ``/proc/self/clear_refs``) during one training step over the resident set just
   before it (model, gradients, optimizer state and input already allocated). The workers run with
@@ -138,13 +140,14 @@ def main() -> None:
     from tqdm import tqdm
 
     cache = tempfile.mkdtemp(prefix="snncka-bench-inductor-")
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", TORCHINDUCTOR_CACHE_DIR=cache, SNNCKA_COMPILE="1")
+    timing_env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache, SNNCKA_COMPILE="1")  # default allocator
+    env = dict(timing_env, MALLOC_MMAP_THRESHOLD_="65536")  # memory workers: RSS follows live tensor bytes
     common = ["--batch", str(a.batch), "--T", str(a.T), "--threads", str(a.threads), "--rounds", str(a.rounds)]
     mem: dict[str, dict] = {}
     timing: dict = {}
     for job in tqdm([*VARIANTS.values(), "timing"], desc="worker processes", unit="proc"):
         out = subprocess.run([sys.executable, __file__, "--worker", job, *common], capture_output=True,
-                             text=True, env=env, check=False)
+                             text=True, env=timing_env if job == "timing" else env, check=False)
         if out.returncode:
             raise SystemExit(f"worker {job} failed:\n{out.stderr}")
         res = json.loads(out.stdout.strip().splitlines()[-1])

@@ -171,13 +171,14 @@ def test_pgd_single_step_is_fgsm_and_stays_in_the_ball(subjects):
     assert eps.shape == (3, 1, 1) and eps.flatten().tolist() == pytest.approx([0.02, 0.04, 0.1])
 
 
+@pytest.mark.slow
 def test_robustness_values(subjects, tmp_path):
-    eps = [0.0, 0.05, 0.5, 2.0]
-    r = A.robustness(subjects, eps=eps, steps=3, n_images=96, batch_size=48, device="cpu", progress=False)
+    eps = [0.0, 0.1, 2.0]
+    r = A.robustness(subjects, eps=eps, steps=2, n_images=64, batch_size=64, device="cpu", progress=False)
     for m, s in enumerate(subjects):
         acc = r.accuracy[m]
         assert acc[0] == pytest.approx(r.clean_accuracy[m])  # eps = 0 leaves accuracy unchanged
-        assert r.clean_accuracy[m] == pytest.approx(A.accuracy(s, 96, device="cpu"))
+        assert r.clean_accuracy[m] == pytest.approx(A.accuracy(s, 64, device="cpu"))
         assert all(b <= a for a, b in zip(acc, acc[1:], strict=False))  # never increases with eps
         assert acc[-1] < r.clean_accuracy[m] - 20  # a radius of 2 std must hurt
         np.testing.assert_allclose(r.cka[m][0], 1.0, atol=1e-6)  # clean vs clean: 1 in every layer
@@ -216,7 +217,7 @@ def test_linear_probe_matches_scikit_learn():
 
 
 def test_probe_last_block_close_to_model_accuracy(subjects, tmp_path):
-    r = A.probe(subjects, n_train=800, batch_size=400, device="cpu", progress=False)
+    r = A.probe(subjects, n_train=600, batch_size=300, device="cpu", progress=False)
     for m, s in enumerate(subjects):
         assert r.blocks[m] == ["s1.b0", "s2.b0", "s3.b0"]
         assert r.model_accuracy[m] == pytest.approx(A.accuracy(s, device="cpu"))
@@ -239,9 +240,6 @@ def test_seeds_pairings(subjects, ann_vs_snn, tmp_path):
     np.testing.assert_allclose(np.diagonal(r.matrices[0]), 1.0, atol=1e-6)
     np.testing.assert_allclose(np.diagonal(r.matrices[2]), 1.0, atol=1e-6)
     np.testing.assert_allclose(r.matrices[1], ann_vs_snn.matrix, atol=1e-9)
-    no_self = A.seeds(list(subjects), include_self=False, n_images=N, batch_size=64, device="cpu",
-                      progress=False)
-    assert no_self.pairs == [[0, 1]]
     back = A.load_result(r.save(tmp_path))
     np.testing.assert_array_equal(back.matrices, r.matrices)
 
@@ -327,3 +325,15 @@ def test_cli_compare_and_rates(tiny_runs, tmp_path):
     assert res.exit_code == 1 and "needs a spiking model" in res.output
     res = runner.invoke(main, ["compare", str(tmp_path / "nope.pt"), "--out", str(out)])
     assert res.exit_code == 1 and "does not exist" in res.output
+
+
+def test_results_with_nan_round_trip(tmp_path):
+    # an undefined CKA (constant layer) is NaN in memory, null in JSON and NaN again after loading
+    r = A.blocks_from([0.9, float("nan"), 0.8, 0.95], ["s1.b0.act1", "s1.b0.conv1", "s1.b0.bn1", "s1.b0"],
+                      ["act", "conv", "norm", "block"])
+    back = A.load_result(r.save(tmp_path, "b"))
+    assert np.isnan(back.curve[1]) and back.curve[3] == 0.95
+    json.loads((tmp_path / "b.json").read_text())  # strict JSON
+    with pytest.raises(ValueError, match="not a snncka analysis result"):
+        (tmp_path / "x.json").write_text("{}")
+        A.load_result(tmp_path / "x.json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -14,8 +15,9 @@ from snncka import analyses as A
 from snncka.cli import main
 from snncka.report import build_report
 
-CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
-                None)
+CHROMIUM = next(
+    (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,7 @@ def run_dir(tiny_runs, tmp_path_factory) -> tuple[Path, list[A.Result]]:
         A.temporal(snn, **kw),
         A.blocks(cmp)[0],
         A.robustness([ann, snn], eps=[0.01, 0.5], steps=1, **kw),
-        A.probe([ann, snn], n_train=300, n_test=100, device="cpu", progress=False),
+        A.probe([ann, snn], n_train=200, n_test=100, device="cpu", progress=False),
         A.seeds([ann, snn], include_self=False, **kw),
         A.rates(snn, n_images=64, device="cpu", progress=False),
     ]
@@ -61,13 +63,14 @@ def test_report_contains_every_figure_and_table(run_dir, tmp_path):
     for section in ("Accuracy", "CKA and analysis summary", "Figures", "Resolved configuration", "Environment",
                     "Timings"):
         assert f">{section}</h2>" in doc
-    best = max(r["test_acc"] for r in map(__import__("json").loads,
-                                          (root / "ann" / "metrics.jsonl").read_text().splitlines()))
+    lines = (root / "ann" / "metrics.jsonl").read_text().splitlines()
+    best = max(json.loads(line)["test_acc"] for line in lines)
     assert f"{100 * best:.4g}" in doc
     for kind in ("compare", "temporal", "blocks", "robustness", "probe", "seeds", "rates"):
         assert f"<h3>{kind}</h3>" in doc, kind
-    for text in ("mean CKA (diagonal)", "acc eps=0.5", "last block probe", "&quot;model&quot;: &quot;resnet8",
-                 "torch", "train ann", "ANN resnet8 x0.5 seed0", "SNN resnet8 x0.5 T4 seed0"):
+    for text in ("mean CKA (diagonal)", "acc eps=0.5", "last block probe",
+                 "&quot;model&quot;: &quot;resnet8", "torch", "train ann", "ANN resnet8 x0.5 seed0",
+                 "SNN resnet8 x0.5 T4 seed0"):
         assert text in doc, text
     # self-contained: nothing is fetched from anywhere
     assert not re.search(r"(src|href)\s*=\s*['\"](?!data:|#)", doc)
@@ -102,6 +105,7 @@ window.addEventListener('load', () => {
 </script>"""
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
 def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     root, _ = run_dir

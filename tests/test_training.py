@@ -20,7 +20,15 @@ from snncka.models import create, load
 from snncka.neurons import LIF
 from snncka.training import SyncBatchNorm2d, TrainConfig, evaluate, train
 
-TINY = dict(model="resnet8", width=0.5, batch_size=128, progress=False)
+TINY = dict(model="resnet8", width=0.5, batch_size=64, progress=False)
+N_TRAIN, N_TEST = 256, 120
+
+
+def small() -> data.Dataset:
+    """A fixed subset of digits (256 train / 120 test images): keeps the trainer tests fast."""
+    d = data.get("digits")
+    return data.Dataset("digits", d.x_train[:N_TRAIN], d.y_train[:N_TRAIN], d.x_test[:N_TEST],
+                        d.y_test[:N_TEST], d.num_classes, augment=d.augment)
 
 
 @pytest.fixture(autouse=True)
@@ -47,7 +55,7 @@ def snn_run(tmp_path_factory):
     old = os.environ.get("SNNCKA_COMPILE")
     os.environ["SNNCKA_COMPILE"] = "0"
     try:
-        result = train(TrainConfig(**TINY, spiking=True, T=2, epochs=2), out)
+        result = train(TrainConfig(**TINY, spiking=True, T=2, epochs=2), out, dataset=small())
     finally:
         if old is None:
             del os.environ["SNNCKA_COMPILE"]
@@ -65,19 +73,19 @@ def test_run_files_config_and_lr_schedule(snn_run):
     out, result = snn_run
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "last.pt", "metrics.jsonl"]
     info = json.loads((out / "config.json").read_text())
-    assert info["train"]["lr"] == pytest.approx(0.1 * 128 / 256)  # linear scaling of 0.1 @ 256
+    assert info["train"]["lr"] == pytest.approx(0.1 * 64 / 256)  # linear scaling of 0.1 @ 256
     assert info["model"] == create("resnet8", spiking=True, width=0.5, T=2, in_channels=1).config
-    assert info["data"]["n_train"] == 1437 and info["data"]["n_test"] == 360
-    assert info["schedule"] == {"steps_per_epoch": 1437 // 128, "batch_size": 128, "amp_bf16": False,
+    assert info["data"]["n_train"] == N_TRAIN and info["data"]["n_test"] == N_TEST
+    assert info["schedule"] == {"steps_per_epoch": N_TRAIN // 64, "batch_size": 64, "amp_bf16": False,
                                 "channels_last": False}
     env = info["environment"]
     assert env["torch"] == torch.__version__ and env["world_size"] == 1 and env["device"] == "cpu"
     ms = _metrics(out)
     assert [m["epoch"] for m in ms] == [1, 2]
-    steps, total = 11, 22
+    steps, total = 4, 8
     for m in ms:  # cosine per iteration: lr of the epoch's first step
         t = (m["epoch"] - 1) * steps
-        assert m["lr"] == pytest.approx(0.05 * 0.5 * (1 + math.cos(math.pi * t / total)), rel=1e-12)
+        assert m["lr"] == pytest.approx(0.025 * 0.5 * (1 + math.cos(math.pi * t / total)), rel=1e-12)
         assert 0 <= m["train_acc"] <= 1 and 0 <= m["test_acc"] <= 1 and m["loss"] > 0
     assert result["test_acc"] == ms[-1]["test_acc"] and result["best_acc"] == max(m["test_acc"] for m in ms)
     ckpt = load_checkpoint(out / "last.pt")
@@ -94,7 +102,7 @@ def test_metrics_match_independent_evaluation(snn_run):
     last = _metrics(out)[-1]
     model = load(out / "last.pt")
     assert not model.training
-    ds = data.get("digits")
+    ds = small()
     rates: dict[str, list[float]] = {}
     hooks = [m.register_forward_hook(lambda mod, i, o, n=n: rates.setdefault(n, []).append(o.mean().item()))
              for n, m in model.named_modules() if isinstance(m, LIF)]
@@ -102,15 +110,15 @@ def test_metrics_match_independent_evaluation(snn_run):
         logits = model(ds.x_test)  # the whole test set in one batch
     for h in hooks:
         h.remove()
-    assert last["test_acc"] == (logits.argmax(1) == ds.y_test).sum().item() / 360
+    assert last["test_acc"] == (logits.argmax(1) == ds.y_test).sum().item() / N_TEST
     assert last["test_loss"] == pytest.approx(F.cross_entropy(logits, ds.y_test).item(), rel=1e-5)
     assert list(last["firing_rates"]) == list(rates)
     assert len(rates) == 2 * 3 + 1  # two LIFs per block, one block per stage, plus the head
     for name, r in rates.items():
         assert last["firing_rates"][name] == pytest.approx(r[0], rel=1e-6), name
         assert 0 < r[0] < 1
-    res = evaluate(model, ds, batch_size=100)  # batched: same numbers
-    assert res["acc"] == pytest.approx(last["test_acc"]) and res["n"] == 360
+    res = evaluate(model, ds, batch_size=50)  # batched: same numbers
+    assert res["acc"] == pytest.approx(last["test_acc"]) and res["n"] == N_TEST
     assert res["loss"] == pytest.approx(last["test_loss"], rel=1e-5)
 
 
@@ -121,7 +129,7 @@ def test_best_checkpoint_is_best_epoch(snn_run):
     best_epoch = max(ms, key=lambda m: m["test_acc"])["epoch"]  # first epoch with the maximum
     assert best["epoch"] == best_epoch and best["best_acc"] == max(m["test_acc"] for m in ms)
     assert "optimizer" not in best  # model-only
-    assert evaluate(load(out / "best.pt"), data.get("digits"))["acc"] == pytest.approx(best["best_acc"])
+    assert evaluate(load(out / "best.pt"), small())["acc"] == pytest.approx(best["best_acc"])
 
 
 def test_evaluate_on_tensors_matches_manual():
@@ -170,13 +178,13 @@ def _kill_after(k: int):
 
 @pytest.mark.parametrize("spiking", [False, True], ids=["ann", "snn"])
 def test_resume_is_bitwise_identical(tmp_path, spiking):
-    cfg = dict(TINY, spiking=spiking, T=2, epochs=3, batch_size=256)
+    cfg = dict(TINY, spiking=spiking, T=2, epochs=3)
     full = tmp_path / "full"
-    train(TrainConfig(**cfg), full)
+    train(TrainConfig(**cfg), full, dataset=small())
 
     part = tmp_path / "part"
     with pytest.raises(_Killed):
-        train(TrainConfig(**cfg), part, on_epoch_end=_kill_after(2))
+        train(TrainConfig(**cfg), part, on_epoch_end=_kill_after(2), dataset=small())
     assert load_checkpoint(part / "last.pt")["epoch"] == 2
     # A run killed between writing its metrics line and its checkpoint leaves an extra line: it is dropped.
     with open(part / "metrics.jsonl", "a") as f:
@@ -184,7 +192,7 @@ def test_resume_is_bitwise_identical(tmp_path, spiking):
     torch.manual_seed(1234)  # the resumed process starts from unrelated random states
     np.random.seed(1234)  # noqa: NPY002
     random.seed(1234)
-    train(TrainConfig(**cfg), part, resume=True)
+    train(TrainConfig(**cfg), part, resume=True, dataset=small())
 
     a, b = load_checkpoint(full / "last.pt"), load_checkpoint(part / "last.pt")
     assert a["model"].keys() == b["model"].keys()
@@ -199,26 +207,26 @@ def test_resume_is_bitwise_identical(tmp_path, spiking):
 
 def test_resume_rejects_a_changed_config_and_a_missing_run(tmp_path):
     out = tmp_path / "run"
-    train(TrainConfig(**TINY, epochs=1), out)
+    train(TrainConfig(**TINY, epochs=1), out, dataset=small())
     before = (out / "last.pt").read_bytes()
     with pytest.raises(ValueError, match="epochs: run has 1, asked 2"):
-        train(TrainConfig(**TINY, epochs=2), out, resume=True)
+        train(TrainConfig(**TINY, epochs=2), out, resume=True, dataset=small())
     assert (out / "last.pt").read_bytes() == before
     with pytest.raises(FileNotFoundError, match="cannot resume"):
         train(TrainConfig(**TINY, epochs=1), tmp_path / "nothing", resume=True)
     # Resuming a finished run trains nothing and returns its last metrics.
-    res = train(TrainConfig(**dict(TINY, progress=True), epochs=1), out, resume=True)
+    res = train(TrainConfig(**dict(TINY, progress=True), epochs=1), out, resume=True, dataset=small())
     assert res["epoch"] == 1 and (out / "last.pt").read_bytes() == before
 
 
 def test_existing_run_is_not_overwritten_without_force(tmp_path):
     out = tmp_path / "run"
-    train(TrainConfig(**TINY, epochs=1), out)
+    train(TrainConfig(**TINY, epochs=1), out, dataset=small())
     files = {p.name: p.read_bytes() for p in out.iterdir()}
     with pytest.raises(FileExistsError, match="--resume"):
-        train(TrainConfig(**TINY, epochs=1, seed=1), out)
+        train(TrainConfig(**TINY, epochs=1, seed=1), out, dataset=small())
     assert {p.name: p.read_bytes() for p in out.iterdir()} == files
-    train(TrainConfig(**TINY, epochs=1, seed=1), out, force=True)
+    train(TrainConfig(**TINY, epochs=1, seed=1), out, force=True, dataset=small())
     assert load_checkpoint(out / "last.pt")["train_config"]["seed"] == 1
     assert len(_metrics(out)) == 1
 
@@ -261,17 +269,17 @@ def test_load_rebuilds_the_model(snn_run):
 # Command line
 # ---------------------------------------------------------------------------------------------------------
 
-CLI_TINY = ["--model", "resnet8", "--width", "0.5", "--batch-size", "128", "--no-progress"]
+CLI_TINY = ["--model", "resnet8", "--width", "0.25", "--batch-size", "256", "--no-progress"]
 
 
 def test_cli_train_resume_and_eval(tmp_path):
     out = tmp_path / "run"
-    r = CliRunner().invoke(main, ["train", *CLI_TINY, "--epochs", "2", "--spiking", "--T", "2",
+    r = CliRunner().invoke(main, ["train", *CLI_TINY, "--epochs", "1", "--spiking", "--T", "1",
                                   "--tau", "0.75", "--out", str(out)])
     assert r.exit_code == 0, r.output
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt["train_config"]["neuron"] == {"tau": 0.75} and ckpt["model_config"]["neuron"] == {"tau": 0.75}
-    assert ckpt["train_config"]["spiking"] and ckpt["epoch"] == 2
+    assert ckpt["train_config"]["spiking"] and ckpt["epoch"] == 1
 
     # --resume alone reads the run's settings (nothing left to train here) and changes no file.
     files = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -333,10 +341,12 @@ def test_cli_wrong_data_root_for_a_real_dataset(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("spiking", "target", "epochs"), [(False, 0.95, 8), (True, 0.93, 20)],
-                         ids=["ann", "snn"])
-def test_resnet20_reaches_target_accuracy_on_digits(tmp_path, monkeypatch, spiking, target, epochs):
+@pytest.mark.parametrize(("spiking", "target", "epochs", "batch", "lr"),
+                         [(False, 0.95, 8, 64, 0.1), (True, 0.93, 20, 32, None)], ids=["ann", "snn"])
+def test_resnet20_reaches_target_accuracy_on_digits(tmp_path, monkeypatch, spiking, target, epochs, batch, lr):
+    """The issue's acceptance numbers on the full digits split. The SNN uses the recipe's own lr scaling
+    (0.1 * 32 / 256); on this machine it ends at ~95% (ANN ~99%)."""
     monkeypatch.setenv("SNNCKA_COMPILE", "1")  # the default, fast path
-    res = train(TrainConfig(model="resnet20", spiking=spiking, T=4, epochs=epochs, batch_size=64, lr=0.1,
+    res = train(TrainConfig(model="resnet20", spiking=spiking, T=4, epochs=epochs, batch_size=batch, lr=lr,
                             progress=False), tmp_path)
     assert res["test_acc"] >= target, res

@@ -307,6 +307,7 @@ def _atomic_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are ordinary readable files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -314,10 +315,11 @@ def _atomic_bytes(path: Path, data: bytes) -> None:
 
 
 def _jsonable(v: Any) -> Any:
+    """Plain JSON values; NaN/inf (an undefined CKA of a constant layer) become null."""
     if isinstance(v, np.ndarray):
-        return v.tolist()
+        return _jsonable(v.tolist())
     if isinstance(v, np.generic):
-        return v.item()
+        return _jsonable(v.item())
     if isinstance(v, float) and not math.isfinite(v):
         return None
     if isinstance(v, dict):
@@ -1055,7 +1057,7 @@ def fit_linear_probe(
     *,
     num_classes: int,
     l2: float = 1e-4,
-    max_iter: int = 300,
+    max_iter: int = 100,
 ) -> tuple[float, float]:
     """Multinomial logistic regression on standardised features (full-batch L-BFGS, L2 ``l2/2 ||W||^2`` on the
     weights, mean cross-entropy); returns (train accuracy %, test accuracy %).
@@ -1275,7 +1277,7 @@ class SeedsResult(Result):
                 m.T,
                 self.layers,
                 self.layers,
-                f"{self.labels[i]} | {self.labels[j]}",
+                f"{self.labels[j]}\nvs {self.labels[i]}",
                 self.labels[i],
                 self.labels[j],
             )
@@ -1283,7 +1285,7 @@ class SeedsResult(Result):
             m,
             self.layers,
             self.layers,
-            f"{self.labels[j]} | {self.labels[i]}",
+            f"{self.labels[i]}\nvs {self.labels[j]}",
             self.labels[j],
             self.labels[i],
         )

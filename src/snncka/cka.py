@@ -101,8 +101,8 @@ def gram_rbf(X: Tensor, threshold: float = 1.0) -> Tensor:
 
 def center(K: Tensor) -> Tensor:
     """Double centring ``H K H`` with ``H = I - 11^T/n``."""
-    K = K - K.mean(0, keepdim=True)
-    return K - K.mean(1, keepdim=True)
+    K = K - K.mean(-2, keepdim=True)
+    return K - K.mean(-1, keepdim=True)
 
 
 def hsic_biased(K: Tensor, L: Tensor) -> Tensor:
@@ -190,9 +190,37 @@ def _flatten_sym(P: Tensor, unbiased: bool) -> Tensor:
     return v if unbiased else torch.cat([flat[..., dg], v], -1)
 
 
-def _gram_of_feature(feat: Tensor, per_step: bool) -> tuple[Tensor, float]:
-    """Column-centred linear Gram(s) of one layer's feature ``[B, T, p]``, in float64, and the relative
-    rounding tolerance of the dtype it was computed in.
+class _Workspace:
+    """A reusable buffer for centred features, so each layer's centring does not allocate (and page-fault)
+    a fresh tensor of the layer's size."""
+
+    def __init__(self) -> None:
+        self.buf: Tensor | None = None
+
+    def get(self, shape: torch.Size, like: Tensor) -> Tensor:
+        n = math.prod(shape)
+        if self.buf is None or self.buf.numel() < n or self.buf.dtype != like.dtype or self.buf.device != like.device:
+            self.buf = torch.empty(n, dtype=like.dtype, device=like.device)
+        return self.buf[:n].view(shape)
+
+
+def _column_mean(feat: Tensor) -> Tensor:
+    """Mean over the batch of a ``[B, T, p]`` feature as ``[1, T, p]``, by a matrix-vector product over the
+    feature's storage order (time-major for snncka's folded SNN outputs, batch-major otherwise)."""
+    B, T, p = feat.shape
+    tm = feat.transpose(0, 1)
+    if tm.is_contiguous():  # [T, B, p] storage
+        w = torch.full((T, 1, B), 1.0 / B, dtype=feat.dtype, device=feat.device)
+        return torch.bmm(w, tm).transpose(0, 1)
+    if feat.is_contiguous():
+        w = torch.full((1, B), 1.0 / B, dtype=feat.dtype, device=feat.device)
+        return (w @ feat.view(B, T * p)).view(1, T, p)
+    return feat.mean(0, keepdim=True)
+
+
+def _gram_of_feature(feat: Tensor, per_step: bool, ws: _Workspace | None = None) -> tuple[Tensor, float]:
+    """Column-centred linear Gram(s) of one layer's feature ``[B, T, p]`` and the relative rounding
+    tolerance of the dtype it was computed in.
 
     ``per_step=False``: one Gram ``[B, B]`` of the concatenated ``[B, T*p]`` feature; ``True``: ``[T, B, B]``.
     The product runs in float32 (float64 if the feature is float64) on features centred over the batch.
@@ -200,19 +228,19 @@ def _gram_of_feature(feat: Tensor, per_step: bool) -> tuple[Tensor, float]:
     if feat.dtype not in (torch.float32, torch.float64):
         feat = feat.float()
     B = feat.shape[0]
-    mean = feat.mean(0, keepdim=True)
+    mean = _column_mean(feat)
     if per_step:
         Xc = (feat - mean).transpose(0, 1)  # [T, B, p]
         K = torch.bmm(Xc, Xc.transpose(1, 2))
     else:
-        Xc = torch.empty(feat.shape, dtype=feat.dtype, device=feat.device)
+        Xc = (ws or _Workspace()).get(feat.shape, feat)
         torch.sub(feat, mean, out=Xc)  # also lays a time-major view out as [B, T*p] in the same pass
         X2 = Xc.view(B, -1)
         K = X2 @ X2.T
-    return K.double(), 64 * torch.finfo(feat.dtype).eps
+    return K, 64 * torch.finfo(feat.dtype).eps
 
 
-def _prepared(K: Tensor, tol: float, kernel: tuple[str, float], unbiased: bool) -> tuple[Tensor, Tensor]:
+def _prepared(K: Tensor, tol: float | Tensor, kernel: tuple[str, float], unbiased: bool) -> tuple[Tensor, Tensor]:
     """Prepared matrices of linear Grams ``K [..., n, n]`` and a mask of degenerate ones.
 
     A Gram whose U-centred (or centred) part vanishes relative to itself (a constant layer: every pairwise
@@ -388,33 +416,54 @@ class _Side:
         self.names: list[str] | None = None
         self.kinds: list[str] = []
         self.rows: list[Tensor] = []
+        self.tols: list[float] = []
         self.steps: list[int] = []
+        self.workspace = _Workspace()
 
     def _on_output(self, name: str, kind: str, feat: Tensor) -> None:
-        K, tol = _gram_of_feature(feat, self.per_step)
-        P, _ = _prepared(K, tol, self.kernel, self.unbiased)
-        self.rows.append(_flatten_sym(P, self.unbiased))
+        K, tol = _gram_of_feature(feat, self.per_step, self.workspace)
+        self.rows.append(K)
+        self.tols.append(tol)
 
-    def run(self, rec: Recorder, x: Tensor) -> list[Tensor] | Tensor:
+    def _prepare_all(self) -> list[Tensor]:
+        """All layers' Grams of this batch -> prepared, vectorised rows, in a few batched ops (many small ops
+        per layer cost more than the work itself on a busy CPU)."""
+        steps = [k.shape[0] if self.per_step else 1 for k in self.rows]
+        grams = [g for k in self.rows for g in (k.unbind(0) if self.per_step else (k,))]
+        tols = [t for t, s in zip(self.tols, steps, strict=True) for _ in range(s)]
+        n = grams[0].shape[-1]
+        chunk = max(1, (1 << 24) // (n * n))  # matrices per group: bounds the float64 temporaries (128 MB)
+        flats = []
+        for i in range(0, len(grams), chunk):
+            K = torch.stack(grams[i:i + chunk]).double()
+            tol = torch.tensor(tols[i:i + chunk], dtype=K.dtype, device=K.device)
+            P, _ = _prepared(K, tol, self.kernel, self.unbiased)
+            flats.append(_flatten_sym(P, self.unbiased))
+        flat = torch.cat(flats)
+        return list(flat.split(steps)) if self.per_step else [flat]
+
+    def run(self, rec: Recorder, x: Tensor, n: int) -> list[Tensor] | Tensor:
         rec.reset()
-        rec.batch_size = batch_size_of(x, self.model, self.layout)
-        self.rows = []
+        rec.batch_size = n
+        self.rows, self.tols = [], []
         reset_states(self.model)
         self.model(x)
+        if not self.rows:
+            raise RuntimeError(f"no selected layer of {type(self.model).__name__} ran in the forward")
+        prepared = self._prepare_all()
         if self.names is None:
             if not rec.names:
                 raise RuntimeError(f"no selected layer of {type(self.model).__name__} ran in the forward")
             self.names, self.kinds = list(rec.names), list(rec.kinds)
-            self.steps = [r.shape[0] for r in self.rows] if self.per_step else []
+            self.steps = [r.shape[0] for r in prepared] if self.per_step else []
         elif rec.names != self.names:
             raise RuntimeError(
                 f"the recorded layers changed between batches ({len(self.names)} then {len(rec.names)} "
                 "calls); "
                 "the model must call the same layers for every batch"
             )
-        rows = self.rows
-        self.rows = []
-        return rows if self.per_step else torch.stack(rows)
+        self.rows, self.tols = [], []
+        return prepared if self.per_step else prepared[0]
 
 
 def _check_n(n: int, unbiased: bool, i: int) -> None:
@@ -604,7 +653,7 @@ def compare(
             xa = _input_of(batch).to(dev)
             n = _images_in(batch, xa, model_a, sides[0].layout, i)
             _check_n(n, unbiased, i)
-            PA = sides[0].run(recs[0], xa)
+            PA = sides[0].run(recs[0], xa, n)
             if batch_b is None and shared:
                 PB = PA
             else:
@@ -615,7 +664,7 @@ def compare(
                         f"batch {i}: model_a got {n} images but model_b got {nb}; both streams must hold "
                         "the same images in the same batches (same batch size)"
                     )
-                PB = sides[-1].run(recs[-1], xb)
+                PB = sides[-1].run(recs[-1], xb, n)
             if shared:
                 if ia is None:
                     names = sides[0].names or []
@@ -652,8 +701,21 @@ def compare(
         matrix=matrix.cpu().numpy(), layers_a=names_a, layers_b=names_b, kinds_a=kinds_a, kinds_b=kinds_b,
         n_images=int(counts.sum()), batch_size=int(counts.max()),
         estimator="unbiased" if unbiased else "biased", kernel=kernel, ci_low=lo, ci_high=hi,
-        n_batches=int(len(counts)),
+        n_batches=int(len(counts)), meta=_meta(model_a=model_a, model_b=model_b),
     )
+
+
+def _meta(**models: nn.Module) -> dict[str, Any]:
+    """The snncka ``config`` of each model (JSON-able), so a saved result says what was compared."""
+    out: dict[str, Any] = {}
+    for key, m in models.items():
+        cfg = getattr(m, "config", None)
+        try:
+            json.dumps(cfg)
+        except (TypeError, ValueError):
+            cfg = None
+        out[key] = cfg if cfg is not None else type(m).__name__
+    return out
 
 
 def temporal(
@@ -689,7 +751,7 @@ def temporal(
             x = _input_of(batch).to(dev)
             n = _images_in(batch, x, model, side.layout, i)
             _check_n(n, unbiased, i)
-            rows = side.run(rec, x)
+            rows = side.run(rec, x, n)
             c = _norm_const(n, unbiased)
             Tm = max(side.steps)
             H = torch.full((len(rows), Tm, Tm), 0.0, dtype=torch.float64, device=dev)

@@ -92,7 +92,8 @@ def augment_batch(x: Tensor, aug: Augment, generator: torch.Generator | None = N
 
     Works on ``[B, C, H, W]`` and ``[B, T, C, H, W]`` (the same crop/flip for all frames of a sample). The
     random draws come from ``generator`` on the CPU (offsets dy, dx, then flips), so a run is reproducible
-    on any device; crop and flip are one gather from the zero-padded batch.
+    on any device. Crop and flip are one gather of source pixels; pixels that come from the padding are
+    set to zero (no padded copy of the batch is made).
     """
     if aug.pad == 0 and not aug.flip:
         return x
@@ -103,16 +104,18 @@ def augment_batch(x: Tensor, aug: Augment, generator: torch.Generator | None = N
     if p:
         dy = torch.randint(0, 2 * p + 1, (b,), generator=generator, device="cpu").to(dev)
         dx = torch.randint(0, 2 * p + 1, (b,), generator=generator, device="cpu").to(dev)
-        rows, cols = rows + dy[:, None], cols + dx[:, None]
+        rows, cols = rows + (dy[:, None] - p), cols + (dx[:, None] - p)
     if aug.flip:
         flip = torch.rand(b, generator=generator, device="cpu").to(dev) < 0.5
         cols = torch.where(flip[:, None], cols.flip(-1), cols)
-    src = x.reshape(b, -1, h, w)
+    src = x.reshape(b, -1, h * w)
+    k = src.shape[1]
+    idx = rows.clamp(0, h - 1)[:, :, None] * w + cols.clamp(0, w - 1)[:, None, :]
+    out = torch.gather(src, 2, idx.reshape(b, 1, h * w).expand(b, k, h * w))
     if p:
-        src = torch.nn.functional.pad(src, (p, p, p, p))
-    k, wp = src.shape[1], w + 2 * p
-    idx = (rows[:, :, None] * wp + cols[:, None, :]).reshape(b, 1, h * w).expand(b, k, h * w)
-    return torch.gather(src.reshape(b, k, -1), 2, idx).reshape(x.shape)
+        inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
+        out = torch.where(inside.reshape(b, 1, h * w), out, out.new_zeros(()))
+    return out.reshape(x.shape)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -171,17 +174,33 @@ def _frames_arg(frames: int | None, default: int = 10) -> int:
 
 def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[Tensor, Tensor, dict]:
     """Per-channel mean/std of the training set (channel axis -3, statistics over every other axis, i.e.
-    samples, frames and pixels) applied to both splits; float32 tensors plus the statistics for ``meta``."""
-    ax = train.ndim - 3
-    mean = np.array([np.take(train, c, axis=ax).mean(dtype=np.float64) for c in range(train.shape[ax])])
-    std = np.array([np.take(train, c, axis=ax).std(dtype=np.float64) for c in range(train.shape[ax])])
+    samples, frames and pixels) applied to both splits; float32 tensors plus the statistics for ``meta``.
+
+    The statistics are accumulated in float64 over chunks of samples (two passes: mean, then squared
+    deviations), so large datasets need no float64 copy. Float32 inputs are standardised in place: pass
+    arrays the caller owns (fresh copies).
+    """
+    ax, channels = train.ndim - 3, train.shape[train.ndim - 3]
+    step = max(1, (1 << 22) // max(1, train[:1].size))  # ~4M values (32 MB in float64) per chunk
+
+    def chunks():  # [channels, values] per chunk of samples
+        for i in range(0, len(train), step):
+            yield np.moveaxis(train[i:i + step], ax, 0).reshape(channels, -1)
+
+    n = train.size / channels
+    mean = sum(c.sum(axis=1, dtype=np.float64) for c in chunks()) / n
+    sq = np.zeros(channels)
+    for c in chunks():
+        d = c.astype(np.float64) - mean[:, None]
+        sq += np.einsum("ij,ij->i", d, d)
+    std = np.sqrt(sq / n)
     shape = [1] * train.ndim
     shape[ax] = -1
     m = mean.reshape(shape).astype(np.float32)
     s = (std + 1e-8).reshape(shape).astype(np.float32)
 
     def f(a: np.ndarray) -> Tensor:
-        out = a.astype(np.float32)
+        out = a.astype(np.float32, copy=False)
         out -= m
         out /= s
         return torch.from_numpy(out)
@@ -607,12 +626,14 @@ def _load_events(name: str, root, frames: int | None, download: bool, workers: i
             x = None
     if x is None:
         x, outside = _integrate_all(name, files, T, workers)
-        _atomic_write(path, lambda f: np.savez(f, x=x, outside=outside))
+        _atomic_write(path, lambda f, x=x, n=outside: np.savez(f, x=x, outside=n))
     if outside:
         warnings.warn(f"{outside} {name} events lay outside the {src.sensor[0]}x{src.sensor[1]} sensor and "
                       "were dropped", stacklevel=3)
     tr, te = split_per_class(labels)
-    xtr, xte, norm = _standardise(x[tr], x[te])
+    xtr_raw, xte_raw = x[tr], x[te]
+    del x  # peak memory: one copy of the frames besides the split
+    xtr, xte, norm = _standardise(xtr_raw, xte_raw)
     return Dataset(name, xtr, torch.from_numpy(labels[tr]), xte, torch.from_numpy(labels[te]), len(classes),
                    augment=Augment(pad=4, flip=True),
                    meta={"normalisation": norm, "classes": classes, "source": str(base),

@@ -15,8 +15,11 @@ Two implementations share one interface:
 * ``lif_reference`` -- a readable Python loop over T with autograd through every step; tests use it.
 * ``lif_fused`` -- the whole time loop as one autograd function. Its forward keeps only the pre-reset
   membrane ``u_pre`` (one tensor the size of the input); spikes and surrogate values are recomputed in the
-  backward pass, which runs BPTT itself. Optionally its two kernels are compiled by ``torch.compile``
-  (inductor fuses the T-step loop into one elementwise kernel: one pass over memory on CPU, Triton on GPU).
+  backward pass, which runs BPTT itself. Inside ``recompute_spikes()`` (which snncka's models enter) the
+  layers after a LIF do not keep its float spikes either: they are rebuilt from ``u_pre`` when needed, so a
+  spiking network stores as many activations per step as its ANN twin. Optionally its two kernels are
+  compiled by ``torch.compile`` (inductor fuses the T-step loop into one elementwise kernel: one pass over
+  memory on CPU, Triton on GPU).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import math
 import os
 import types
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -234,32 +238,66 @@ def _compile_default() -> bool:
     return os.environ.get("SNNCKA_COMPILE", "1") != "0"
 
 
-def _kernels(cfg: LIFConfig, compiled: bool) -> tuple[Callable, Callable]:
-    key = (cfg.surrogate, cfg.reset == "hard", cfg.detach_reset, compiled)
+def _kernels(cfg: LIFConfig, compiled: bool, x: Tensor) -> tuple[Callable, Callable]:
+    """The (forward, backward) kernels for ``cfg`` and an input like ``x`` (``[T, N]``).
+
+    Compiled kernels are made per number of steps, dtype and device type (each with its own code object), so
+    a process that meets many models never hits torch.compile's recompile limit; N stays dynamic.
+    """
+    key: tuple = (cfg.surrogate, cfg.reset == "hard", cfg.detach_reset, compiled)
+    if compiled:
+        key += (x.shape[0], x.dtype, x.device.type)
     if key not in _KERNELS:
         fwd, bwd = _make_kernels(*key[:3])
         if compiled:
-            tag = "_".join(str(k) for k in key[:3])
-            fwd = torch.compile(_renamed(fwd, f"lif_fwd_{tag}"), dynamic=True, fullgraph=True)
-            bwd = torch.compile(_renamed(bwd, f"lif_bwd_{tag}"), dynamic=True, fullgraph=True)
+            tag = "_".join(str(k).replace("torch.", "") for k in key[:3] + key[4:])
+            fwd = _with_fallback(torch.compile(_renamed(fwd, f"lif_fwd_{tag}"), dynamic=True, fullgraph=True), fwd)
+            bwd = _with_fallback(torch.compile(_renamed(bwd, f"lif_bwd_{tag}"), dynamic=True, fullgraph=True), bwd)
         _KERNELS[key] = (fwd, bwd)
     return _KERNELS[key]
 
 
+def _with_fallback(compiled: Callable, eager: Callable) -> Callable:
+    """Run ``compiled``; if torch.compile fails (no compiler, unsupported platform), warn once and use the
+    eager kernel from then on -- same values, only slower."""
+    state = {"fn": compiled}
+
+    def call(*args):
+        try:
+            return state["fn"](*args)
+        except torch._dynamo.exc.TorchDynamoException as e:  # BackendCompilerFailed, Unsupported, ...
+            warnings.warn(f"snncka: compiling the fused LIF kernel failed ({type(e).__name__}); using the eager "
+                          "kernel (set SNNCKA_COMPILE=0 to skip compiling)", RuntimeWarning, stacklevel=3)
+            state["fn"] = eager
+            return eager(*args)
+
+    return call
+
+
+def _fwd(flat: Tensor, cfg: LIFConfig, compiled: bool) -> tuple[Tensor, Tensor]:
+    """Spikes and u_pre of a contiguous ``[T, N]`` input."""
+    return _kernels(cfg, compiled, flat)[0](flat, cfg.tau, cfg.v_th)
+
+
 class _LIFFused(torch.autograd.Function):
+    """The whole time loop of a ``[T, N]`` input as one autograd node."""
+
     @staticmethod
     def forward(ctx, x: Tensor, cfg: LIFConfig, compiled: bool) -> tuple[Tensor, Tensor]:
-        spikes, u_pre = _kernels(cfg, compiled)[0](x, cfg.tau, cfg.v_th)
+        spikes, u_pre = _fwd(x, cfg, compiled)
         ctx.save_for_backward(u_pre)
         ctx.cfg, ctx.compiled = cfg, compiled
         ctx.mark_non_differentiable(u_pre)
+        ctx.set_materialize_grads(False)  # no zero-filled gradient for the (non-differentiable) u_pre output
         return spikes, u_pre
 
     @staticmethod
-    def backward(ctx, gy: Tensor, _g_u_pre: Tensor | None):
+    def backward(ctx, gy: Tensor | None, _g_u_pre: Tensor | None):
+        if gy is None:
+            return None, None, None
         (u_pre,) = ctx.saved_tensors
         cfg = ctx.cfg
-        gx = _kernels(cfg, ctx.compiled)[1](gy.contiguous(), u_pre, cfg.tau, cfg.v_th, cfg.param)
+        gx = _kernels(cfg, ctx.compiled, u_pre)[1](gy.contiguous(), u_pre, cfg.tau, cfg.v_th, cfg.param)
         return gx, None, None
 
 
@@ -267,10 +305,12 @@ def _lif_fused_state(x: Tensor, cfg: LIFConfig, compiled: bool | None) -> tuple[
     """Spikes and, when a graph is recorded, the saved pre-reset membrane (None otherwise)."""
     if compiled is None:
         compiled = _compile_default()
+    flat = x.reshape(x.shape[0], -1).contiguous()  # [T, N]: one dynamic size for the compiled kernels
     if not (x.requires_grad and torch.is_grad_enabled()):
         with torch.no_grad():
-            return _kernels(cfg, compiled)[0](x, cfg.tau, cfg.v_th)[0], None
-    return _LIFFused.apply(x.contiguous(), cfg, compiled)
+            return _fwd(flat, cfg, compiled)[0].view(x.shape), None
+    spikes, u_pre = _LIFFused.apply(flat, cfg, compiled)
+    return spikes.view(x.shape), u_pre
 
 
 def lif_fused(x: Tensor, cfg: LIFConfig = LIFConfig(), compiled: bool | None = None) -> Tensor:
@@ -303,15 +343,17 @@ def _pack(t: Tensor):
 
 
 def _unpack(obj):
-    if isinstance(obj, _SpikeRecipe):
-        return (obj.u_pre > obj.v_th).to(obj.dtype).reshape(obj.shape)
+    if isinstance(obj, _SpikeRecipe):  # one pass: compare straight into a float tensor
+        out = torch.empty(obj.u_pre.shape, dtype=obj.dtype, device=obj.u_pre.device)
+        return torch.gt(obj.u_pre, obj.v_th, out=out).reshape(obj.shape)
     return obj
 
 
 def recompute_spikes() -> torch.autograd.graph.saved_tensors_hooks:
     """Context manager: tensors that later layers save from fused-LIF outputs are rebuilt from the LIF's
     saved membrane in the backward pass instead of being kept (exact; saves one float per neuron and step).
-    snncka's spiking models enter it in every forward pass."""
+    snncka's spiking models enter it in every forward pass. First-order gradients only: the rebuilt spikes
+    carry no graph, so double backward (``create_graph=True``) through such layers is not supported."""
     return torch.autograd.graph.saved_tensors_hooks(_pack, _unpack)
 
 

@@ -67,6 +67,7 @@ def save_figure(fig: Figure, out: str | Path, formats: Sequence[str] = FORMATS, 
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(buf.getvalue())
+                os.chmod(tmp, 0o644)  # mkstemp creates 0600
                 os.replace(tmp, path)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
@@ -128,7 +129,7 @@ def _draw_heatmap(
     _mark_stages(ax, y_layers, "y")
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=10 if "\n" not in title else 8)
     return im
 
 

@@ -27,7 +27,7 @@ from . import analyses, data
 from .analyses import Result, load_result
 from .checkpoint import load_checkpoint
 from .report import build_report
-from .training import TrainConfig, train
+from .training import RESUMABLE_CHANGES, TrainConfig, train
 
 __all__ = ["SCALES", "Experiment", "ModelSpec", "cache_key", "list_experiments", "load_experiment", "paper_numbers",
            "paper_row"]
@@ -151,7 +151,7 @@ def paper_row(table: str, key: dict[str, Any]) -> dict[str, Any] | None:
 def cache_key(cfg: Any) -> str:
     """A short hash of a training config; identical configs share one trained model."""
     d = asdict(cfg)
-    for k in ("progress", "device", "eval_batch_size"):
+    for k in RESUMABLE_CHANGES:  # where and how a run goes, not what it trains
         d.pop(k, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 

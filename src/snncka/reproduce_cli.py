@@ -54,12 +54,13 @@ def reproduce_cmd(exp_id, show_list, scale, out, cache, data_root, download, dev
 @click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
 @click.option("--cache", type=click.Path(file_okay=False), default=None,
               help="Trained-model cache (default $SNNCKA_CACHE/models or ~/.cache/snncka/models).")
+@click.option("--epochs", type=int, default=None, help="Override the demo's number of epochs.")
 @click.option("--no-progress", is_flag=True)
-def demo_cmd(out: str, cache: str | None, no_progress: bool) -> None:
+def demo_cmd(out: str, cache: str | None, epochs: int | None, no_progress: bool) -> None:
     """Train ResNet-20 ANN and SNN (T=4) on the embedded digits data, compare every layer with CKA, write
     the figures and an HTML report."""
     t0 = time.perf_counter()
-    report = run("demo", "smoke", out, cache=cache, progress=not no_progress)
+    report = run("demo", "smoke", out, cache=cache, epochs=epochs, progress=not no_progress)
     figures = sorted(str(p) for p in Path(out).rglob("*.png"))
     click.echo(f"demo done in {time.perf_counter() - t0:.0f} s")
     click.echo(f"report:  {report}")

@@ -1,0 +1,193 @@
+"""The experiment registry, the runner and `snncka demo` / `snncka reproduce`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from snncka import analyses, reproduce
+from snncka.cli import main
+from snncka.models import create
+from snncka.reproduce import (
+    cache_key,
+    list_experiments,
+    load_experiment,
+    paper_numbers,
+    paper_row,
+    run,
+    train_config,
+)
+
+IDS = ["fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "appA1", "appA2", "appC"]
+FAST = {"fig3", "fig7", "fig8", "appC"}  # the rest run under the slow marker
+SMOKE = dict(epochs=1, cka_images=96, progress=False, device="cpu")
+
+
+def test_every_experiment_of_the_spec_is_registered_and_valid() -> None:
+    assert [e.id for e in list_experiments()] == IDS
+    for exp in list_experiments():
+        assert exp.title and exp.description
+        for scale in ("smoke", "paper"):
+            settings = exp.settings(scale)
+            specs = exp.resolve(scale)
+            assert specs, (exp.id, scale)
+            for s in specs:  # every model can be built with the scale's data shape
+                ch = 2 if "dvs" in (s.data or settings.get("data", "")) or s.data == "ncaltech101" else (
+                    1 if (s.data or settings.get("data")) == "digits" else 3)
+                create(s.arch, spiking=True, width=s.width, T=s.T, residual=s.residual, stage_T=s.stage_T,
+                       in_channels=ch)
+        assert {a["kind"] for a in exp.analyses} <= {"compare", "self", "temporal", "blocks", "robustness",
+                                                     "probe", "seeds", "accuracy"}
+
+
+def test_paper_numbers_match_the_paper_text() -> None:
+    n = paper_numbers()
+    assert "Li, Kim, Park, Panda" in n["source"]
+    assert paper_row("table1", {"model": "resnet164", "width": 1}) == {
+        "model": "resnet164", "width": 1, "ann": 93.00, "snn": 92.05}
+    assert paper_row("table2", {"model": "resnet56", "residual": False})["snn"] == 33.61
+    assert paper_row("table3", {"variant": "last_stage_1", "T": 16})["snn"] == 87.38
+    assert paper_row("fig8", {"eps": 0.01}) == {"eps": 0.01, "ann": 48.30, "snn": 68.04}
+    assert paper_row("tableB1", {"model": "resnet20", "width": 4, "T": 4})["snn_c100"] == 72.39
+
+
+def test_paper_tables_cover_every_model_of_their_experiment() -> None:
+    for exp_id, kinds, unreported in [("fig2", 18, set()), ("fig5", 12, {"resnet20-T128"}), ("fig6", 12, set()),
+                                      ("appA2", 20, set())]:
+        exp = load_experiment(exp_id)
+        specs = exp.resolve("paper")
+        missing = {s.id for s in specs if paper_row(exp.paper, reproduce._paper_key(exp.paper_spec(s.id))) is None}
+        assert missing == unreported, exp_id  # T=128 is in Fig. 5 but not in Table B.1
+        assert sum(len(s.kinds) for s in specs) == kinds
+    # Table 2: every fully residual or fully non-residual model has a row; the partial ones don't.
+    exp = load_experiment("fig4")
+    for s in exp.resolve("paper"):
+        row = paper_row("table2", reproduce._paper_key(exp.paper_spec(s.id)))
+        assert (row is None) == ("nores-s" in s.id), s.id
+
+
+def test_smoke_overrides_and_skips() -> None:
+    exp = load_experiment("fig2")
+    smoke = {s.id: s for s in exp.resolve("smoke")}
+    assert "resnet164" not in smoke and smoke["resnet20"].arch == "resnet8"
+    assert {s.id: s for s in exp.resolve("paper")}["resnet20"].arch == "resnet20"
+    assert exp.settings("smoke")["data"] == "digits" and exp.settings("paper")["epochs"] == 300
+
+
+def test_an_ann_is_shared_by_specs_that_differ_only_in_snn_settings() -> None:
+    exp = load_experiment("fig5")
+    settings = exp.settings("paper")
+    specs = exp.resolve("paper")
+    ann = {cache_key(train_config(s, "ann", settings)) for s in specs}
+    snn = {cache_key(train_config(s, "snn", settings)) for s in specs}
+    assert len(ann) == 1 and len(snn) == len(specs)
+    # run-time options (device, progress, data location) don't change what is trained
+    s = specs[0]
+    assert cache_key(train_config(s, "ann", settings)) == cache_key(
+        train_config(s, "ann", settings, device="cpu", progress=False, data_root="/x"))
+
+
+def test_unknown_experiment_lists_valid_ids() -> None:
+    res = CliRunner().invoke(main, ["reproduce", "fig99"])
+    assert res.exit_code != 0
+    for i in IDS:
+        assert i in res.output
+    with pytest.raises(ValueError, match="valid IDs: fig2, fig3"):
+        load_experiment("nope")
+
+
+def test_list_prints_every_experiment() -> None:
+    res = CliRunner().invoke(main, ["reproduce", "--list"])
+    assert res.exit_code == 0, res.output
+    for i in IDS:
+        assert f"snncka reproduce {i} --scale smoke" in res.output
+
+
+def test_paper_scale_without_the_dataset_says_where_to_put_it(tmp_path: Path) -> None:
+    res = CliRunner().invoke(main, ["reproduce", "fig2", "--scale", "paper", "--data-root", str(tmp_path),
+                                    "--out", str(tmp_path / "out")])
+    assert res.exit_code != 0
+    assert "cifar-10-python.tar.gz" in res.output and "--download" in res.output
+    assert not (tmp_path / "out").exists()  # nothing trained, nothing written
+
+
+def _check_experiment(exp_id: str, out: Path, cache: Path) -> None:
+    report = run(exp_id, "smoke", out, cache=cache, **SMOKE)
+    html = report.read_text()
+    exp = load_experiment(exp_id)
+    results = sorted((out / "results").glob("*.json"))
+    assert results, exp_id
+    for p in results:
+        res = analyses.load_result(p)
+        figs = list((out / "figures").glob(f"{p.stem}_*.png"))
+        assert figs or not res.plot(out / "tmp-figures", p.stem), p  # every plottable result has its figures
+    kinds = {a["kind"] for a in exp.analyses}
+    names = {p.stem for p in results}
+    if "compare" in kinds:
+        assert any(n.startswith("compare-") for n in names)
+    if "temporal" in kinds:
+        t = analyses.load_result(next(p for p in results if p.stem.startswith("temporal")))
+        import numpy as np
+
+        d = np.array([np.diag(m)[: t.T] for m in t.matrices])
+        assert np.allclose(d[~np.isnan(d)], 1.0, atol=1e-6)
+    if exp.paper and ("accuracy" in kinds or "robustness" in kinds):
+        paper = [analyses.load_result(p) for p in results if p.stem.startswith("paper-")]
+        assert paper and all(r.rows for r in paper)
+        assert any(r["paper (%)"] is not None for t in paper for r in t.rows)
+        assert "paper (%)" in html
+    meta = json.loads((out / "experiment.json").read_text())
+    assert meta["id"] == exp_id and meta["settings"]["epochs"] == 1
+    assert html.count("<img") >= len(list((out / "figures").glob("*.png")))
+
+
+@pytest.fixture(scope="module")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.mark.parametrize("exp_id", [i for i in IDS if i in FAST])
+def test_fast_experiments_run_end_to_end(exp_id: str, tmp_path: Path, model_cache: Path) -> None:
+    _check_experiment(exp_id, tmp_path / exp_id, model_cache)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exp_id", [i for i in IDS if i not in FAST])
+def test_slow_experiments_run_end_to_end(exp_id: str, tmp_path: Path, model_cache: Path) -> None:
+    _check_experiment(exp_id, tmp_path / exp_id, model_cache)
+
+
+def test_interrupted_reproduce_resumes_without_retraining(tmp_path: Path, monkeypatch) -> None:
+    cache, out = tmp_path / "cache", tmp_path / "out"
+
+    def broken(*a, **k):
+        raise RuntimeError("killed during the analyses")
+
+    monkeypatch.setattr(analyses, "seeds", broken)
+    with pytest.raises(RuntimeError, match="killed"):
+        run("appC", "smoke", out, cache=cache, **SMOKE)
+    trained = sorted(p.name for p in cache.iterdir())
+    assert len(trained) == 4  # two seeds x ANN/SNN finished before the "kill"
+    monkeypatch.undo()
+
+    calls = []
+    real_train = reproduce.train
+    monkeypatch.setattr(reproduce, "train", lambda *a, **k: calls.append(a) or real_train(*a, **k))
+    run("appC", "smoke", out, cache=cache, **SMOKE)
+    assert calls == []  # every model came from the cache
+    assert (out / "results" / "seeds.json").is_file() and (out / "report.html").is_file()
+
+
+def test_demo_end_to_end(tmp_path: Path) -> None:
+    res = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "demo"), "--cache", str(tmp_path / "c"),
+                                    "--epochs", "1", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "report:" in res.output and (tmp_path / "demo" / "report.html").is_file()
+    names = {p.stem for p in (tmp_path / "demo" / "results").glob("*.json")}
+    assert names == {"compare-resnet20", "temporal-resnet20"}
+    cmp = analyses.load_result(tmp_path / "demo" / "results" / "compare-resnet20.json")
+    assert cmp.matrix.shape == (len(cmp.layers_a), len(cmp.layers_b)) and len(cmp.layers_a) > 60
+    assert list((tmp_path / "demo" / "figures").glob("compare-resnet20_heatmap.png"))
