@@ -39,3 +39,16 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         train(cfg, root / kind)
         out[kind] = root / kind / "best.pt"
     return out
+
+
+@pytest.fixture
+def eager_kernels(monkeypatch: pytest.MonkeyPatch):
+    """Eager fused LIF kernels and one thread: model-level tests on tiny tensors (each compiled kernel variant
+    costs seconds; tests of the compiled path ask for it with ``compiled=True``)."""
+    import torch
+
+    monkeypatch.setenv("SNNCKA_COMPILE", "0")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threads only add synchronisation (badly so on a busy machine)
+    yield
+    torch.set_num_threads(threads)

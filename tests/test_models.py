@@ -16,15 +16,7 @@ from snncka.layers import TDBatchNorm2d
 from snncka.models import NAMES, create, from_config
 from snncka.neurons import LIF
 
-
-@pytest.fixture(autouse=True)
-def _eager_kernels(monkeypatch):
-    """Eager fused LIF kernels (compiling is tested in test_neurons and costs seconds per variant)."""
-    monkeypatch.setenv("SNNCKA_COMPILE", "0")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add synchronisation (badly so on a busy machine)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("eager_kernels")  # see conftest.py
 
 
 # ----------------------------------------------------------------------------------------------------------

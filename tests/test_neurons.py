@@ -19,16 +19,7 @@ from snncka.neurons import (
     surrogate_grad,
 )
 
-
-@pytest.fixture(autouse=True)
-def _eager_kernels(monkeypatch):
-    """LIF modules use eager fused kernels here (each compiled variant costs seconds); tests that check the
-    compiled kernels ask for them explicitly with ``compiled=True``."""
-    monkeypatch.setenv("SNNCKA_COMPILE", "0")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add synchronisation (badly so on a busy machine)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("eager_kernels")  # see conftest.py
 
 
 # ----------------------------------------------------------------------------------------------------------

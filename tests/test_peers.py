@@ -20,13 +20,7 @@ sj_neuron = pytest.importorskip("spikingjelly.activation_based.neuron",
 snntorch = pytest.importorskip("snntorch", reason="pip install snntorch")
 
 
-@pytest.fixture(autouse=True)
-def _eager_kernels(monkeypatch):
-    monkeypatch.setenv("SNNCKA_COMPILE", "0")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add synchronisation (badly so on a busy machine)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("eager_kernels")  # see conftest.py
 
 
 def _random_currents(dtype: torch.dtype, seed: int = 0, shape=(8, 64, 33)) -> torch.Tensor:

@@ -98,6 +98,12 @@ def _finish(res: A.Result, out: str, name: str | None, no_plot: bool) -> None:
             )
 
 
+def _cka(n_images, batch_size, layers, data_root, device, quiet) -> dict[str, Any]:
+    """The keyword arguments every CKA-based analysis takes, from the shared options."""
+    return dict(n_images=n_images, batch_size=batch_size, layers=_layers(layers), data_root=data_root,
+                device=device, progress=not quiet)
+
+
 def _run(fn: Callable[[], A.Result]) -> A.Result:
     try:
         return fn()
@@ -156,12 +162,7 @@ def temporal_cmd(
     res = _run(
         lambda: A.temporal(
             checkpoint,
-            n_images=n_images,
-            batch_size=batch_size,
-            layers=_layers(layers),
-            data_root=data_root,
-            device=device,
-            progress=not quiet,
+            **_cka(n_images, batch_size, layers, data_root, device, quiet),
         )
     )
     _finish(res, out, name, no_plot)
@@ -189,12 +190,7 @@ def blocks_cmd(
         res, _ = A.blocks(
             src,
             checkpoint_b,
-            n_images=n_images,
-            batch_size=batch_size,
-            layers=_layers(layers),
-            data_root=data_root,
-            device=device,
-            progress=not quiet,
+            **_cka(n_images, batch_size, layers, data_root, device, quiet),
         )
         return res
 
@@ -306,12 +302,7 @@ def seeds_cmd(
         lambda: A.seeds(
             list(checkpoints),
             include_self=not no_self,
-            n_images=n_images,
-            batch_size=batch_size,
-            layers=_layers(layers),
-            data_root=data_root,
-            device=device,
-            progress=not quiet,
+            **_cka(n_images, batch_size, layers, data_root, device, quiet),
         )
     )
     _finish(res, out, name, no_plot)
