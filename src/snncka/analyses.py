@@ -24,7 +24,6 @@ import os
 import platform
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .checkpoint import atomic_write, load_checkpoint
 from .data import Dataset, to_model_input
 from .data import get as get_dataset
 from .models import SNNCKAModel, from_config
@@ -163,8 +163,6 @@ def describe(model: SNNCKAModel, seed: int | None = None) -> str:
 
 
 def _read_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
-    from .checkpoint import load_checkpoint
-
     p = Path(path)
     if p.is_dir():
         found = next((c for c in (p / "best.pt", p / "last.pt") if c.is_file()), None)
@@ -301,17 +299,7 @@ _RESULTS: dict[str, type[Result]] = {}
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are ordinary readable files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda p: p.write_bytes(data))
 
 
 def _jsonable(v: Any) -> Any:
@@ -395,10 +383,6 @@ def load_result(path: str | Path) -> Result:
         elif f.name in meta:
             kw[f.name] = meta[f.name]
     return cls(**kw)
-
-
-def _nan(v: Any) -> float:
-    return float("nan") if v is None else float(v)
 
 
 # --------------------------------------------------------------------------------------------------------

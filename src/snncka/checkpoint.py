@@ -14,7 +14,7 @@ import random
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -56,6 +56,20 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda p: p.write_text(text))
+
+
+def atomic_write_stream(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+    """``atomic_write`` with ``write`` given the temp file opened for binary writing; creates the folder.
+
+    (Writers such as ``np.savez`` would add ``.npz`` to a temp file's name if given a path.)"""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def to_file(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            write(f)
+
+    atomic_write(path, to_file)
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .checkpoint import atomic_write_stream
 from .record import (
     Recorder,
     Selection,
@@ -260,19 +260,6 @@ def _prepared(K: Tensor, tol: float | Tensor, kernel: tuple[str, float], unbiase
 # --------------------------------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
     p = Path(path)
     if p.suffix != ".npz":
@@ -282,8 +269,8 @@ def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
 
 def _save(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
     npz, sidecar = _paths(path)
-    _atomic_write(npz, lambda f: np.savez(f, **arrays))
-    _atomic_write(sidecar, lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    atomic_write_stream(npz, lambda f: np.savez(f, **arrays))
+    atomic_write_stream(sidecar, lambda f: f.write(json.dumps(meta, indent=1).encode()))
     return npz
 
 

@@ -27,7 +27,6 @@ import io
 import os
 import pickle
 import tarfile
-import uuid
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -38,6 +37,8 @@ from typing import BinaryIO
 import numpy as np
 import torch
 from torch import Tensor
+
+from .checkpoint import atomic_write_stream
 
 __all__ = ["CIFAR", "DATASETS", "EVENT_SOURCES", "Augment", "Dataset", "augment_batch", "cache_dir",
            "digits_dvs_events", "download_file", "get", "read_recording", "register", "split_per_class",
@@ -150,20 +151,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SNNCKA_CACHE") or Path.home() / ".cache" / "snncka")
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write ``path`` via a temporary file in the same folder and ``os.replace``: readers never see a partial
-    file, and a failure leaves nothing behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
-    try:
-        with open(tmp, "xb") as f:  # (unlike mkstemp, honours the umask: data folders may be shared)
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _frames_arg(frames: int | None, default: int = 10) -> int:
     if frames is None:
         return default
@@ -270,7 +257,7 @@ def digits_dvs_events(seed: int = 0, cache: Path | None = None, progress: bool =
                                 progress=progress)
     offsets = np.cumsum([0] + [len(r) for r in recs])
     flat = np.concatenate(recs)
-    _atomic_write(path, lambda f: np.savez(f, events=flat, offsets=offsets))
+    atomic_write_stream(path, lambda f: np.savez(f, events=flat, offsets=offsets))
     return recs
 
 
@@ -395,7 +382,7 @@ def download_file(url: str, dest: Path, md5: str) -> Path:
                              f"{dest.parent}")
 
     try:
-        _atomic_write(dest, write)
+        atomic_write_stream(dest, write)
     except URLError as e:
         raise RuntimeError(f"could not download {url} ({e.reason}); without a network, copy {dest.name} "
                            f"into {dest.parent} yourself") from e
@@ -626,7 +613,7 @@ def _load_events(name: str, root, frames: int | None, download: bool, workers: i
             x = None
     if x is None:
         x, outside = _integrate_all(name, files, T, workers)
-        _atomic_write(path, lambda f, x=x, n=outside: np.savez(f, x=x, outside=n))
+        atomic_write_stream(path, lambda f, x=x, n=outside: np.savez(f, x=x, outside=n))
     if outside:
         warnings.warn(f"{outside} {name} events lay outside the {src.sensor[0]}x{src.sensor[1]} sensor and "
                       "were dropped", stacklevel=3)

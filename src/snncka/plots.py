@@ -11,10 +11,9 @@ outside, possible with the unbiased estimator, are clipped in colour only) and m
 
 from __future__ import annotations
 
+import functools
 import io
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -24,6 +23,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+from .checkpoint import atomic_write  # noqa: E402
 
 __all__ = [
     "FORMATS",
@@ -63,15 +64,7 @@ def save_figure(fig: Figure, out: str | Path, formats: Sequence[str] = FORMATS, 
             buf = io.BytesIO()
             fig.savefig(buf, format=fmt, dpi=dpi, metadata={"Date": None} if fmt == "svg" else None)
             path = out.with_name(out.name + "." + fmt)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(buf.getvalue())
-                os.chmod(tmp, 0o644)  # mkstemp creates 0600
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            atomic_write(path, functools.partial(Path.write_bytes, data=buf.getvalue()))
             paths.append(path)
     finally:
         plt.close(fig)

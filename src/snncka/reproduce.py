@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tomllib
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from tqdm.auto import tqdm
 
 from . import analyses, data
 from .analyses import Result, load_result
-from .checkpoint import load_checkpoint
+from .checkpoint import atomic_write, atomic_write_text, load_checkpoint
 from .report import build_report
 from .training import RESUMABLE_CHANGES, TrainConfig, train
 
@@ -226,7 +225,7 @@ class Overview(Result):
 
 def default_cache() -> Path:
     """Where trained models are cached: ``$SNNCKA_CACHE/models`` or ``~/.cache/snncka/models``."""
-    return Path(os.environ.get("SNNCKA_CACHE", Path.home() / ".cache" / "snncka")) / "models"
+    return data.cache_dir() / "models"
 
 
 def train_config(spec: ModelSpec, kind: str, settings: dict[str, Any], **run_opts: Any) -> TrainConfig:
@@ -364,8 +363,7 @@ def run(
             return load_result(path)
         res = fn(*args, **kwargs)
         res = res[0] if isinstance(res, tuple) else res
-        res.save(res_dir, name)
-        res.plot(out / "figures", name)
+        _save(res, out, name)
         return res
 
     for a in exp.analyses:
@@ -432,20 +430,14 @@ def _overview(exp: Experiment, results: list[Any], ids: list[str]) -> Overview:
 
 def check_available(name: str, data_root: str | None, download: bool) -> None:
     """Fail before any training when a dataset can't be loaded, with the loader's message on what to do."""
-    if name not in data.DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(sorted(data.DATASETS))}")
-    data.get(name, root=data_root, download=download)
+    data.get(name, root=data_root, download=download)  # raises for an unknown name, listing the known ones
 
 
 def _copy(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def _write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=1, default=str))
