@@ -37,7 +37,8 @@ from torch import Tensor, nn
 from .checkpoint import atomic_write, load_checkpoint
 from .data import Dataset, to_model_input
 from .data import get as get_dataset
-from .models import SNNCKAModel, from_config
+from .models import SNNCKAModel
+from .models import from_checkpoint as models_from_checkpoint
 from .neurons import LIF
 
 __all__ = [
@@ -125,9 +126,7 @@ class Subject:
         device: str | torch.device | None = None,
     ) -> Subject:
         """A subject from a loaded checkpoint dict (``p``: where it came from)."""
-        model = from_config(ckpt["model_config"])
-        model.load_state_dict(ckpt["model"])
-        model.to(_default_device(device)).eval()
+        model = models_from_checkpoint(ckpt, p, _default_device(device))
         tc = ckpt.get("train_config") or {}
         name = tc.get("data")
         if not name:

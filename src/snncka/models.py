@@ -339,12 +339,20 @@ def list_models() -> list[str]:
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> SNNCKAModel:
     """The model stored in a snncka checkpoint (``<run>/best.pt`` or ``last.pt``), with its weights, in eval
     mode. A corrupt or foreign file raises ``snncka.checkpoint.CheckpointError``."""
-    from .checkpoint import CheckpointError, load_checkpoint
+    from .checkpoint import load_checkpoint
 
-    ckpt = load_checkpoint(path, map_location=map_location)
+    return from_checkpoint(load_checkpoint(path, map_location=map_location), path, map_location)
+
+
+def from_checkpoint(ckpt: dict[str, Any], source: str | Path = "checkpoint",
+                    map_location: str | torch.device = "cpu") -> SNNCKAModel:
+    """The model of an already loaded checkpoint dict, with its weights, in eval mode on ``map_location``;
+    weights that don't fit the stored config raise ``CheckpointError`` naming ``source``."""
+    from .checkpoint import CheckpointError
+
     model = from_config(ckpt["model_config"])
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
-        raise CheckpointError(f"the weights in {str(path)!r} do not fit the model they describe: {e}") from e
+        raise CheckpointError(f"the weights in {str(source)!r} do not fit the model they describe: {e}") from e
     return model.to(map_location).eval()

@@ -130,14 +130,14 @@ def eval_cmd(checkpoint: str, data: str | None, data_root: str | None, download:
     """Accuracy and loss of a checkpoint's model on a dataset split (firing rates too for an SNN)."""
     import torch
 
-    from .models import load
+    from .models import from_checkpoint
     from .training import evaluate, load_dataset
 
     try:
         dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                            ("cpu" if device == "auto" else device))
-        ckpt = load_checkpoint(checkpoint)
-        model = load(checkpoint, map_location=dev)
+        ckpt = load_checkpoint(checkpoint, map_location=dev)
+        model = from_checkpoint(ckpt, checkpoint, dev)  # one read of the file
         tc = dict(ckpt.get("train_config") or {})
         mc = ckpt["model_config"]
         cfg = TrainConfig.from_dict({**tc, "model": mc["name"], "spiking": mc["spiking"],
