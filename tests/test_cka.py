@@ -108,6 +108,23 @@ def test_biased_hsic_and_center():
     assert engine == pytest.approx(expect.item(), rel=1e-12)
 
 
+def test_fast_paths_equal_the_readable_ones():
+    """The engine's upper-triangle U-centring and its 3/4-multiply symmetric Gram are the readable formulas."""
+    from snncka.cka import _flatten_sym, _sym_gram, _u_rows
+
+    g = torch.Generator().manual_seed(11)
+    for n in (64, 65, 130, 1000):
+        X = torch.randn(n, 40, generator=g, dtype=torch.float64)
+        assert torch.allclose(_sym_gram(X), X @ X.T, rtol=0, atol=1e-12)
+        K = torch.stack([gram_linear(torch.randn(n, 7, generator=g, dtype=torch.float64)) for _ in range(3)])
+        K[1] = 2.5  # a constant layer: every distance equal, so its U-centred Gram is exactly zero
+        rows = _u_rows(K, torch.full((3,), 1e-12, dtype=torch.float64))
+        expect = _flatten_sym(prepare(K), unbiased=True)
+        expect[1] = 0
+        assert torch.allclose(rows, expect, rtol=0, atol=1e-10)
+        assert not rows[1].any() and rows[0].any()
+
+
 def test_gram_rbf_matches_kornblith_formula():
     g = torch.Generator().manual_seed(3)
     X = torch.randn(8, 3, generator=g, dtype=torch.float64)

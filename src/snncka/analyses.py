@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
 import re
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
@@ -40,6 +37,7 @@ from .data import get as get_dataset
 from .models import SNNCKAModel
 from .models import from_checkpoint as models_from_checkpoint
 from .neurons import LIF
+from .runtime import environment, resolve_device
 
 __all__ = [
     "BlocksResult",
@@ -53,7 +51,6 @@ __all__ = [
     "accuracy",
     "blocks",
     "compare",
-    "environment",
     "fit_linear_probe",
     "load_result",
     "probe",
@@ -69,12 +66,6 @@ DEFAULT_EPS = (0.001, 0.005, 0.01, 0.02, 0.05)
 # --------------------------------------------------------------------------------------------------------
 # Subjects: a model with its data
 # --------------------------------------------------------------------------------------------------------
-
-
-def _default_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 _DATA_CACHE: dict[tuple, Dataset] = {}
@@ -126,7 +117,7 @@ class Subject:
         device: str | torch.device | None = None,
     ) -> Subject:
         """A subject from a loaded checkpoint dict (``p``: where it came from)."""
-        model = models_from_checkpoint(ckpt, p, _default_device(device))
+        model = models_from_checkpoint(ckpt, p, resolve_device(device))
         tc = ckpt.get("train_config") or {}
         name = tc.get("data")
         if not name:
@@ -197,7 +188,7 @@ def _subjects(
     out = []
     for r in read:
         if isinstance(r, Subject):
-            r.model.to(_default_device(device)).eval()
+            r.model.to(resolve_device(device)).eval()
             out.append(r)
         else:
             out.append(Subject.from_checkpoint(r[1], r[0], data_root=data_root, device=device))
@@ -260,7 +251,7 @@ def accuracy(
     s: Subject, n_images: int | None = None, batch_size: int = 256, device: str | torch.device | None = None
 ) -> float:
     """Test accuracy (%) of the subject's model on the first ``n_images`` test images (all by default)."""
-    dev = _default_device(device)
+    dev = resolve_device(device)
     n = len(s.data.y_test) if n_images is None else min(n_images, len(s.data.y_test))
     correct = 0
     for i in range(0, n, batch_size):
@@ -268,25 +259,6 @@ def accuracy(
         x = _inputs(s, s.data.x_test[i:j]).to(dev)
         correct += int((s.model(x).argmax(-1).cpu() == s.data.y_test[i:j].cpu()).sum())
     return 100.0 * correct / n
-
-
-def environment() -> dict[str, str]:
-    """Versions and hardware that produced a result (shown in the report)."""
-    import numpy
-
-    from . import __version__
-
-    env = {
-        "snncka": __version__,
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "platform": platform.platform(),
-        "cpu_count": str(os.cpu_count()),
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-    }
-    return env
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -506,7 +478,7 @@ def compare(
 ) -> CompareResult:
     """Cross-layer CKA between the models of checkpoints ``a`` and ``b`` (``b=None``: ``a`` with itself)."""
     t0 = time.perf_counter()
-    dev = _default_device(device)
+    dev = resolve_device(device)
     if b is None:
         sa = sb = _subject(a, data_root, dev)
     else:
@@ -637,7 +609,7 @@ def temporal(
     from .cka import temporal as cka_temporal
 
     t0 = time.perf_counter()
-    dev = _default_device(device)
+    dev = resolve_device(device)
     s = _subject(a, data_root, dev)
     if not s.spiking:
         raise ValueError(f"temporal CKA needs a spiking model; {s.label} is an ANN (it has no time steps)")
@@ -937,7 +909,7 @@ def robustness(
     from .attacks import pgd, to_normalised_eps
 
     t0 = time.perf_counter()
-    dev = _default_device(device)
+    dev = resolve_device(device)
     eps = [float(e) for e in eps]
     if not eps or any(e < 0 for e in eps):
         raise ValueError(f"eps must be a non-empty list of values >= 0, got {eps}")
@@ -1190,7 +1162,7 @@ def probe(
     training split and report its test accuracy (Fig. A.6). ``n_train``/``n_test`` limit the images
     (default: all)."""
     t0 = time.perf_counter()
-    dev = _default_device(device)
+    dev = resolve_device(device)
     subs = _subjects(list(sources), data_root, dev, same_data=False)
     if not subs:
         raise ValueError("probe needs at least one checkpoint")
@@ -1315,7 +1287,7 @@ def seeds(sources: Sequence[Any], *, include_self: bool = True, **compare_kwargs
     ``include_self`` adds each model against itself (Fig. C.1's first columns).
     """
     t0 = time.perf_counter()
-    dev = _default_device(compare_kwargs.pop("device", None))
+    dev = resolve_device(compare_kwargs.pop("device", None))
     data_root = compare_kwargs.pop("data_root", None)
     subs = _subjects(list(sources), data_root, dev)
     if len(subs) < 2:
@@ -1416,7 +1388,7 @@ def rates(
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    dev = _default_device(device)
+    dev = resolve_device(device)
     s = _subject(a, data_root, dev)
     lifs = [(n, m) for n, m in s.model.named_modules() if isinstance(m, LIF)]
     if not lifs:

@@ -173,21 +173,46 @@ def _norm_const(n: int, unbiased: bool) -> float:
     return float(n * (n - 3)) if unbiased else float((n - 1) ** 2)
 
 
-_TRIU: dict[tuple[int, str], tuple[Tensor, Tensor]] = {}
+_TRIU: dict[tuple[int, str], tuple[Tensor, Tensor, Tensor, Tensor]] = {}
+
+
+def _triu(n: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Strict upper triangle of an ``n x n`` matrix: flat indices, row and column indices; flat diagonal."""
+    key = (n, str(device))
+    if key not in _TRIU:
+        i, j = torch.triu_indices(n, n, 1, device=device)
+        _TRIU[key] = (i * n + j, i, j, torch.arange(n, device=device) * (n + 1))
+    return _TRIU[key]
 
 
 def _flatten_sym(P: Tensor, unbiased: bool) -> Tensor:
     """Vectorise symmetric ``P [..., n, n]`` so that a dot product of two vectors is ``<P, P'>``: the strict
     upper triangle times sqrt(2) (plus the diagonal for the biased estimator) -- half the product's work."""
     n = P.shape[-1]
-    key = (n, str(P.device))
-    if key not in _TRIU:
-        i, j = torch.triu_indices(n, n, 1, device=P.device)
-        _TRIU[key] = (i * n + j, torch.arange(n, device=P.device) * (n + 1))
-    up, dg = _TRIU[key]
+    up, _, _, dg = _triu(n, P.device)
     flat = P.reshape(*P.shape[:-2], n * n)
     v = flat[..., up] * math.sqrt(2.0)
     return v if unbiased else torch.cat([flat[..., dg], v], -1)
+
+
+def _u_rows(K: Tensor, tol: Tensor) -> Tensor:
+    """``_flatten_sym(prepare(K))`` for linear Grams ``K [m, n, n]`` and the unbiased estimator, built from
+    the strict upper triangles alone: ``U_ij = K_ij - (r_i + r_j) / (n - 2) + s / ((n - 1)(n - 2))`` with
+    ``r`` the row sums of ``K`` without its diagonal and ``s`` their total. Half the entries and no
+    ``n x n`` float64 temporaries: this step was a fifth of the engine's time on the full-matrix path.
+    Degenerate Grams (see ``_prepared``) become zero rows."""
+    m, n = K.shape[0], K.shape[-1]
+    up, i, j, _ = _triu(n, K.device)
+    d = K.diagonal(dim1=-2, dim2=-1).double()
+    r = K.sum(-1, dtype=torch.float64) - d
+    v = torch.index_select(K.reshape(m, n * n), 1, up).double()
+    k_norm2 = 2 * (v * v).sum(-1) + (d * d).sum(-1)
+    w = r / (n - 2) - r.sum(-1, keepdim=True) / (2 * (n - 1) * (n - 2))
+    v -= w[:, i]
+    v -= w[:, j]
+    v *= math.sqrt(2.0)
+    bad = (v * v).sum(-1) <= tol.square() * k_norm2
+    return v.masked_fill_(bad[:, None], 0.0)
 
 
 class _Workspace:
@@ -235,9 +260,27 @@ def _gram_of_feature(feat: Tensor, per_step: bool, ws: _Workspace | None = None)
     else:
         Xc = (ws or _Workspace()).get(feat.shape, feat)
         torch.sub(feat, mean, out=Xc)  # also lays a time-major view out as [B, T*p] in the same pass
-        X2 = Xc.view(B, -1)
-        K = X2 @ X2.T
+        K = _sym_gram(Xc.view(B, -1))
     return K, 64 * torch.finfo(feat.dtype).eps
+
+
+def _sym_gram(X: Tensor) -> Tensor:
+    """``X X^T`` from its lower block triangle (row blocks of 256, or two halves for a smaller n), the upper
+    blocks copied as transposes: ``(k + 1) / 2k`` of the multiply for k blocks (3/4 at n = 256, 5/8 at 1024).
+    On CPU this pays for the centring pass (measured: benchmarks/RESULTS.md); on a GPU one product of the
+    full size is faster, so it is used there."""
+    n = X.shape[0]
+    if X.device.type != "cpu" or n < 64:
+        return X @ X.T
+    h = 256 if n >= 768 else n // 2
+    K = torch.empty(n, n, dtype=X.dtype, device=X.device)
+    for i in range(0, n, h):
+        e = min(i + h, n)
+        K[i:e, :e] = X[i:e] @ X[:e].T
+    for i in range(h, n, h):
+        e = min(i + h, n)
+        K[:i, i:e] = K[i:e, :i].T
+    return K
 
 
 def _prepared(K: Tensor, tol: float | Tensor, kernel: tuple[str, float], unbiased: bool) -> tuple[Tensor, Tensor]:
@@ -402,40 +445,52 @@ class _Side:
         self.layers = layers
         self.names: list[str] | None = None
         self.kinds: list[str] = []
-        self.rows: list[Tensor] = []
+        self.grams: list[Tensor] = []  # this batch's Grams not yet prepared
         self.tols: list[float] = []
+        self.flats: list[Tensor] = []  # this batch's prepared rows, in groups
+        self.layer_steps: list[int] = []  # Grams per recorded call this batch (T in per-step mode, else 1)
         self.steps: list[int] = []
         self.workspace = _Workspace()
 
     def _on_output(self, name: str, kind: str, feat: Tensor) -> None:
         K, tol = _gram_of_feature(feat, self.per_step, self.workspace)
-        self.rows.append(K)
-        self.tols.append(tol)
+        ks = K.unbind(0) if self.per_step else (K,)
+        self.grams.extend(ks)
+        self.tols.extend([tol] * len(ks))
+        self.layer_steps.append(len(ks))
+        n = K.shape[-1]
+        if len(self.grams) >= max(1, (1 << 20) // (n * n)):
+            self._flush()
+
+    def _flush(self) -> None:
+        """Prepare the pending Grams as one group: few batched ops (many small ops per layer cost more than
+        the work on a busy CPU), and the group bounds the float64 temporaries (8 MB) and the float32 Grams
+        held at once, so memory stays at the prepared rows plus one group."""
+        if not self.grams:
+            return
+        K = torch.stack(self.grams)
+        tol = torch.tensor(self.tols, dtype=torch.float64, device=K.device)
+        self.grams, self.tols = [], []
+        if self.unbiased and self.kernel[0] == "linear":
+            self.flats.append(_u_rows(K, tol))
+        else:
+            P, _ = _prepared(K.double(), tol, self.kernel, self.unbiased)
+            self.flats.append(_flatten_sym(P, self.unbiased))
 
     def _prepare_all(self) -> list[Tensor]:
-        """All layers' Grams of this batch -> prepared, vectorised rows, in a few batched ops (many small ops
-        per layer cost more than the work itself on a busy CPU)."""
-        steps = [k.shape[0] if self.per_step else 1 for k in self.rows]
-        grams = [g for k in self.rows for g in (k.unbind(0) if self.per_step else (k,))]
-        tols = [t for t, s in zip(self.tols, steps, strict=True) for _ in range(s)]
-        n = grams[0].shape[-1]
-        chunk = max(1, (1 << 24) // (n * n))  # matrices per group: bounds the float64 temporaries (128 MB)
-        flats = []
-        for i in range(0, len(grams), chunk):
-            K = torch.stack(grams[i:i + chunk]).double()
-            tol = torch.tensor(tols[i:i + chunk], dtype=K.dtype, device=K.device)
-            P, _ = _prepared(K, tol, self.kernel, self.unbiased)
-            flats.append(_flatten_sym(P, self.unbiased))
-        flat = torch.cat(flats)
-        return list(flat.split(steps)) if self.per_step else [flat]
+        """This batch's prepared rows: one ``[L, D]`` matrix, or per layer ``[T, D]`` in per-step mode."""
+        self._flush()
+        flat = self.flats[0] if len(self.flats) == 1 else torch.cat(self.flats)
+        self.flats = []
+        return list(flat.split(self.layer_steps)) if self.per_step else [flat]
 
     def run(self, rec: Recorder, x: Tensor, n: int) -> list[Tensor] | Tensor:
         rec.reset()
         rec.batch_size = n
-        self.rows, self.tols = [], []
+        self.grams, self.tols, self.flats, self.layer_steps = [], [], [], []
         reset_states(self.model)
         self.model(x)
-        if not self.rows:
+        if not self.layer_steps:
             raise RuntimeError(f"no selected layer of {type(self.model).__name__} ran in the forward")
         prepared = self._prepare_all()
         if self.names is None:
@@ -449,7 +504,6 @@ class _Side:
                 "calls); "
                 "the model must call the same layers for every batch"
             )
-        self.rows, self.tols = [], []
         return prepared if self.per_step else prepared[0]
 
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .analyses import Result, _atomic_bytes, environment, iter_results
+from .analyses import Result, _atomic_bytes, iter_results
+from .runtime import environment
 
 __all__ = ["TrainingRun", "build_report", "find_training_runs"]
 

@@ -26,6 +26,7 @@ from . import analyses, data
 from .analyses import Result, load_result
 from .checkpoint import atomic_write, atomic_write_text, load_checkpoint
 from .report import build_report
+from .runtime import environment
 from .training import RESUMABLE_CHANGES, TrainConfig, train
 
 __all__ = ["SCALES", "Experiment", "ModelSpec", "cache_key", "list_experiments", "load_experiment", "paper_numbers",
@@ -408,7 +409,7 @@ def run(
         "id": exp.id, "title": exp.title, "description": exp.description, "scale": scale,
         "settings": settings, "source": exp.source, "cache": str(cache),
         "models": {sid: {k: str(p) for k, p in kinds.items()} for sid, kinds in runs.items()},
-        "environment": analyses.environment(),
+        "environment": environment(),
     })
     return build_report(out, title=f"snncka {exp.id} ({scale} scale): {exp.title}")
 

@@ -128,14 +128,13 @@ def train_cmd(ctx: click.Context, out: str, resume: bool, force: bool, **p: Any)
 def eval_cmd(checkpoint: str, data: str | None, data_root: str | None, download: bool, frames: int | None,
              split: str, batch_size: int, device: str, as_json: bool) -> None:
     """Accuracy and loss of a checkpoint's model on a dataset split (firing rates too for an SNN)."""
-    import torch
 
     from .models import from_checkpoint
+    from .runtime import resolve_device
     from .training import evaluate, load_dataset
 
     try:
-        dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                           ("cpu" if device == "auto" else device))
+        dev = resolve_device(device)
         ckpt = load_checkpoint(checkpoint, map_location=dev)
         model = from_checkpoint(ckpt, checkpoint, dev)  # one read of the file
         tc = dict(ckpt.get("train_config") or {})

@@ -34,15 +34,11 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import random
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +59,7 @@ from .checkpoint import (
 )
 from .models import SNNCKAModel, create
 from .neurons import LIF
+from .runtime import environment, resolve_device
 
 __all__ = ["CheckpointError", "SyncBatchNorm2d", "TrainConfig", "evaluate", "load_checkpoint", "train"]
 
@@ -339,39 +336,6 @@ def evaluate(model: nn.Module, dataset_or_tensors: data_mod.Dataset | tuple[Tens
 # --------------------------------------------------------------------------------------------------------
 
 
-def _resolve_device(pref: str, d: _Dist) -> torch.device:
-    if pref == "auto":
-        return torch.device(f"cuda:{d.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(pref)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {pref!r} requested but CUDA is not available; use --device cpu or auto")
-        if dev.index is None:
-            dev = torch.device(f"cuda:{d.local_rank}")
-    return dev
-
-
-def _git_commit() -> str | None:
-    try:
-        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                           capture_output=True, text=True, timeout=5)
-        return r.stdout.strip() or None if r.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _environment(device: torch.device, d: _Dist) -> dict[str, Any]:
-    from . import __version__
-
-    return {
-        "snncka": __version__, "python": platform.python_version(), "torch": torch.__version__,
-        "numpy": np.__version__, "platform": platform.platform(), "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
-        "cpu_threads": torch.get_num_threads(), "world_size": d.world, "git_commit": _git_commit(),
-        "command": sys.argv, "started_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-
-
 def _cosine(total_steps: int) -> Callable[[int], float]:
     return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
 
@@ -456,7 +420,7 @@ class _Run:
         if cfg.batch_size % d.world:
             raise ValueError(
                 f"batch_size {cfg.batch_size} must be divisible by the number of processes {d.world}")
-        self.device = _resolve_device(cfg.device, d)
+        self.device = resolve_device(cfg.device, d.local_rank)
         self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and self.device.type == "cuda")
         self.channels_last = self.device.type == "cuda"
         if self.device.type == "cuda":
@@ -517,7 +481,7 @@ class _Run:
                     "schedule": {"steps_per_epoch": self.steps, "batch_size": self.batch,
                                  "amp_bf16": self.amp,
                                  "channels_last": self.channels_last},
-                    "environment": _environment(self.device, self.d)}
+                    "environment": environment(self.device, world_size=self.d.world)}
             atomic_write_text(self.out / "config.json", json.dumps(info, indent=2, default=str) + "\n")
             atomic_write_text(self.out / "metrics.jsonl", "")
         else:  # drop lines of epochs after the checkpoint (a run killed between the two writes)
