@@ -12,12 +12,17 @@ Rows (each in its own subprocess, so peak memory is per row):
   paper@1024 / ours@1024  the same at the paper's default batch 1024 on 4096 images (W1); the paper row is
              timed on one batch of 1024 with its pair loop on a sample of 40 pairs, projected to all pairs
              and the 4 batches
+  ours@4096  snncka at its default batch of 256 on the same 4096 images: what a user of each tool waits for
   peers      pytorch-cka; torch-cka (it recomputes Grams per pair: timed on every 4th layer and 1 of the 4
              batches, projected); repsim with --rows repsim (full-batch CKA of all features held in memory;
              compared with ours on one batch of 1024)
 Then "below the floor": the Gram work alone on W2 with exploited symmetry and exact 0/1 spike Grams.
 
 Run: ``flock /tmp/snncka-bench.lock python benchmarks/bench_cka.py`` (add ``--quick`` for a smoke run).
+``--device cuda``: models and batches live on the GPU, clocks are read after ``torch.cuda.synchronize()``,
+and "peak MB" is the rise of ``torch.cuda.max_memory_allocated()`` (GPU memory) instead of peak RSS. Every
+row first runs once on a batch of 32 images, outside the timing (CUDA context, cuBLAS/cuDNN handles,
+compiled LIF kernels; on CPU the BLAS threads): floor and ours alike.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ import numpy as np
 import torch
 
 N_IMAGES, BATCH = 1024, 256
-ROWS_W1 = ["floor", "ours", "reference", "paper@256", "pytorch-cka", "torch-cka", "ours@1024", "paper@1024"]
+ROWS_W1 = ["floor", "ours", "reference", "paper@256", "pytorch-cka", "torch-cka", "ours@4096", "ours@1024",
+           "paper@1024"]
 ROWS_W2 = ["floor", "ours", "reference", "paper@256"]
 OPTIONAL = ["floor#2", "ours#2", "repsim"]  # --rows floor#2,ours#2 repeats (keeps the faster run); repsim: slow
 
@@ -69,12 +75,28 @@ def _rss_mb(field: str) -> float:
     return float("nan")
 
 
-def _reset_peak() -> float:
+def _reset_peak(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.memory_allocated(device) / 2**20
     try:
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (peak RSS)
     except OSError:
         pass
     return _rss_mb("VmRSS")
+
+
+def _peak(device: torch.device) -> float:
+    """Peak since ``_reset_peak``: GPU memory allocated on CUDA, the process's peak RSS on CPU (MiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return _rss_mb("VmHWM")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _grams_hook(store: list, dtype=torch.float32, zero_diag: bool = False):
@@ -170,7 +192,7 @@ def row_paper(a, b, data, sample_pairs: int | None = None):
             ga.clear(), gb.clear()
             _forward_all((a, b), x, (ra, rb))
             n = x.shape[0]
-            ones = torch.ones(n, 1)
+            ones = torch.ones(n, 1, device=x.device)
             if sample_pairs is None:
                 hk = torch.stack([_paper_hsic(K, K, n, ones) for K in ga]).flatten()
                 hl = torch.stack([_paper_hsic(L, L, n, ones) for L in gb]).flatten()
@@ -179,14 +201,16 @@ def row_paper(a, b, data, sample_pairs: int | None = None):
             else:  # time a sample of pairs, project to all La*Lb + La + Lb HSIC evaluations
                 pairs = [(int(i), int(j)) for i, j in zip(rng.integers(0, len(ga), sample_pairs),
                                                           rng.integers(0, len(gb), sample_pairs), strict=True)]
+                _sync(x.device)
                 t0 = time.perf_counter()
                 for i, j in pairs:
                     _paper_hsic(ga[i], gb[j], n, ones)
+                _sync(x.device)
                 per = (time.perf_counter() - t0) / sample_pairs
                 projected += per * (len(ga) * len(gb) + len(ga) + len(gb) - sample_pairs)
     if sample_pairs is not None:
         return None, projected
-    return (sab / torch.sqrt(torch.outer(saa, sbb))).double().numpy(), None
+    return (sab / torch.sqrt(torch.outer(saa, sbb))).double().cpu().numpy(), None
 
 
 def row_pytorch_cka(a, b, data):
@@ -195,8 +219,9 @@ def row_pytorch_cka(a, b, data):
     from snncka.record import select_layers
 
     names = [n for n, _ in select_layers(a)]
-    (m,) = peer.compute_cka(a, b, [data], layers=names, model2_layers=names, device="cpu", progress=False)
-    return _to_forward_order(a, data, names, m.double().numpy())
+    dev = data[0].device
+    (m,) = peer.compute_cka(a, b, [data], layers=names, model2_layers=names, device=dev, progress=False)
+    return _to_forward_order(a, data, names, m.double().cpu().numpy())
 
 
 def _to_forward_order(model, data, names, m):
@@ -226,12 +251,12 @@ def row_torch_cka(a, b, data):
     loader = DataLoader(TensorDataset(data[0], torch.zeros(len(data[0]))), batch_size=len(data[0]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        c = CKA(a, b, model1_layers=names, model2_layers=names, device="cpu")
+        c = CKA(a, b, model1_layers=names, model2_layers=names, device=data[0].device)
         try:
             c.compare(loader)  # features are recorded in forward order
         except AssertionError:  # "HSIC computation resulted in NANs" (float32 cancellation): keep its matrix
             pass
-    return c.hsic_matrix.double().numpy()
+    return c.hsic_matrix.double().cpu().numpy()
 
 
 def row_repsim(a, b, data):
@@ -241,7 +266,7 @@ def row_repsim(a, b, data):
 
     fa = record(a, data)
     fb = record(b, data)
-    mats = [v.numpy() for v in fa.values()] + [v.numpy() for v in fb.values()]
+    mats = [v.cpu().numpy() for v in fa.values()] + [v.cpu().numpy() for v in fb.values()]
     full = repsim.cka(mats, kernel_type="linear", estimator="song")
     return np.asarray(full)[: len(fa), len(fa):]
 
@@ -249,13 +274,14 @@ def row_repsim(a, b, data):
 # ------------------------------------------------------------------------------------------------ below the floor
 
 
-def gram_variants(workload: str, quick: bool) -> dict:
+def gram_variants(workload: str, quick: bool, device: str | torch.device = "cpu") -> dict:
     """Gram work alone on one batch of the workload: float32 GEMM (the floor's), ours (centred), half the
     blocks via symmetry (2x2 block lower triangle: 3/4 of the flops), and exact int8 GEMM for 0/1 spikes."""
     from snncka.record import Recorder
 
-    a, b = _models(workload)
-    x = _images(BATCH)
+    device = torch.device(device)
+    a, b = (m.to(device) for m in _models(workload))
+    x = _images(BATCH).to(device)
     feats: list[torch.Tensor] = []
     spikes: list[bool] = []
 
@@ -273,22 +299,34 @@ def gram_variants(workload: str, quick: bool) -> dict:
 
     def t(fn, fs):
         fn(fs[0])
+        _sync(device)
         t0 = time.perf_counter()
         for F in fs:
             fn(F)
+        _sync(device)
         return time.perf_counter() - t0
 
     def full(F):
         return F @ F.T
 
-    def ours(F):
+    from snncka.cka import _gram_of_feature, _Workspace
+
+    ws = _Workspace()
+
+    def ours(F):  # the engine's own Gram: centred columns; symmetric blocks on CPU, one GEMM on a GPU
+        return _gram_of_feature(F.view(F.shape[0], 1, -1), False, ws)[0]
+
+    def centred(F):
         Xc = F - F.mean(0, keepdim=True)
         return Xc @ Xc.T
+
+    def centred_sym(F):
+        return sym(F - F.mean(0, keepdim=True))
 
     def sym(F):
         h = F.shape[0] // 2
         top, bot = F[:h], F[h:]
-        K = torch.empty(F.shape[0], F.shape[0])
+        K = torch.empty(F.shape[0], F.shape[0], device=F.device)
         K[:h, :h] = top @ top.T
         K[h:, :h] = bot @ top.T
         K[:h, h:] = K[h:, :h].T
@@ -301,15 +339,20 @@ def gram_variants(workload: str, quick: bool) -> dict:
 
     out = {"layers": len(feats), "spike_layers": int(sum(spikes))}
     out["all: float32 GEMM (floor)"] = t(full, feats)
-    out["all: centred float32 GEMM (ours)"] = t(ours, feats)
+    out["all: centred float32 GEMM"] = t(centred, feats)
     out["all: symmetric 2x2 blocks"] = t(sym, feats)
+    out["all: centred + symmetric 2x2 blocks"] = t(centred_sym, feats)
+    out["all: ours (snncka.cka._gram_of_feature)"] = t(ours, feats)
     sp = [F for F, s in zip(feats, spikes, strict=True) if s]
     if sp:
         out["spikes: float32 GEMM (floor)"] = t(full, sp)
-        out["spikes: centred float32 GEMM (ours)"] = t(ours, sp)
-        out["spikes: exact int8 GEMM (int32 counts)"] = t(int8, sp)
-        exact = all(torch.equal(int8(F).double(), (F.double() @ F.double().T)) for F in sp[:4])
-        out["int8 exact"] = bool(exact)
+        out["spikes: centred float32 GEMM"] = t(centred, sp)
+        try:
+            out["spikes: exact int8 GEMM (int32 counts)"] = t(int8, sp)
+            exact = all(torch.equal(int8(F).double(), (F.double() @ F.double().T)) for F in sp[:4])
+            out["int8 exact"] = bool(exact)
+        except RuntimeError as e:  # torch._int_mm's shape/device constraints
+            out["int8 GEMM"] = f"unavailable ({str(e).splitlines()[0][:80]})"
     out["sym max rel err"] = max(float((sym(F) - full(F)).abs().max() / full(F).abs().max().clamp_min(1e-30))
                                  for F in feats[:4])
     return out
@@ -318,50 +361,54 @@ def gram_variants(workload: str, quick: bool) -> dict:
 # ------------------------------------------------------------------------------------------------ driver
 
 
-def run_row(workload: str, row: str, out: str, quick: bool) -> None:
-    os.environ.setdefault("SNNCKA_COMPILE", "1")
-    n = 256 if quick else N_IMAGES
-    a, b = _models(workload)
-    bs = 1024 if row.endswith("@1024") else BATCH
-    n_imgs = (1024 if quick else 4096) if row.endswith("@1024") else n
-    data = _batches(n_imgs, bs)
-    with torch.no_grad():  # warm-up (compiles the LIF kernels of an SNN) outside the timing
-        a(data[0][:32]), b(data[0][:32])
-    base = _reset_peak()
-    t0 = time.perf_counter()
-    extra = None
-    row = row.split("#")[0]
+def _compute(row: str, a, b, data, quick: bool, out: str | None):
+    """One row's work on ``data``: (matrix or None, projected extra seconds or None, time factor)."""
     if row == "floor":
-        m = row_floor(a, b, data)
-    elif row == "ours":
-        m = row_ours(a, b, data)
-    elif row == "ours@1024":  # one of the 4 batches of 1024 timed, projected (cost is linear in batches)
-        m = row_ours(a, b, data[:1])
-        scale = len(data)
-    elif row == "reference":
-        m = row_reference(a, b, data, per_batch_out=out + ".first.npy")
-    elif row == "paper@256":
-        m, _ = row_paper(a, b, data)
-    elif row == "paper@1024":  # one of the 4 batches of 1024, its pair loop sampled; both projected
+        return row_floor(a, b, data), None, 1
+    if row == "ours":
+        return row_ours(a, b, data), None, 1
+    if row == "ours@4096":  # our default batch of 256 on the paper's 4096 images, all 16 batches timed
+        return row_ours(a, b, data), None, 1
+    if row == "ours@1024":  # one of the 4 batches of 1024 timed, projected (cost is linear in batches)
+        return row_ours(a, b, data[:1]), None, len(data)
+    if row == "reference":
+        return row_reference(a, b, data, per_batch_out=out + ".first.npy" if out else None), None, 1
+    if row == "paper@256":
+        return row_paper(a, b, data)[0], None, 1
+    if row == "paper@1024":  # one of the 4 batches of 1024, its pair loop sampled; both projected
         m, extra = row_paper(a, b, data[:1], sample_pairs=8 if quick else 40)
-        scale = len(data)
-    elif row == "pytorch-cka":
-        m = row_pytorch_cka(a, b, data)
-    elif row == "torch-cka":
+        return m, extra * len(data), len(data)
+    if row == "pytorch-cka":
+        return row_pytorch_cka(a, b, data), None, 1
+    if row == "torch-cka":
+        t0 = time.perf_counter()
         m = row_torch_cka(a, b, data)
         La = len(m)
         # projected: all 74 x 74 pairs (its cost is per pair) and all batches
-        extra = (time.perf_counter() - t0) * (len(data) * (74 * 74) / (La * La) - 1)
-    elif row == "repsim":
-        m = row_repsim(a, b, data)
-    else:
-        raise SystemExit(f"unknown row {row}")
-    secs = time.perf_counter() - t0
-    if row == "paper@1024":
-        secs, extra = secs * scale, extra * scale
-    if row == "ours@1024":
-        secs *= scale
-    peak = _rss_mb("VmHWM") - base
+        return m, (time.perf_counter() - t0) * (len(data) * (74 * 74) / (La * La) - 1), 1
+    if row == "repsim":
+        return row_repsim(a, b, data), None, 1
+    raise SystemExit(f"unknown row {row}")
+
+
+def run_row(workload: str, row: str, out: str, quick: bool, device: str = "cpu") -> None:
+    os.environ.setdefault("SNNCKA_COMPILE", "1")
+    dev = torch.device(device)
+    n = 256 if quick else N_IMAGES
+    a, b = (m.to(dev) for m in _models(workload))
+    bs = 1024 if row.endswith("@1024") else BATCH
+    n_imgs = (1024 if quick else 4096) if row.endswith(("@1024", "@4096")) else n
+    data = [x.to(dev) for x in _batches(n_imgs, bs)]
+    row = row.split("#")[0]
+    # warm-up outside the timing, the row's own work on one batch of 32 images: compiles the LIF kernels of
+    # an SNN, creates the CUDA context and cuBLAS/cuDNN handles (or starts the CPU's BLAS threads)
+    _compute(row, a, b, [data[0][:32]], quick, None)
+    base = _reset_peak(dev)
+    t0 = time.perf_counter()
+    m, extra, scale = _compute(row, a, b, data, quick, out)
+    _sync(dev)
+    secs = (time.perf_counter() - t0) * scale
+    peak = _peak(dev) - base
     if m is not None:
         np.save(out + ".npy", np.asarray(m, dtype=np.float64))
     Path(out + ".json").write_text(json.dumps(dict(seconds=secs, peak_mb=peak, projected_extra=extra)))
@@ -381,15 +428,19 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (256 images, sampled layers)")
     ap.add_argument("--rows", default="", help="comma-separated subset of rows to run ('grams': below the floor)")
     ap.add_argument("--workloads", default="W1,W2", help="comma-separated subset of W1, W2")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (peak MB is then GPU memory)")
     ap.add_argument("--_row", help=argparse.SUPPRESS)
     ap.add_argument("--_workload", help=argparse.SUPPRESS)
     ap.add_argument("--_out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._row:
-        run_row(args._workload, args._row, args._out, args.quick)
+        run_row(args._workload, args._row, args._out, args.quick, args.device)
         return
     torch_threads = torch.get_num_threads()
-    print(f"torch {torch.__version__}, {torch_threads} threads, {os.cpu_count()} CPUs; "
+    dev = torch.device(args.device)
+    where = (f"{torch.cuda.get_device_name(dev)} (peak MB = GPU memory allocated)" if dev.type == "cuda"
+             else "cpu (peak MB = peak RSS)")
+    print(f"torch {torch.__version__}, {torch_threads} threads, {os.cpu_count()} CPUs; device {where}; "
           f"{256 if args.quick else N_IMAGES} images, batch {BATCH}", flush=True)
     wanted = set(filter(None, args.rows.split(",")))
     tmp = Path(tempfile.mkdtemp(prefix="bench_cka_"))
@@ -403,10 +454,13 @@ def main() -> None:
             if wanted and row not in wanted and base_row not in ("floor", "reference"):
                 continue
             out = str(tmp / f"{workload}_{row}")
-            cmd = [sys.executable, __file__, "--_row", row, "--_workload", workload, "--_out", out]
+            cmd = [sys.executable, __file__, "--_row", row, "--_workload", workload, "--_out", out,
+                   "--device", args.device]
             if args.quick:
                 cmd.append("--quick")
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            # small mmap threshold: freed buffers leave the resident set, so peak RSS follows live bytes
+            env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if proc.returncode != 0:
                 err = (proc.stderr.strip().splitlines() or ["?"])[-1]
                 print(f"  [{workload}] {row}: skipped ({err[:150]})", flush=True)
@@ -434,12 +488,14 @@ def main() -> None:
                 note = "  (every 4th layer, 1 of 4 batches timed, projected; diff vs reference on those)"
             elif row == "ours@1024":
                 note = "  (4096 images, batch 1024: 1 of 4 batches timed, projected)"
+            elif row == "ours@4096":
+                note = "  (4096 images, batch 256, all timed)"
             elif row == "repsim":
                 note = "  (full-batch CKA; diff vs ours on one batch of 1024)"
-            if row in ("ours@1024", "paper@1024", "repsim"):
+            if row in ("ours@4096", "ours@1024", "paper@1024", "repsim"):
                 diff = "n/a"
                 if row == "repsim":
-                    ours_full = _full_batch_ours(workload, args.quick)
+                    ours_full = _full_batch_ours(workload, args.quick, dev)
                     diff = _fmt_diff(r["matrix"], ours_full)
             elif row == "torch-cka":
                 sub = first[::TORCH_CKA_STRIDE, ::TORCH_CKA_STRIDE] if first is not None else None
@@ -449,29 +505,30 @@ def main() -> None:
             fs, fm = floor.get("seconds", float("nan")), floor.get("peak_mb", float("nan"))
             mem = r["peak_mb"]
             print(f"{row:<14}{secs:>10.2f}{secs / fs:>9.2f}{mem:>10.0f}{mem / fm:>9.2f}  {diff}{note}")
-        if "ours@1024" in results and "paper@1024" in results:
-            o = results["ours@1024"]["seconds"]
+        if "paper@1024" in results:
             p = results["paper@1024"]["seconds"] + results["paper@1024"]["projected_extra"]
-            print(f"paper@1024 / ours@1024 = {p / o:.1f}x")
+            for mine in ("ours@1024", "ours@4096"):
+                if mine in results:
+                    print(f"paper@1024 / {mine} = {p / results[mine]['seconds']:.1f}x")
         print(flush=True)
         if workload == "W1" and (not wanted or "grams" in wanted):
-            _print_grams(args.quick)
+            _print_grams(args.quick, dev)
 
 
-def _print_grams(quick: bool) -> None:
-    print("Below the floor: Gram work alone, one batch of 256, W2 (ANN + SNN layers), seconds")
-    g = gram_variants("W2", quick)
+def _print_grams(quick: bool, device: torch.device) -> None:
+    print(f"Below the floor: Gram work alone, one batch of 256, W2 (ANN + SNN layers), seconds, {device}")
+    g = gram_variants("W2", quick, device)
     for k, v in g.items():
         print(f"  {k:<42} {v:.3f}" if isinstance(v, float) else f"  {k:<42} {v}", flush=True)
     print(flush=True)
 
 
-def _full_batch_ours(workload: str, quick: bool) -> np.ndarray:
+def _full_batch_ours(workload: str, quick: bool, device: torch.device) -> np.ndarray:
     from snncka import compare
 
     a, b = _models(workload)
     n = 256 if quick else N_IMAGES
-    return compare(a, b, [_images(n)], progress=False).matrix
+    return compare(a, b, [_images(n)], device=device, progress=False).matrix
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ One run measures, on the same machine and batch (256 x 3 x 32 x 32, CIFAR-sized)
   * data: index a batch out of a 50000-image tensor + ``augment_batch`` (crop pad 4 + flip),
   * the same augmentation as a per-sample Python loop (the pipeline this replaces),
   * one ResNet-20 training step (forward, backward, SGD) for the ANN and the SNN (T=4),
-and prints the ratios. Usage: ``python benchmarks/bench_data.py [--device cuda] [--repeats 5]``.
+and prints the ratios. Usage: ``python benchmarks/bench_data.py [--device cuda [--amp]] [--repeats 5]``
+(``--amp``: the training steps in bf16 autocast + channels_last, as ``snncka.training`` trains on CUDA).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -54,10 +56,13 @@ def main() -> None:
     ap.add_argument("--T", type=int, default=4)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--data-only", action="store_true", help="skip the (slow) training steps")
+    ap.add_argument("--amp", action="store_true", help="train steps in bf16 autocast + channels_last (CUDA)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as snncka.training does on CUDA
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     aug = Augment(pad=4, flip=True)
@@ -74,19 +79,27 @@ def main() -> None:
     loop = timed(lambda: per_sample_loop(batch, aug, g), args.repeats, dev)
     rows.append(("augment per-sample loop", *loop))
     xb, yb = data_step()
+    if args.amp:
+        xb = xb.contiguous(memory_format=torch.channels_last)
     for spiking in () if args.data_only else (False, True):
         model = create("resnet20", spiking=spiking, num_classes=10, in_channels=3, T=args.T).to(dev)
+        if args.amp:
+            model = model.to(memory_format=torch.channels_last)
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
 
         def step(model: torch.nn.Module = model, opt: torch.optim.Optimizer = opt) -> None:
             opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(xb), yb).backward()
+            with torch.autocast(dev.type, dtype=torch.bfloat16) if args.amp else nullcontext():
+                logits = model(xb)
+            F.cross_entropy(logits.float(), yb).backward()
             opt.step()
 
         name = f"ResNet-20 {'SNN T=' + str(args.T) if spiking else 'ANN'} train step"
         rows.append((name, *timed(step, max(2, args.repeats // 2) if spiking else args.repeats, dev)))
 
-    print(f"device {dev}, batch {args.batch}x3x32x32, torch threads {torch.get_num_threads()}")
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    print(f"device {dev} ({name}{', bf16 autocast + channels_last' if args.amp else ''}), "
+          f"batch {args.batch}x3x32x32, torch threads {torch.get_num_threads()}")
     print(f"{'':34s} {'median ms':>10s} {'min ms':>10s}")
     for name, med, mn in rows:
         print(f"{name:34s} {med * 1e3:10.2f} {mn * 1e3:10.2f}")

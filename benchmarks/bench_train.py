@@ -23,11 +23,12 @@ from snncka import data
 from snncka.training import TrainConfig, train
 
 
-def cifar_sized(seed: int = 0) -> data.Dataset:
+def cifar_sized(seed: int = 0, n_train: int = 50000) -> data.Dataset:
     """Random tensors with CIFAR-10's shapes (50000/10000 x 3x32x32, 10 classes) and its augmentation."""
     g = torch.Generator().manual_seed(seed)
-    xtr, ytr = torch.randn(50000, 3, 32, 32, generator=g), torch.randint(0, 10, (50000,), generator=g)
-    xte, yte = torch.randn(10000, 3, 32, 32, generator=g), torch.randint(0, 10, (10000,), generator=g)
+    n_test = max(1, n_train // 5)
+    xtr, ytr = torch.randn(n_train, 3, 32, 32, generator=g), torch.randint(0, 10, (n_train,), generator=g)
+    xte, yte = torch.randn(n_test, 3, 32, 32, generator=g), torch.randint(0, 10, (n_test,), generator=g)
     return data.Dataset("cifar10-sized", xtr, ytr, xte, yte, 10, augment=data.Augment(pad=4, flip=True))
 
 
@@ -35,6 +36,8 @@ def data_only_epoch(ds: data.Dataset, batch: int, device: torch.device) -> float
     """Seconds for one epoch of the trainer's data handling alone (no model)."""
     g = torch.Generator().manual_seed(0)
     x, y = ds.x_train.to(device), ds.y_train.to(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     t0 = time.perf_counter()
     perm = torch.randperm(x.shape[0], generator=g)
     for i in range(x.shape[0] // batch):
@@ -54,12 +57,14 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--cifar-sized", action="store_true", help="synthetic CIFAR-10-sized data, not digits")
     ap.add_argument("--width", type=float, default=1.0)
+    ap.add_argument("--train-images", type=int, default=50000,
+                    help="--cifar-sized: training images (test: a fifth of it); fewer for a smoke run")
     args = ap.parse_args()
 
     rows = []
     data_only_epoch(data.get("digits"), args.batch_size, torch.device(args.device))  # process warm-up
     for spiking in (False, True):
-        ds = cifar_sized() if args.cifar_sized else data.get("digits")
+        ds = cifar_sized(n_train=args.train_images) if args.cifar_sized else data.get("digits")
         device = torch.device(args.device)
         d_only = min(data_only_epoch(ds, args.batch_size, device) for _ in range(3))  # first pass warms up
         cfg = TrainConfig(model="resnet20", spiking=spiking, T=4, width=args.width, epochs=args.epochs,
@@ -73,7 +78,9 @@ def main() -> None:
         rows.append((f"resnet20 {'SNN T=4' if spiking else 'ANN'}", ms[0]["seconds"], epoch_s, train_s, ips,
                      data_s, data_s / train_s, d_only / train_s))
 
-    print(f"data: {'cifar10-sized (synthetic)' if args.cifar_sized else 'digits'}, device {args.device}, "
+    where = (torch.cuda.get_device_name(args.device) + ", bf16 autocast + channels_last"
+             if torch.device(args.device).type == "cuda" else "cpu, float32")
+    print(f"data: {'cifar10-sized (synthetic)' if args.cifar_sized else 'digits'}, device {args.device} ({where}), "
           f"batch {args.batch_size}, width {args.width}, {args.epochs} epochs (steady = fastest of epochs 2..), "
           f"torch threads {torch.get_num_threads()}")
     print(f"{'model':<16} {'1st epoch s':>11} {'epoch s':>8} {'train s':>8} {'img/s':>9} {'data s':>7} "
