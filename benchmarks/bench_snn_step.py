@@ -194,6 +194,7 @@ def main() -> None:
                 continue
             raise SystemExit(f"worker {job} failed:\n{out.stderr}")
         res = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"  worker {job}: done", flush=True)
         if job == "timing":
             timing = res
         else:

@@ -116,9 +116,14 @@ TEST_ENV=()
 
 step a_test_cuda 150 "max \|diff\||passed|failed|FAILED|ERROR|error|s (call|setup) " \
   "${TEST_ENV[@]}" "$PY" -m pytest tests/test_cuda.py -q -s -rfEs -p no:cacheprovider --durations=8
-step b_bench_cka 200 45 "$PY" benchmarks/bench_cka.py --device "$DEVICE" --workloads W1,W2 \
-  --rows ours,paper@256,ours@4096,ours@1024,paper@1024,floor#2,ours#2,grams "${CKA_Q[@]}"
-step c_bench_snn_step 120 10 "$PY" benchmarks/bench_snn_step.py --device "$DEVICE" "${STEP_Q[@]}"
+# a rerun can narrow steps b and c (each row and variant is a fresh process: ~10 s of start-up on the GPU machine)
+CKA_ROWS="${GPU_SH_CKA_ROWS:-ours,paper@256,ours@4096,ours@1024,paper@1024,floor#2,ours#2,grams}"
+read -r -a CKA_EXTRA <<< "${GPU_SH_CKA_EXTRA:-}"
+SNN_VARIANTS="${GPU_SH_SNN_VARIANTS:-fused,reference,spikingjelly,snntorch,ann}"
+step b_bench_cka "${GPU_SH_CAP_B:-200}" 45 "$PY" benchmarks/bench_cka.py --device "$DEVICE" --workloads W1,W2 \
+  --rows "$CKA_ROWS" "${CKA_EXTRA[@]}" "${CKA_Q[@]}"
+step c_bench_snn_step "${GPU_SH_CAP_C:-120}" 10 "$PY" benchmarks/bench_snn_step.py --device "$DEVICE" \
+  --variants "$SNN_VARIANTS" "${STEP_Q[@]}"
 step d_bench_train 120 5 "$PY" benchmarks/bench_train.py --cifar-sized --device "$DEVICE" "${TRAIN_Q[@]}"
 step e_bench_data 60 10 "$PY" benchmarks/bench_data.py --device "$DEVICE" --amp "${DATA_Q[@]}"
 step f_bench_snn_step_amp 90 6 "$PY" benchmarks/bench_snn_step.py --device "$DEVICE" --amp --variants fused,ann \

@@ -469,7 +469,9 @@ class _Side:
         if not self.grams:
             return
         K = torch.stack(self.grams)
-        tol = torch.tensor(self.tols, dtype=torch.float64, device=K.device)
+        # one tolerance per dtype; a float avoids a host-to-device copy (a GPU sync) per group
+        tol = (torch.full((len(self.tols),), self.tols[0], dtype=torch.float64, device=K.device)
+               if len(set(self.tols)) == 1 else torch.tensor(self.tols, dtype=torch.float64).to(K.device))
         self.grams, self.tols = [], []
         if self.unbiased and self.kernel[0] == "linear":
             self.flats.append(_u_rows(K, tol))
@@ -716,7 +718,7 @@ def compare(
             hab = (PA @ PB.T) / c
             haa = (PA * PA).sum(1) / c
             hbb = (PB * PB).sum(1) / c
-            per_batch[i] = [hab, haa, hbb, torch.tensor([float(n)], dtype=torch.float64, device=dev)]
+            per_batch[i] = [hab, haa, hbb, torch.full((1,), float(n), dtype=torch.float64, device=dev)]
     if not per_batch and world == 1:
         raise ValueError("the data stream is empty; CKA needs at least one batch of at least 4 images")
     names_a, kinds_a = list(sides[0].names or []), list(sides[0].kinds)
@@ -798,7 +800,7 @@ def temporal(
             H = torch.full((len(rows), Tm, Tm), 0.0, dtype=torch.float64, device=dev)
             for j, P in enumerate(rows):
                 H[j, : P.shape[0], : P.shape[0]] = P @ P.T / c
-            sums[i] = [H, torch.tensor([float(n)], dtype=torch.float64, device=dev)]
+            sums[i] = [H, torch.full((1,), float(n), dtype=torch.float64, device=dev)]
     if not sums and world == 1:
         raise ValueError("the data stream is empty; temporal CKA needs a batch of at least 4 images")
     H, ns = (t.sum(0) for t in _gather_batches(sums, dev))
