@@ -429,6 +429,10 @@ def main() -> None:
     ap.add_argument("--rows", default="", help="comma-separated subset of rows to run ('grams': below the floor)")
     ap.add_argument("--workloads", default="W1,W2", help="comma-separated subset of W1, W2")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (peak MB is then GPU memory)")
+    ap.add_argument("--exact-rss", action="store_true",
+                    help="CPU: glibc mmap threshold 64 KiB in the rows, so peak RSS follows live tensor bytes (the "
+                         "allocator cache no longer blurs the peak-memory column); its page faults slow every row, "
+                         "so take times from a run without it")
     ap.add_argument("--no-reference", default="", help="workloads (e.g. W1) to run without the float64 reference "
                     "row (saves its time when its accuracy is known; the diff column is then n/a)")
     ap.add_argument("--_row", help=argparse.SUPPRESS)
@@ -462,8 +466,9 @@ def main() -> None:
                    "--device", args.device]
             if args.quick:
                 cmd.append("--quick")
-            # small mmap threshold: freed buffers leave the resident set, so peak RSS follows live bytes
-            env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+            env = dict(os.environ)
+            if args.exact_rss:  # freed buffers leave the resident set, so peak RSS follows live tensor bytes
+                env["MALLOC_MMAP_THRESHOLD_"] = "65536"
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if proc.returncode != 0:
                 err = (proc.stderr.strip().splitlines() or ["?"])[-1]

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import snncka.data as D
-from snncka.data import Augment, augment_batch
+from snncka.data import Augment, augment_batch, augment_draws
 
 # --------------------------------------------------------------------------------------------------------
 # writers for the published formats
@@ -435,8 +435,11 @@ def test_augment_batch_is_a_real_shifted_copy(shape):
     if shape[0] >= 64:
         assert len(set(seen)) > 20  # the offsets vary
         assert 0.25 < np.mean(np.array(seen) % 2) < 0.75  # about half are flipped
-    # deterministic for a generator seed
+    # deterministic for a generator seed; draws made up front (as the trainer does per epoch) give the same batch
     assert torch.equal(augment_batch(x, Augment(pad=2, flip=True), torch.Generator().manual_seed(0)), out)
+    draws = augment_draws(shape[0], Augment(pad=2, flip=True), torch.Generator().manual_seed(0))
+    assert draws.shape == (3, shape[0]) and int(draws[:2].max()) <= 4 and set(draws[2].tolist()) <= {0, 1}
+    assert torch.equal(augment_batch(x, Augment(pad=2, flip=True), draws=draws), out)
 
 
 def test_augment_flip_only_and_identity():

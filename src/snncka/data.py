@@ -40,7 +40,7 @@ from torch import Tensor
 
 from .checkpoint import atomic_write_stream
 
-__all__ = ["CIFAR", "DATASETS", "EVENT_SOURCES", "Augment", "Dataset", "augment_batch", "cache_dir",
+__all__ = ["CIFAR", "DATASETS", "EVENT_SOURCES", "Augment", "Dataset", "augment_batch", "augment_draws", "cache_dir",
            "digits_dvs_events", "download_file", "get", "read_recording", "register", "split_per_class",
            "to_model_input"]
 
@@ -88,27 +88,39 @@ def to_model_input(x: Tensor) -> Tensor:
     return x.transpose(0, 1) if x.dim() == 5 else x
 
 
-def augment_batch(x: Tensor, aug: Augment, generator: torch.Generator | None = None) -> Tensor:
+def augment_draws(b: int, aug: Augment, generator: torch.Generator | None = None) -> Tensor:
+    """The random draws of one batch's augmentation, on the CPU: ``[3, b]`` int64 rows dy, dx, flip (drawn
+    in that order; a row is zero when its transform is off). Drawing a whole epoch's worth up front lets a
+    trainer move them to the GPU in one copy instead of three synchronising copies per step."""
+    out = torch.zeros(3, b, dtype=torch.int64)
+    if aug.pad:
+        out[0] = torch.randint(0, 2 * aug.pad + 1, (b,), generator=generator, device="cpu")
+        out[1] = torch.randint(0, 2 * aug.pad + 1, (b,), generator=generator, device="cpu")
+    if aug.flip:
+        out[2] = torch.rand(b, generator=generator, device="cpu") < 0.5
+    return out
+
+
+def augment_batch(x: Tensor, aug: Augment, generator: torch.Generator | None = None,
+                  draws: Tensor | None = None) -> Tensor:
     """Random crop (zero padding ``aug.pad``) and horizontal flip, per sample, batched on x's device.
 
     Works on ``[B, C, H, W]`` and ``[B, T, C, H, W]`` (the same crop/flip for all frames of a sample). The
-    random draws come from ``generator`` on the CPU (offsets dy, dx, then flips), so a run is reproducible
-    on any device. Crop and flip are one gather of source pixels; pixels that come from the padding are
-    set to zero (no padded copy of the batch is made).
+    random draws come from ``generator`` on the CPU (see ``augment_draws``; or pass ``draws`` made by it),
+    so a run is reproducible on any device. Crop and flip are one gather of source pixels; pixels that come
+    from the padding are set to zero (no padded copy of the batch is made).
     """
     if aug.pad == 0 and not aug.flip:
         return x
     b, (h, w), dev = x.shape[0], x.shape[-2:], x.device
     p = aug.pad
+    d = (augment_draws(b, aug, generator) if draws is None else draws).to(dev, non_blocking=True)
     rows = torch.arange(h, device=dev).expand(b, h)
     cols = torch.arange(w, device=dev).expand(b, w)
     if p:
-        dy = torch.randint(0, 2 * p + 1, (b,), generator=generator, device="cpu").to(dev)
-        dx = torch.randint(0, 2 * p + 1, (b,), generator=generator, device="cpu").to(dev)
-        rows, cols = rows + (dy[:, None] - p), cols + (dx[:, None] - p)
+        rows, cols = rows + (d[0, :, None] - p), cols + (d[1, :, None] - p)
     if aug.flip:
-        flip = torch.rand(b, generator=generator, device="cpu").to(dev) < 0.5
-        cols = torch.where(flip[:, None], cols.flip(-1), cols)
+        cols = torch.where(d[2, :, None].bool(), cols.flip(-1), cols)
     src = x.reshape(b, -1, h * w)
     k = src.shape[1]
     idx = rows.clamp(0, h - 1)[:, :, None] * w + cols.clamp(0, w - 1)[:, None, :]

@@ -542,12 +542,19 @@ class _Run:
         sums = torch.zeros(3, dtype=torch.float64, device=dev)  # loss sum, correct, count (this rank)
         t0 = time.perf_counter()
         data_s = 0.0
-        perm = torch.randperm(ds.x_train.shape[0], generator=self.gen)
+        # the epoch's order and augmentation draws, made on the CPU in the generator's order and moved to the
+        # device in one copy each (per-step copies from pageable memory would each wait for the GPU)
+        perm = torch.randperm(ds.x_train.shape[0], generator=self.gen)[: self.steps * self.batch]
+        draws = torch.stack([data_mod.augment_draws(self.batch, ds.augment, self.gen) for _ in range(self.steps)])
+        if dev.type == "cuda":
+            perm, draws = perm.pin_memory(), draws.pin_memory()
+        perm, draws = perm.to(dev, non_blocking=True), draws.to(dev, non_blocking=True)
+        n_seen = 0
         lo, hi = self.batch * d.rank // d.world, self.batch * (d.rank + 1) // d.world
         for i in range(self.steps):
             td = time.perf_counter()
-            idx = perm[i * self.batch:(i + 1) * self.batch].to(dev, non_blocking=True)
-            x = data_mod.augment_batch(ds.x_train[idx], ds.augment, self.gen)
+            idx = perm[i * self.batch:(i + 1) * self.batch]
+            x = data_mod.augment_batch(ds.x_train[idx], ds.augment, draws=draws[i])
             y = ds.y_train[idx]
             if d.world > 1:  # same global batch and augmentation on every rank; train on this rank's shard
                 x, y = x[lo:hi], y[lo:hi]
@@ -565,9 +572,11 @@ class _Run:
             self.opt.step()
             self.sched.step()
             with torch.no_grad():
-                sums += torch.stack([loss_sum.detach().double(), (logits.argmax(1) == y).sum().double(),
-                                     torch.tensor(float(y.numel()), dtype=torch.float64, device=dev)])
+                sums[0] += loss_sum.detach().double()
+                sums[1] += (logits.argmax(1) == y).sum()
+            n_seen += y.numel()
             bar.update(self.batch)
+        sums[2] = n_seen
         _all_reduce(sums, d)
         loss_total, correct, count = sums.tolist()
         train_s = time.perf_counter() - t0
