@@ -337,3 +337,14 @@ def test_results_with_nan_round_trip(tmp_path):
     with pytest.raises(ValueError, match="not a snncka analysis result"):
         (tmp_path / "x.json").write_text("{}")
         A.load_result(tmp_path / "x.json")
+
+
+def test_dataset_cache_keeps_the_most_recent_few(monkeypatch):
+    from snncka import analyses
+
+    monkeypatch.setattr(analyses, "_DATA_CACHE", {})
+    loads = []
+    for k in [1, 2, 1, 3, 4, 5, 1, 2]:
+        analyses._cached_dataset((k,), lambda k=k: loads.append(k) or f"ds{k}")
+    assert loads == [1, 2, 3, 4, 5, 2]  # 1 stayed cached (recently used), 2 was evicted by 5
+    assert list(analyses._DATA_CACHE) == [(4,), (5,), (1,), (2,)]

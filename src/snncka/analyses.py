@@ -68,7 +68,17 @@ DEFAULT_EPS = (0.001, 0.005, 0.01, 0.02, 0.05)
 # --------------------------------------------------------------------------------------------------------
 
 
-_DATA_CACHE: dict[tuple, Dataset] = {}
+_DATA_CACHE: dict[tuple, Dataset] = {}  # the datasets of recent checkpoints, most recent last
+_DATA_CACHE_SIZE = 4  # an experiment pairs a few (e.g. event data as 1 frame for the ANN, T frames for the SNN)
+
+
+def _cached_dataset(key: tuple, load: Callable[[], Dataset]) -> Dataset:
+    """Load a dataset once for the checkpoints that share it, keeping only the few most recently used."""
+    ds = _DATA_CACHE.pop(key, None) or load()
+    _DATA_CACHE[key] = ds
+    while len(_DATA_CACHE) > _DATA_CACHE_SIZE:
+        _DATA_CACHE.pop(next(iter(_DATA_CACHE)))
+    return ds
 
 
 @dataclass
@@ -132,9 +142,8 @@ class Subject:
         if root is not None and not Path(root).exists():
             raise FileNotFoundError(f"data root {str(root)!r} of {str(p)!r} does not exist; pass --data-root")
         key = (name, str(root), frames, tc.get("data_seed", 0))
-        if key not in _DATA_CACHE:
-            _DATA_CACHE[key] = get_dataset(name, root=root, frames=frames, seed=tc.get("data_seed", 0))
-        return cls(model, _DATA_CACHE[key], label or describe(model, tc.get("seed")), str(p))
+        ds = _cached_dataset(key, lambda: get_dataset(name, root=root, frames=frames, seed=tc.get("data_seed", 0)))
+        return cls(model, ds, label or describe(model, tc.get("seed")), str(p))
 
 
 def describe(model: SNNCKAModel, seed: int | None = None) -> str:
@@ -288,6 +297,12 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
+def _labelled(labels: list[str], accs: list[float | None], sources: list[str | None] | None
+              ) -> list[tuple[str, float, str | None]]:
+    return [(lb, a, src) for lb, a, src in zip(labels, accs, sources or [None] * len(labels), strict=False)
+            if a is not None]
+
+
 @dataclass
 class Result:
     """Base of every analysis result: array fields go to ``.npz``, the others to ``.json``."""
@@ -327,6 +342,10 @@ class Result:
 
     def plot(self, out: str | Path, name: str | None = None) -> list[Path]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def accuracies(self) -> list[tuple[str, float, str | None]]:
+        """(model label, test accuracy %, checkpoint) for each model whose accuracy this analysis measured."""
+        return []
 
     def summary(self) -> list[dict[str, Any]]:
         """Rows for the report's tables."""
@@ -429,6 +448,10 @@ class CompareResult(Result):
                 ylim=(min(0.0, float(np.nanmin(d)) - 0.05), 1.05),
             )
         return paths
+
+    def accuracies(self) -> list[tuple[str, float, str | None]]:
+        pairs = [(self.label_a, self.accuracy_a, self.source_a), (self.label_b, self.accuracy_b, self.source_b)]
+        return [p for p in pairs if p[1] is not None]
 
     def summary(self) -> list[dict[str, Any]]:
         names, d = self.diagonal()
@@ -869,6 +892,9 @@ class RobustnessResult(Result):
             )
         return paths
 
+    def accuracies(self) -> list[tuple[str, float, str | None]]:
+        return _labelled(self.labels, self.clean_accuracy, self.sources)
+
     def summary(self) -> list[dict[str, Any]]:
         rows = []
         for m, lab in enumerate(self.labels):
@@ -1131,6 +1157,9 @@ class ProbeResult(Result):
             Path(out) / f"{name}_accuracy",
             model_accuracy=dict(zip(self.labels, self.model_accuracy, strict=True)),
         )
+
+    def accuracies(self) -> list[tuple[str, float, str | None]]:
+        return _labelled(self.labels, self.model_accuracy, self.sources)
 
     def summary(self) -> list[dict[str, Any]]:
         return [

@@ -81,8 +81,11 @@ def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
     atomic_write(path, lambda p: torch.save(obj, p))
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, map_location: str | torch.device | None = "cpu",
+                    mmap: bool = False) -> dict[str, Any]:
     """Read a checkpoint written by ``save_checkpoint`` (e.g. a run's ``last.pt``/``best.pt``).
+
+    ``mmap=True`` maps the tensors instead of reading them: cheap when only the metadata is wanted.
 
     Raises ``CheckpointError`` with a message saying what is wrong for a missing, truncated or corrupt file,
     or for a file that is not a snncka checkpoint.
@@ -92,7 +95,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device | None = 
         hint = " (it is a folder: pass the run's last.pt or best.pt)" if path.is_dir() else ""
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist{hint}")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        obj = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # zip/pickle errors come in many types
         raise CheckpointError(
             f"cannot read checkpoint {str(path)!r}: the file is truncated or corrupt ({type(e).__name__}: "

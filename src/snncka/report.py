@@ -181,7 +181,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, title: s
     # Accuracy: training runs plus accuracies measured by analyses.
     acc_rows = [r.row(root) for r in runs]
     for p, res in results:
-        for label, acc, src in _measured_accuracy(res):
+        for label, acc, src in res.accuracies():
             acc_rows.append(
                 {
                     "run": str(p.relative_to(root)),
@@ -266,19 +266,3 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, title: s
     return out
 
 
-def _measured_accuracy(res: Result) -> list[tuple[str, float, str | None]]:
-    """(label, accuracy %, checkpoint) pairs that an analysis measured itself."""
-    out = []
-    if res.analysis == "compare":
-        out.append((res.label_a, res.accuracy_a, res.source_a))
-        if res.accuracy_b is not None:
-            out.append((res.label_b, res.accuracy_b, res.source_b))
-    elif res.analysis == "robustness":
-        out += list(
-            zip(res.labels, res.clean_accuracy, res.sources or [None] * len(res.labels), strict=False)
-        )
-    elif res.analysis == "probe":
-        out += list(
-            zip(res.labels, res.model_accuracy, res.sources or [None] * len(res.labels), strict=False)
-        )
-    return [(a, b, c) for a, b, c in out if b is not None]

@@ -251,7 +251,7 @@ def ensure_trained(cfg: TrainConfig, cache: Path) -> Path:
     run = cache / f"{cfg.model}-{'snn' if cfg.spiking else 'ann'}-{cache_key(cfg)}"
     last = run / "last.pt"
     if last.is_file():
-        if int(load_checkpoint(last)["epoch"]) >= cfg.epochs:
+        if int(load_checkpoint(last, mmap=True)["epoch"]) >= cfg.epochs:  # metadata only: tensors stay on disk
             return run
         train(cfg, run, resume=True)
     else:
