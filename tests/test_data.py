@@ -466,3 +466,11 @@ def test_cli_data(tmp_path):
     assert r.exit_code == 1 and "put cifar-10-python.tar.gz" in r.output
     r = CliRunner().invoke(main, ["data", "imagenet"])
     assert r.exit_code == 1 and "unknown dataset 'imagenet'" in r.output
+
+
+def test_dataset_to_returns_a_moved_copy():
+    ds = D.get("digits")
+    moved = ds.to("meta")  # any other device; the caller's dataset must stay where it is
+    assert moved is not ds and moved.name == ds.name and moved.augment == ds.augment
+    assert all(getattr(moved, k).device.type == "meta" for k in ("x_train", "y_train", "x_test", "y_test"))
+    assert all(getattr(ds, k).device.type == "cpu" for k in ("x_train", "y_train", "x_test", "y_test"))

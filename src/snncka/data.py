@@ -30,7 +30,7 @@ import tarfile
 import warnings
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -78,9 +78,8 @@ class Dataset:
         return int(self.x_train.shape[1]) if self.x_train.dim() == 5 else None
 
     def to(self, device: torch.device | str) -> Dataset:
-        for k in ("x_train", "y_train", "x_test", "y_test"):
-            setattr(self, k, getattr(self, k).to(device))
-        return self
+        """This dataset with its tensors on ``device`` (a new object, like ``Tensor.to``: the caller's stays)."""
+        return replace(self, **{k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test")})
 
 
 def to_model_input(x: Tensor) -> Tensor:

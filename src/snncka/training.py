@@ -443,7 +443,7 @@ class _Run:
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         self.model = model
-        self.ds.to(self.device)
+        self.ds = self.ds.to(self.device)
 
         n = self.ds.x_train.shape[0]
         self.batch = min(cfg.batch_size, n - n % d.world) if n >= d.world else n
