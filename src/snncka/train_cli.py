@@ -128,7 +128,6 @@ def train_cmd(ctx: click.Context, out: str, resume: bool, force: bool, **p: Any)
 def eval_cmd(checkpoint: str, data: str | None, data_root: str | None, download: bool, frames: int | None,
              split: str, batch_size: int, device: str, as_json: bool) -> None:
     """Accuracy and loss of a checkpoint's model on a dataset split (firing rates too for an SNN)."""
-
     from .models import from_checkpoint
     from .runtime import resolve_device
     from .training import evaluate, load_dataset
