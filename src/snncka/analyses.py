@@ -31,9 +31,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import atomic_write, load_checkpoint
+from .checkpoint import load_checkpoint
 from .data import Dataset, to_model_input
 from .data import get as get_dataset
+from .files import atomic_write_bytes
 from .models import SNNCKAModel
 from .models import from_checkpoint as models_from_checkpoint
 from .neurons import LIF
@@ -277,11 +278,6 @@ def accuracy(
 _RESULTS: dict[str, type[Result]] = {}
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda p: p.write_bytes(data))
-
-
 def _jsonable(v: Any) -> Any:
     """Plain JSON values; NaN/inf (an undefined CKA of a constant layer) become null."""
     if isinstance(v, np.ndarray):
@@ -331,9 +327,9 @@ class Result:
 
         buf = io.BytesIO()
         np.savez(buf, **arrs)
-        _atomic_bytes(out / f"{name}.npz", buf.getvalue())
+        atomic_write_bytes(out / f"{name}.npz", buf.getvalue())
         path = out / f"{name}.json"
-        _atomic_bytes(path, json.dumps(meta, indent=1, allow_nan=False).encode())
+        atomic_write_bytes(path, json.dumps(meta, indent=1, allow_nan=False).encode())
         return path
 
     @classmethod

@@ -1,4 +1,4 @@
-"""Checkpoint files: atomic writes, validated reads, and the RNG state that makes a resumed run bitwise exact.
+"""Checkpoint files: validated reads, and the RNG state that makes a resumed run bitwise exact.
 
 A snncka checkpoint is a ``torch.save``'d dict with ``format == "snncka-checkpoint"`` and at least
 ``model_config`` (``model.config``, enough to rebuild the network) and ``model`` (its state dict). The trainer
@@ -9,67 +9,24 @@ arbitrary code runs when a checkpoint is opened).
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["FORMAT", "CheckpointError", "atomic_write", "get_rng_state", "load_checkpoint", "save_checkpoint",
-           "set_rng_state"]
+from .files import atomic_write
+
+__all__ = ["FORMAT", "CheckpointError", "get_rng_state", "load_checkpoint", "save_checkpoint", "set_rng_state"]
 
 FORMAT = "snncka-checkpoint"
 VERSION = 1
 REQUIRED = ("model_config", "model")
 
 
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
 class CheckpointError(ValueError):
     """A file that cannot be used as a snncka checkpoint (missing, truncated, corrupt, or something else)."""
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Write ``path`` atomically: ``write(tmp)`` on a temp file beside it, fsync, ``os.replace`` onto it.
-
-    Readers see either the old file or the complete new one, never a partial write (also after a crash).
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write(path, lambda p: p.write_text(text))
-
-
-def atomic_write_stream(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
-    """``atomic_write`` with ``write`` given the temp file opened for binary writing; creates the folder.
-
-    (Writers such as ``np.savez`` would add ``.npz`` to a temp file's name if given a path.)"""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def to_file(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            write(f)
-
-    atomic_write(path, to_file)
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:

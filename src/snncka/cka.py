@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import atomic_write_stream
+from .files import atomic_write_stream
 from .record import (
     Recorder,
     Selection,

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .checkpoint import atomic_write_stream
+from .files import atomic_write_stream
 
 __all__ = ["CIFAR", "DATASETS", "EVENT_SOURCES", "Augment", "Dataset", "augment_batch", "augment_draws", "cache_dir",
            "digits_dvs_events", "download_file", "get", "read_recording", "register", "split_per_class",

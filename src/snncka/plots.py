@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from .checkpoint import atomic_write  # noqa: E402
+from .files import atomic_write  # noqa: E402
 
 __all__ = [
     "FORMATS",

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .analyses import Result, _atomic_bytes, iter_results
+from .analyses import Result, iter_results
+from .files import atomic_write_bytes
 from .runtime import environment
 
 __all__ = ["TrainingRun", "build_report", "find_training_runs"]
@@ -262,7 +263,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, title: s
         "&middot; generated "
         f"{html.escape(time.strftime('%Y-%m-%d %H:%M:%S %Z'))}</p>{nav}{''.join(parts)}</body></html>"
     )
-    _atomic_bytes(out, doc.encode("utf-8"))
+    atomic_write_bytes(out, doc.encode("utf-8"))
     return out
 
 

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 
 from . import analyses, data
 from .analyses import Result, load_result
-from .checkpoint import atomic_write, atomic_write_text, load_checkpoint
+from .checkpoint import load_checkpoint
+from .files import atomic_write, atomic_write_text
 from .report import build_report
 from .runtime import environment
 from .training import RESUMABLE_CHANGES, TrainConfig, train

@@ -49,14 +49,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import data as data_mod
-from .checkpoint import (
-    CheckpointError,
-    atomic_write_text,
-    get_rng_state,
-    load_checkpoint,
-    save_checkpoint,
-    set_rng_state,
-)
+from .checkpoint import CheckpointError, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from .files import atomic_write_text
 from .models import SNNCKAModel, create
 from .neurons import LIF
 from .runtime import environment, resolve_device

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import torch
 
-from .models import NAMES, create
+from ..models import NAMES, create
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,24 +34,21 @@ def models_cmd(width: float, num_classes: int, in_channels: int) -> None:
         click.echo(f"{name:<10} {counts[0]:>12,} {counts[1]:>12,}  {layers}")
 
 
-from .train_cli import eval_cmd, train_cmd  # noqa: E402  (commands defined beside the trainer)
+from .train import eval_cmd, train_cmd  # noqa: E402  (commands defined beside the trainer)
 
 main.add_command(train_cmd)
 main.add_command(eval_cmd)
 
-from .data_cli import data_cmd  # noqa: E402  (snncka data: list / prepare datasets)
+from .data import data_cmd  # noqa: E402  (snncka data: list / prepare datasets)
 
 main.add_command(data_cmd)
 
-from .analysis_cli import register as _register_analyses  # noqa: E402  (compare, temporal, ..., report)
+from .analysis import register as _register_analyses  # noqa: E402  (compare, temporal, ..., report)
 
 _register_analyses(main)
 
-from .reproduce_cli import demo_cmd, reproduce_cmd  # noqa: E402  (every paper experiment; the main job)
+from .reproduce import demo_cmd, reproduce_cmd  # noqa: E402  (every paper experiment; the main job)
 
 main.add_command(reproduce_cmd)
 main.add_command(demo_cmd)
 
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from .checkpoint import CheckpointError
-from .reproduce import SCALES, list_experiments, run
+from ..checkpoint import CheckpointError
+from ..reproduce import SCALES, list_experiments, run
 
 _USER_ERRORS = (ValueError, OSError, CheckpointError)
 

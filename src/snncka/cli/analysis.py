@@ -13,8 +13,8 @@ from typing import Any
 
 import click
 
-from . import analyses as A
-from .checkpoint import CheckpointError
+from .. import analyses as A
+from ..checkpoint import CheckpointError
 
 _USER_ERRORS = (ValueError, OSError, CheckpointError, RuntimeError)
 
@@ -339,7 +339,7 @@ def rates_cmd(checkpoint, n_images, batch_size, out, name, data_root, device, no
 @click.option("--title", default=None, help="Report title.")
 def report_cmd(run_dir, out, title) -> None:
     """One self-contained HTML report of RUN_DIR: figures, accuracy and CKA tables, configs, environment."""
-    from .report import build_report
+    from ..report import build_report
 
     try:
         path = build_report(Path(run_dir), out, title=title)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from . import data as data_mod
+from .. import data as data_mod
 
 
 @click.command("data")

@@ -10,8 +10,8 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from .checkpoint import CheckpointError, load_checkpoint
-from .training import TrainConfig
+from ..checkpoint import CheckpointError, load_checkpoint
+from ..training import TrainConfig
 
 _D = TrainConfig()
 _NEURON = {"tau": float, "v_th": float, "surrogate": str, "alpha": float, "reset": str, "detach_reset": bool,
@@ -98,7 +98,7 @@ def train_cmd(ctx: click.Context, out: str, resume: bool, force: bool, **p: Any)
     Under torchrun (``torchrun --nproc_per_node N -m snncka.cli train ...``) the global batch is split over
     the processes. ``--resume`` continues a killed run; options not repeated keep the run's values.
     """
-    from .training import train
+    from ..training import train
 
     if resume and force:
         raise click.UsageError("--resume continues a run and --force overwrites it; pass only one")
@@ -128,9 +128,9 @@ def train_cmd(ctx: click.Context, out: str, resume: bool, force: bool, **p: Any)
 def eval_cmd(checkpoint: str, data: str | None, data_root: str | None, download: bool, frames: int | None,
              split: str, batch_size: int, device: str, as_json: bool) -> None:
     """Accuracy and loss of a checkpoint's model on a dataset split (firing rates too for an SNN)."""
-    from .models import from_checkpoint
-    from .runtime import resolve_device
-    from .training import evaluate, load_dataset
+    from ..models import from_checkpoint
+    from ..runtime import resolve_device
+    from ..training import evaluate, load_dataset
 
     try:
         dev = resolve_device(device)

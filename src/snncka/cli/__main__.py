@@ -1,0 +1,5 @@
+"""``python -m snncka.cli`` (what ``torchrun ... -m snncka.cli train`` runs)."""
+
+from . import main
+
+main()

@@ -1,0 +1,139 @@
+"""Writing files so that nothing is lost: atomic replaces, a clear error on a full disk, stale temp clean-up,
+and an OS file lock where two processes could write the same place.
+
+Every writer in snncka (checkpoints, results, figures, caches, reports) goes through this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+__all__ = ["DiskFullError", "atomic_write", "atomic_write_bytes", "atomic_write_stream", "atomic_write_text",
+           "file_lock", "remove_stale_temps"]
+
+_TMP_SUFFIX = ".tmp"
+
+
+class DiskFullError(OSError):
+    """The disk filled up while writing; the previous version of the file is untouched."""
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (Linux: /proc; elsewhere assume the usual 022)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    # torch.save's zip writer reports a short write as "unexpected pos" / "PytorchStreamWriter failed"
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("unexpected pos" in text or "PytorchStreamWriter failed" in text)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Write ``path`` atomically: ``write(tmp)`` on a temp file beside it, fsync, ``os.replace`` onto it.
+
+    Readers see either the old file or the complete new one, never a partial write (also after a crash).
+    A full disk raises ``DiskFullError`` naming the file and the free space; the old file stays intact.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if _is_disk_full(e):
+            free = shutil.disk_usage(path.parent).free
+            raise DiskFullError(
+                errno.ENOSPC,
+                f"the disk is full while writing {str(path)!r} ({free / 2**20:.0f} MiB free); the previous "
+                "version of the file is intact: free some space and run again",
+            ) from e
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda p: p.write_text(text))
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, creating its folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda p: p.write_bytes(data))
+
+
+def atomic_write_stream(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+    """``atomic_write`` with ``write`` given the temp file opened for binary writing; creates the folder.
+
+    (Writers such as ``np.savez`` would add ``.npz`` to a temp file's name if given a path.)"""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def to_file(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            write(f)
+
+    atomic_write(path, to_file)
+
+
+def remove_stale_temps(folder: str | Path, older_than_s: float = 60.0) -> list[Path]:
+    """Delete temp files that ``atomic_write`` left behind in ``folder`` when a process was killed.
+
+    Only ``.<name>.*.tmp`` files older than ``older_than_s`` go (a live writer's temp file is younger)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    now, gone = time.time(), []
+    for p in folder.glob(f".*{_TMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            if now - p.stat().st_mtime > older_than_s:
+                p.unlink()
+                gone.append(p)
+    return gone
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path, *, wait: bool = True, on_wait: Callable[[], None] | None = None) -> Iterator[bool]:
+    """Hold an exclusive OS lock on ``path`` (created if missing) for the ``with`` block.
+
+    The OS frees the lock when its process dies, so a killed run never leaves a cache entry locked.
+    ``wait=False`` yields ``False`` at once when another process holds it; ``on_wait`` is called once before
+    blocking (e.g. to say what is being waited for)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                yield False
+                return
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield True
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)

@@ -1,0 +1,93 @@
+"""Recipes: the paper's text (``"paper"``, the default) or the authors' released code (``"code"``).
+
+The paper (Li, Kim, Park & Panda, TMLR 2023) and its released code disagree on choices that move the numbers
+(surrogate, firing rule, the ANN's shortcut, momentum, weight decay, normalisation, schedule, checkpoint, CKA
+image count and layers, PGD). One ``Recipe`` names every such choice, so that models, training, analyses and
+experiments switch together and a result records which recipe made it. Where the paper is silent, the
+``paper`` recipe takes the released code's choice. docs/FIDELITY.md lists every point with its source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["RECIPES", "Recipe", "get"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every choice on which the paper's text and the released code differ (see docs/FIDELITY.md)."""
+
+    name: str
+    # neuron (paper Eq. 3 vs the released DSpike) and firing rule (u > v_th vs u - v_th >= 0)
+    surrogate: str = "rect"
+    fire_at_threshold: bool = False  # True: a spike when u_pre >= v_th (released code); False: u_pre > v_th
+    # ANN topology: "identity" = pre-activation shortcut carrying x (paper, He et al. 2016b); "activated" = the
+    # released code's ReLU(inplace=True) first op, so the identity shortcut carries relu(x)
+    ann_shortcut: str = "identity"
+    # optimisation (App. B)
+    momentum_ann: float = 0.9
+    momentum_snn: float = 0.9
+    weight_decay: float = 1e-4
+    weight_decay_snn_cifar100: float = 1e-4
+    lr_schedule_step: str = "iteration"  # cosine stepped per "iteration" or per "epoch"
+    # data: "dataset" = each dataset's training-set mean/std; "fixed" = the released CIFAR constants
+    normalisation: str = "dataset"
+    # which checkpoint the analyses read: "last" epoch or "best" test accuracy
+    checkpoint: str = "last"
+    # CKA (§3.3): images and minibatch size; "paper" = every conv/norm/act/pool/block + fc in forward order,
+    # "code" = the released recording (no fc, shortcut recorded after the block's first activation)
+    cka_images: int = 4096
+    cka_batch: int = 256
+    cka_layers: str = "paper"
+    # PGD (Eq. 5, Fig. 8): steps, step size as a fraction of eps, random start, clip to the valid pixel range,
+    # the attacked model's mode in the clean-vs-adversarial CKA, images attacked (None = the whole test set)
+    pgd_steps: int = 20
+    pgd_step_frac: float = 0.1
+    pgd_random_start: bool = False
+    pgd_clip: bool = False
+    pgd_model_mode: str = "eval"
+    pgd_images: int | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def momentum(self, spiking: bool) -> float:
+        return self.momentum_snn if spiking else self.momentum_ann
+
+    def weight_decay_for(self, dataset: str, spiking: bool) -> float:
+        return self.weight_decay_snn_cifar100 if spiking and dataset == "cifar100" else self.weight_decay
+
+
+RECIPES: dict[str, Recipe] = {
+    "paper": Recipe(name="paper"),
+    "code": Recipe(
+        name="code",
+        surrogate="dspike",
+        fire_at_threshold=True,
+        ann_shortcut="activated",
+        momentum_ann=0.8,
+        momentum_snn=0.9,
+        weight_decay_snn_cifar100=5e-4,
+        lr_schedule_step="epoch",
+        normalisation="fixed",
+        checkpoint="best",
+        cka_images=2048,
+        cka_batch=1024,
+        cka_layers="code",
+        pgd_model_mode="train",
+        pgd_images=None,
+    ),
+}
+
+
+def get(name: str | Recipe) -> Recipe:
+    """The recipe called ``name``; an unknown name is a one-line error listing the recipes."""
+    if isinstance(name, Recipe):
+        return name
+    try:
+        return RECIPES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)}") from None
