@@ -14,9 +14,7 @@ from typing import Any
 import click
 
 from .. import analyses as A
-from ..checkpoint import CheckpointError
-
-_USER_ERRORS = (ValueError, OSError, CheckpointError, RuntimeError)
+from .errors import USER_ERRORS, one_line
 
 
 def _common(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -107,8 +105,8 @@ def _cka(n_images, batch_size, layers, data_root, device, quiet) -> dict[str, An
 def _run(fn: Callable[[], A.Result]) -> A.Result:
     try:
         return fn()
-    except _USER_ERRORS as e:
-        raise click.ClickException(str(e)) from e
+    except USER_ERRORS as e:
+        raise click.ClickException(one_line(e)) from e
 
 
 @click.command("compare")
@@ -343,8 +341,8 @@ def report_cmd(run_dir, out, title) -> None:
 
     try:
         path = build_report(Path(run_dir), out, title=title)
-    except _USER_ERRORS as e:
-        raise click.ClickException(str(e)) from e
+    except USER_ERRORS as e:
+        raise click.ClickException(one_line(e)) from e
     click.echo(f"report: {path}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import data as data_mod
+from .errors import USER_ERRORS, one_line
 
 
 @click.command("data")
@@ -24,8 +25,8 @@ def data_cmd(name: str | None, data_root: str | None, download: bool, frames: in
         return
     try:
         ds = data_mod.get(name, root=data_root, frames=frames, download=download, seed=seed)
-    except (ValueError, OSError, RuntimeError) as e:
-        raise click.ClickException(str(e)) from e
+    except USER_ERRORS as e:
+        raise click.ClickException(one_line(e)) from e
     kind = f"{ds.frames} frames" if ds.frames else "static images"
     click.echo(f"{ds.name}: {ds.num_classes} classes, train {tuple(ds.x_train.shape)}, "
                f"test {tuple(ds.x_test.shape)}, {kind}")

@@ -7,10 +7,8 @@ from pathlib import Path
 
 import click
 
-from ..checkpoint import CheckpointError
 from ..reproduce import SCALES, list_experiments, run
-
-_USER_ERRORS = (ValueError, OSError, CheckpointError)
+from .errors import USER_ERRORS, one_line
 
 
 @click.command("reproduce")
@@ -45,8 +43,8 @@ def reproduce_cmd(exp_id, show_list, scale, out, cache, data_root, download, dev
     try:
         report = run(exp_id, scale, out, cache=cache, data_root=data_root, download=download, device=device,
                      epochs=epochs, cka_images=cka_images, progress=not no_progress)
-    except _USER_ERRORS as e:
-        raise click.ClickException(str(e)) from e
+    except USER_ERRORS as e:
+        raise click.ClickException(one_line(e)) from e
     click.echo(f"{exp_id} ({scale}) done in {time.perf_counter() - t0:.0f} s; report: {report}")
 
 

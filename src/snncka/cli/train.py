@@ -10,13 +10,13 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from ..checkpoint import CheckpointError, load_checkpoint
+from ..checkpoint import load_checkpoint
 from ..training import TrainConfig
+from .errors import USER_ERRORS, one_line
 
 _D = TrainConfig()
 _NEURON = {"tau": float, "v_th": float, "surrogate": str, "alpha": float, "reset": str, "detach_reset": bool,
            "neuron_backend": str}
-_USER_ERRORS = (ValueError, OSError, CheckpointError)
 
 
 def _ints(text: str | None, what: str) -> list[int] | None:
@@ -109,8 +109,8 @@ def train_cmd(ctx: click.Context, out: str, resume: bool, force: bool, **p: Any)
             base = TrainConfig.from_dict(saved) if saved is not None else None
         cfg = _config_from_cli(ctx, p, base)
         result = train(cfg, out, resume=resume, force=force)
-    except _USER_ERRORS as e:
-        raise click.ClickException(str(e)) from e
+    except USER_ERRORS as e:
+        raise click.ClickException(one_line(e)) from e
     click.echo(f"done: test accuracy {result.get('test_acc', float('nan')):.4f} "
                f"(best {result['best_acc']:.4f}) -> {out}")
 
@@ -149,8 +149,8 @@ def eval_cmd(checkpoint: str, data: str | None, data_root: str | None, download:
         ds = load_dataset(cfg)
         xy = (ds.x_test, ds.y_test) if split == "test" else (ds.x_train, ds.y_train)
         res = evaluate(model, xy, batch_size=batch_size, device=dev, amp=False)
-    except _USER_ERRORS as e:
-        raise click.ClickException(str(e)) from e
+    except USER_ERRORS as e:
+        raise click.ClickException(one_line(e)) from e
     res = {"checkpoint": str(checkpoint), "data": ds.name, "split": split, "epoch": ckpt.get("epoch"), **res}
     if as_json:
         click.echo(json.dumps(res))
