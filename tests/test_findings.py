@@ -331,3 +331,38 @@ def test_every_accuracy_claim_holds_on_the_papers_own_numbers() -> None:
     assert drops == pytest.approx([89.67 - 11.88, 89.67 - 1.88])
     t2 = next(f for f in found if f.id == "residuals-matter-more-for-snn")
     assert t2.numbers["drop (points)"]["resnet56"] == pytest.approx({"ann": 92.98 - 89.62, "snn": 91.94 - 33.61})
+
+
+def test_evaluate_keeps_tagged_studies_apart_and_pools_tables() -> None:
+    results = {  # one study per recipe tag: a tagged event experiment is still event data
+        "fig2:paper/compare-a": pair("SNN resnet8 T4", [0.8]),
+        "fig7:paper/compare-b": pair("SNN resnet8 T4", [0.5]),
+        "fig2:code/compare-a": pair("SNN resnet8 T4", [0.6]),
+        "fig7:code/compare-b": pair("SNN resnet8 T4", [0.7]),
+        "fig6/paper-table3": table("table3", {("snn-T4", "snn"): 90.0, ("snn-T4-first1", "snn"): 89.5,
+                                              ("snn-T4-last1", "snn"): 88.0}),
+        "fig6/paper-table3-reuse": table("table3", {("reuse-T4", "snn"): 90.0, ("reuse-T4-first1", "snn"): 85.0,
+                                                    ("reuse-T4-last1", "snn"): 88.0}),
+    }
+    f = by_id(evaluate(results))
+    ev = f["event-data-lowers-similarity"]  # holds under the paper tag (0.5 < 0.8), not under code (0.7 > 0.6)
+    assert ev.verdict == FAILS
+    assert ev.numbers["paper"]["resnet8"] == pytest.approx({"event": 0.5, "static": 0.8})
+    assert ev.numbers["code"]["resnet8"] == pytest.approx({"event": 0.7, "static": 0.6})
+    t3 = f["first-stage-tolerates-one-step"]
+    assert t3.verdict == FAILS and set(t3.numbers) == {"snn-T4", "reuse-T4"}  # the second protocol fails
+
+
+def test_results_in_reads_saved_experiment_folders(tmp_path) -> None:
+    import json
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "experiment.json").write_text(json.dumps({"id": "fig4"}))
+    pair("SNN resnet8 T4", [0.9, 0.8]).save(tmp_path / "results", "compare-resnet20")
+    table("table2", {("resnet56", "ann"): 98.9, ("resnet56", "snn"): 94.7, ("resnet56-nores", "ann"): 97.8,
+                     ("resnet56-nores", "snn"): 78.6}).save(tmp_path / "results", "paper-table2")
+    loaded = findings.results_in(tmp_path)
+    assert sorted(loaded) == ["fig4/compare-resnet20", "fig4/paper-table2"]
+    f = by_id(evaluate(loaded))
+    assert f["residuals-matter-more-for-snn"].verdict == HOLDS
+    assert f["similarity-high"].numbers["fraction above"] == 1.0

@@ -531,12 +531,21 @@ def _items(results: Mapping[str, Any] | Iterable[Any], experiment: str | None) -
     return out
 
 
+def _tag(exp: str) -> str:
+    """The tag of an experiment key ``"<id>:<tag>"`` (e.g. a recipe); "" when untagged."""
+    return exp.partition(":")[2]
+
+
 def _per_experiment(pred: Callable[[Sequence[Any]], Finding], groups: Mapping[str, list[Any]]) -> Finding:
     """``pred`` on each experiment's results; the measured ones are combined (each experiment is one study)."""
-    found = {exp: pred(rs) for exp, rs in groups.items() if rs}
+    return _merge({exp: pred(rs) for exp, rs in groups.items() if rs}, lambda: pred([]))
+
+
+def _merge(found: Mapping[str, Finding], empty: Callable[[], Finding]) -> Finding:
+    """One finding from the findings of several studies: their verdicts combined, evidence side by side."""
     measured = {exp: f for exp, f in found.items() if f.verdict != UNMEASURED}
     if len(measured) <= 1:
-        return next(iter(measured.values()), None) or next(iter(found.values()), None) or pred([])
+        return next(iter(measured.values()), None) or next(iter(found.values()), None) or empty()
     f0 = next(iter(measured.values()))
     return Finding(f0.id, f0.claim, f0.source, _combine([f.verdict for f in measured.values()]),
                    "; ".join(f"{exp or 'results'}: {f.evidence}" for exp, f in measured.items()),
@@ -548,28 +557,31 @@ def evaluate(results: Mapping[str, Any] | Iterable[Any], *, experiment: str | No
 
     ``results``: ``{name: result}`` with the names the experiment runner saves results under
     (``compare-<model>``, ``blocks-<model>``, ``temporal[-<name>]-<model>``, ``robustness-<model>``,
-    ``seeds``, ``paper-table1/2/3``); prefix a name with ``"<experiment id>/"`` to pool several experiments
-    (or give ``experiment`` for all). Event-data pairs are those of the experiments in ``EVENT_EXPERIMENTS``
-    or whose name mentions DVS/Caltech; the other ANN-vs-SNN pairs are static. A list of results works too
-    (then every result belongs to ``experiment``).
+    ``seeds``, ``paper-table1/2/3``); prefix a name with ``"<experiment id>[:<tag>]/"`` to pool several
+    experiments (or give ``experiment`` for all). Each experiment (with its tag, e.g. a recipe) is one study:
+    the depth, width and time-step series never mix results of two of them, and event data is compared with
+    static data of the same tag only. Event-data pairs are those of the
+    experiments in ``EVENT_EXPERIMENTS`` or whose name mentions DVS/Caltech; the other ANN-vs-SNN pairs are
+    static. Accuracy tables of one name pool their rows. A list of results works too (then every result
+    belongs to ``experiment``).
     """
     static: dict[str, list[Any]] = {}
-    event: list[Any] = []
+    event: dict[str, list[Any]] = {}  # by tag: event data is compared with static data of the same tag
     curves: list[Any] = []
     temporal: list[Any] = []
-    tables: dict[str, Any] = {}
+    tables: dict[str, _Table] = {}
     robust: list[Any] = []
     seeds: list[Any] = []
     for exp, name, r in _items(results, experiment):
-        is_event = exp in EVENT_EXPERIMENTS or bool(_EVENT_NAME.search(name))
+        is_event = exp.split(":", 1)[0] in EVENT_EXPERIMENTS or bool(_EVENT_NAME.search(name))
         if _is_pair(r):
-            (event if is_event else static.setdefault(exp, [])).append(r)
+            (event.setdefault(_tag(exp), []) if is_event else static.setdefault(exp, [])).append(r)
         elif hasattr(r, "curve") and hasattr(r, "kinds"):
             curves.append(r)
         elif hasattr(r, "matrices") and hasattr(r, "T") and not is_event:
             temporal.append(r)
-        elif hasattr(r, "rows") and getattr(r, "table", None):
-            tables.setdefault(str(r.table), r)
+        elif hasattr(r, "rows") and getattr(r, "table", None):  # tables of one name pool their rows
+            tables.setdefault(str(r.table), _Table(str(r.table), [])).rows.extend(r.rows)
         elif hasattr(r, "clean_accuracy") and hasattr(r, "eps"):
             robust.append(r)
         elif hasattr(r, "pairs") and hasattr(r, "spiking"):
@@ -585,7 +597,8 @@ def evaluate(results: Mapping[str, Any] | Iterable[Any], *, experiment: str | No
         _per_experiment(time_steps_add_little, static),
         early_static_late_dynamic(temporal),
         first_stage_tolerates_one_step(tables.get("table3")),
-        event_lowers_similarity(event, all_static),
+        _merge({tag: event_lowers_similarity(ev, [r for exp, rs in static.items() if _tag(exp) == tag for r in rs])
+                for tag, ev in event.items()}, lambda: event_lowers_similarity([], [])),
         snn_more_robust(robust),
         snn_adversarial_features_closer(robust),
         seed_pairings_alike(seeds),
