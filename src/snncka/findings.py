@@ -541,11 +541,17 @@ def _per_experiment(pred: Callable[[Sequence[Any]], Finding], groups: Mapping[st
     return _merge({exp: pred(rs) for exp, rs in groups.items() if rs}, lambda: pred([]))
 
 
-def _merge(found: Mapping[str, Finding], empty: Callable[[], Finding]) -> Finding:
-    """One finding from the findings of several studies: their verdicts combined, evidence side by side."""
+def _merge(found: Mapping[str, Finding], empty: Callable[[], Finding] | None = None) -> Finding:
+    """One finding from the findings of several studies: their verdicts combined, evidence side by side
+    (``empty()`` when there are none)."""
     measured = {exp: f for exp, f in found.items() if f.verdict != UNMEASURED}
     if len(measured) <= 1:
-        return next(iter(measured.values()), None) or next(iter(found.values()), None) or empty()
+        one = next(iter(measured.values()), None) or next(iter(found.values()), None)
+        if one is None:
+            if empty is None:
+                raise ValueError("no findings to merge")
+            return empty()
+        return one
     f0 = next(iter(measured.values()))
     return Finding(f0.id, f0.claim, f0.source, _combine([f.verdict for f in measured.values()]),
                    "; ".join(f"{exp or 'results'}: {f.evidence}" for exp, f in measured.items()),
@@ -558,24 +564,40 @@ def evaluate(results: Mapping[str, Any] | Iterable[Any], *, experiment: str | No
     ``results``: ``{name: result}`` with the names the experiment runner saves results under
     (``compare-<model>``, ``blocks-<model>``, ``temporal[-<name>]-<model>``, ``robustness-<model>``,
     ``seeds``, ``paper-table1/2/3``); prefix a name with ``"<experiment id>[:<tag>]/"`` to pool several
-    experiments (or give ``experiment`` for all). Each experiment (with its tag, e.g. a recipe) is one study:
-    the depth, width and time-step series never mix results of two of them, and event data is compared with
-    static data of the same tag only. Event-data pairs are those of the
-    experiments in ``EVENT_EXPERIMENTS`` or whose name mentions DVS/Caltech; the other ANN-vs-SNN pairs are
-    static. Accuracy tables of one name pool their rows. A list of results works too (then every result
-    belongs to ``experiment``).
+    experiments (or give ``experiment`` for all). Each experiment is one study: the depth, width and time-step
+    series never mix results of two experiments. Results with different tags (e.g. recipes) are judged
+    separately and each finding then combines the tags' verdicts, with the numbers per tag; to show a verdict
+    per recipe, call ``evaluate`` once per recipe. Event-data pairs are those of the experiments in
+    ``EVENT_EXPERIMENTS`` or whose name mentions DVS/Caltech; the other ANN-vs-SNN pairs are static. Accuracy
+    tables of one name pool their rows. A list of results works too (every result then belongs to
+    ``experiment``).
     """
+    by_tag: dict[str, list[tuple[str, str, Any]]] = {}
+    for item in _items(results, experiment):
+        by_tag.setdefault(_tag(item[0]), []).append(item)
+    if len(by_tag) <= 1:
+        return _evaluate_study(next(iter(by_tag.values()), []))
+    per_tag = {tag or "untagged": _evaluate_study(items) for tag, items in by_tag.items()}
+    merged = []
+    for k in range(len(ORDER)):
+        found = {tag: fs[k] for tag, fs in per_tag.items()}
+        merged.append(_merge(found))
+    return merged
+
+
+def _evaluate_study(items: Sequence[tuple[str, str, Any]]) -> list[Finding]:
+    """The claims on the results of one tag, routed by the results' fields (and names, for event data)."""
     static: dict[str, list[Any]] = {}
-    event: dict[str, list[Any]] = {}  # by tag: event data is compared with static data of the same tag
+    event: list[Any] = []
     curves: list[Any] = []
     temporal: list[Any] = []
     tables: dict[str, _Table] = {}
     robust: list[Any] = []
     seeds: list[Any] = []
-    for exp, name, r in _items(results, experiment):
+    for exp, name, r in items:
         is_event = exp.split(":", 1)[0] in EVENT_EXPERIMENTS or bool(_EVENT_NAME.search(name))
         if _is_pair(r):
-            (event.setdefault(_tag(exp), []) if is_event else static.setdefault(exp, [])).append(r)
+            (event if is_event else static.setdefault(exp, [])).append(r)
         elif hasattr(r, "curve") and hasattr(r, "kinds"):
             curves.append(r)
         elif hasattr(r, "matrices") and hasattr(r, "T") and not is_event:
@@ -587,7 +609,7 @@ def evaluate(results: Mapping[str, Any] | Iterable[Any], *, experiment: str | No
         elif hasattr(r, "pairs") and hasattr(r, "spiking"):
             seeds.append(r)
     all_static = [r for rs in static.values() for r in rs]
-    found = [
+    return [
         _per_experiment(similarity_high, static),
         _per_experiment(depth_lowers_similarity, static),
         _per_experiment(width_raises_similarity, static),
@@ -597,13 +619,11 @@ def evaluate(results: Mapping[str, Any] | Iterable[Any], *, experiment: str | No
         _per_experiment(time_steps_add_little, static),
         early_static_late_dynamic(temporal),
         first_stage_tolerates_one_step(tables.get("table3")),
-        _merge({tag: event_lowers_similarity(ev, [r for exp, rs in static.items() if _tag(exp) == tag for r in rs])
-                for tag, ev in event.items()}, lambda: event_lowers_similarity([], [])),
+        event_lowers_similarity(event, all_static),
         snn_more_robust(robust),
         snn_adversarial_features_closer(robust),
         seed_pairings_alike(seeds),
     ]
-    return found
 
 
 def results_in(*folders: str | Any) -> dict[str, Any]:
