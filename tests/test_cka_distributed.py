@@ -1,5 +1,10 @@
 """Multi-process CKA: 2 gloo processes on CPU, each taking every other batch, give the single-process
-result."""
+result.
+
+The models run in float32, so each batch's Gram matrices differ in the last float32 bits between a
+1-thread worker and a multi-thread reference (a different summation order): the results are held to
+float32 tolerances. A wrong merge (a batch lost or counted twice) moves the CKA values by ~1e-2.
+"""
 
 from __future__ import annotations
 
@@ -46,7 +51,10 @@ def _run(rank: int, world: int, init: str, out: str) -> None:
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_equal_single_process(tmp_path):
+def test_two_gloo_processes_equal_single_process(tmp_path, monkeypatch):
+    # eager kernels here too: compiling would emit torch's structured trace, which pytest's log capture
+    # (attached to every non-propagating logger, torch.__trace included) would print as DEBUG lines
+    monkeypatch.setenv("SNNCKA_COMPILE", "0")
     out = str(tmp_path / "res")
     mp.spawn(_run, args=(2, f"file://{tmp_path / 'rendezvous'}", out), nprocs=2, join=True)
     ann, snn = _models()
@@ -57,7 +65,7 @@ def test_two_gloo_processes_equal_single_process(tmp_path):
     for rank in range(2):
         with np.load(f"{out}.{rank}.npz") as got:
             assert int(got["n"]) == ref.n_images == 30 and int(got["k"]) == ref.n_batches == 5
-            np.testing.assert_allclose(got["matrix"], ref.matrix, atol=1e-12, equal_nan=True)
-            np.testing.assert_allclose(got["ci_low"], ref.ci_low, atol=1e-10, equal_nan=True)
-            np.testing.assert_allclose(got["temporal"], tref.matrices, atol=1e-12, equal_nan=True)
+            np.testing.assert_allclose(got["matrix"], ref.matrix, rtol=0, atol=1e-5, equal_nan=True)
+            np.testing.assert_allclose(got["ci_low"], ref.ci_low, rtol=0, atol=1e-4, equal_nan=True)
+            np.testing.assert_allclose(got["temporal"], tref.matrices, rtol=0, atol=1e-5, equal_nan=True)
     assert np.isfinite(ref.matrix).sum() > 100
