@@ -18,7 +18,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import snncka
-from snncka.cka import compare, temporal
+from snncka.cka import MinibatchCKA, compare, temporal
 
 
 def _models() -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -34,6 +34,24 @@ def _data() -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(torch.rand(6, 1, 8, 8, generator=g), torch.zeros(6)) for _ in range(5)]  # 5 batches: 3 + 2
 
 
+def _features() -> list[tuple[dict[str, torch.Tensor], list[torch.Tensor]]]:
+    """5 batches of float64 features of two 'models' (a dict and a list), for MinibatchCKA."""
+    g = torch.Generator().manual_seed(1)
+    out = []
+    for _ in range(5):
+        x = torch.randn(7, 10, generator=g, dtype=torch.float64)
+        out.append(({"x": x, "x2": x**2}, [torch.tanh(x @ torch.randn(10, 3, generator=g, dtype=torch.float64))]))
+    return out
+
+
+def _accumulate(rank: int, world: int) -> MinibatchCKA:
+    acc = MinibatchCKA()
+    for i, (fa, fb) in enumerate(_features()):
+        if i % world == rank:
+            acc.update(fa, fb)
+    return acc
+
+
 def _run(rank: int, world: int, init: str, out: str) -> None:
     os.environ["SNNCKA_COMPILE"] = "0"
     torch.set_num_threads(1)
@@ -44,8 +62,9 @@ def _run(rank: int, world: int, init: str, out: str) -> None:
             warnings.simplefilter("ignore", RuntimeWarning)
             res = compare(ann, snn, _data(), progress=False)
             tr = temporal(snn, _data(), progress=False)
+        acc = _accumulate(rank, world).compute()  # all-reduced over the two processes
         np.savez(f"{out}.{rank}.npz", matrix=res.matrix, ci_low=res.ci_low, n=res.n_images, k=res.n_batches,
-                 temporal=tr.matrices)
+                 temporal=tr.matrices, acc=acc.matrix, acc_ci=acc.ci_high, acc_n=acc.n_batches)
     finally:
         dist.destroy_process_group()
 
@@ -68,4 +87,9 @@ def test_two_gloo_processes_equal_single_process(tmp_path, monkeypatch):
             np.testing.assert_allclose(got["matrix"], ref.matrix, rtol=0, atol=1e-5, equal_nan=True)
             np.testing.assert_allclose(got["ci_low"], ref.ci_low, rtol=0, atol=1e-4, equal_nan=True)
             np.testing.assert_allclose(got["temporal"], tref.matrices, rtol=0, atol=1e-5, equal_nan=True)
+            # float64 features: the accumulator's all-reduce equals one process holding every batch
+            acc = _accumulate(0, 1).compute()
+            assert int(got["acc_n"]) == acc.n_batches == 5
+            np.testing.assert_allclose(got["acc"], acc.matrix, rtol=0, atol=1e-12)
+            np.testing.assert_allclose(got["acc_ci"], acc.ci_high, rtol=0, atol=1e-12)
     assert np.isfinite(ref.matrix).sum() > 100
