@@ -109,7 +109,7 @@ def test_biased_hsic_and_center():
 
 def test_fast_paths_equal_the_readable_ones():
     """The engine's upper-triangle U-centring and its 3/4-multiply symmetric Gram are the readable formulas."""
-    from snncka.cka_grams import _flatten_sym, _sym_gram, _u_rows
+    from snncka.cka_math import _flatten_sym, _sym_gram, _u_rows
 
     g = torch.Generator().manual_seed(11)
     for n in (64, 65, 130, 1000):

@@ -39,7 +39,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .cka_grams import _flatten_sym, _gram_of_feature, _u_rows, _Workspace
+from .cka_math import (
+    _all_ranks,
+    _cka_matrix,
+    _collective_device,
+    _dist,
+    _flatten_sym,
+    _gram_of_feature,
+    _jackknife,
+    _u_rows,
+    _Workspace,
+)
 from .files import atomic_write_stream
 from .record import (
     ModelState,
@@ -414,62 +424,6 @@ def _check_n(n: int, unbiased: bool, i: int) -> None:
         )
 
 
-def _dist() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def _all_ranks(batches: list[list[Tensor]], device: torch.device) -> list[Tensor]:
-    """Per-batch tensors of this rank -> of every rank, stacked rank after rank (under torch.distributed:
-    an all-reduce of zero-padded buffers, which gloo and NCCL both offer)."""
-    rank, world = _dist()
-    if world == 1:
-        if not batches:
-            raise ValueError("no batch: the data stream is empty; CKA needs at least one batch of at least 4 "
-                             "images (2 for the biased estimator)")
-        return [torch.stack(ts) for ts in zip(*batches, strict=True)]
-    dist = torch.distributed
-    counts = torch.zeros(world, dtype=torch.int64, device=device)
-    counts[rank] = len(batches)
-    dist.all_reduce(counts)
-    if int(counts.min()) == 0:
-        raise ValueError(f"some of the {world} processes got no batch; use fewer processes or more batches")
-    k, sizes = int(counts.max()), counts.tolist()
-    out = []
-    for ts in zip(*batches, strict=True):
-        buf = torch.zeros((world, k, *ts[0].shape), dtype=ts[0].dtype, device=device)
-        buf[rank, : len(ts)] = torch.stack(ts).to(device)
-        dist.all_reduce(buf)
-        out.append(torch.cat([buf[r, : sizes[r]] for r in range(world)]))
-    return out
-
-
-def _jackknife(hab: Tensor, haa: Tensor, hbb: Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """95% jackknife interval over batches (leave one batch out), Student t with k - 1 degrees of freedom."""
-    k = hab.shape[0]
-    shape = hab.shape[1:]
-    if k < 2:
-        nan = np.full(tuple(shape), np.nan)
-        return nan, nan.copy()
-    from scipy.stats import t as student_t
-
-    loo_ab = hab.sum(0) - hab
-    loo_aa = haa.sum(0) - haa
-    loo_bb = hbb.sum(0) - hbb
-    theta = loo_ab / torch.sqrt(loo_aa[:, :, None] * loo_bb[:, None, :])
-    full = hab.sum(0) / torch.sqrt(haa.sum(0)[:, None] * hbb.sum(0)[None, :])
-    var = (k - 1) / k * ((theta - theta.mean(0)) ** 2).sum(0)
-    half = float(student_t.ppf(0.975, k - 1)) * torch.sqrt(var)
-    return (full - half).cpu().numpy(), (full + half).cpu().numpy()
-
-
-def _cka_matrix(sab: Tensor, saa: Tensor, sbb: Tensor) -> Tensor:
-    den = torch.sqrt(saa[:, None] * sbb[None, :])
-    m = sab / den
-    return torch.where(den > 0, m, torch.full_like(m, float("nan")))
-
-
 def _warn_constant(names_bad: list[str], which: str) -> None:
     if names_bad:
         warnings.warn(
@@ -626,14 +580,6 @@ class MinibatchCKA:
             batch_size=int(counts.max()), estimator="unbiased" if self.unbiased else "biased", kernel=self.kernel,
             ci_low=lo, ci_high=hi, n_batches=int(len(counts)), meta=dict(time_reduce=self.time_reduce),
         )
-
-
-def _collective_device() -> torch.device:
-    """Where a rank without batches puts its collective buffers (NCCL needs the GPU)."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
 
 
 # --------------------------------------------------------------------------------------------------------
