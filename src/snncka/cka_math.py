@@ -141,8 +141,8 @@ def _all_ranks(batches: list[list[Tensor]], device: torch.device) -> list[Tensor
     rank, world = _dist()
     if world == 1:
         if not batches:
-            raise ValueError("no batch: the data stream is empty; CKA needs at least one batch of at least 4 "
-                             "images (2 for the biased estimator)")
+            raise ValueError("no batch: the data stream is empty (or update() was never called); CKA needs a "
+                             "batch of at least 4 images (2 for the biased estimator)")
         return [torch.stack(ts) for ts in zip(*batches, strict=True)]
     dist = torch.distributed
     counts = torch.zeros(world, dtype=torch.int64, device=device)
