@@ -510,6 +510,7 @@ class MinibatchCKA:
             n = batch_size or _images_of(items[0][1], layout, which)
             _check_n(n, self.unbiased, i)
             grams = self._grams[side]
+            grams._clear()  # nothing left from an update that raised
             with torch.no_grad():
                 for name, v in items:
                     if layout.kind == "loop":
@@ -622,6 +623,7 @@ class _Side:
 
     def run(self, rec: Recorder, x: Tensor, n: int, i: int) -> Any:
         rec.reset()
+        self.grams._clear()
         rec.batch_size = n
         reset_states(self.model)
         self.model(x)
