@@ -109,3 +109,7 @@ def test_single_tensor_as_data_is_split_into_batches():
     res = compare(a, b, torch.randn(37, 2, 4, 4, dtype=torch.float64), batch_size=12, progress=False)
     assert (res.n_images, res.n_batches, res.batch_size) == (37, 4, 10)
     assert compare(a, b, torch.cat(data), progress=False).n_batches == 1  # default batch_size 256
+    # a dataset of single samples instead of batches: say so
+    samples = [(x, 0) for x in data[0]]
+    with pytest.raises(ValueError, match="batch 0 is one sample .* DataLoader"):
+        compare(a, b, samples, progress=False)

@@ -417,6 +417,13 @@ def images_in(batch: Any, x: Tensor, model: nn.Module, layout: TimeLayout, i: in
     With labels and no time layout, an input whose dim 0 is not the image count (a time-first tensor read as
     batch-first) is an error, not a silent wrong result."""
     n = batch_size_of(x, model, layout)
+    if isinstance(batch, tuple | list) and len(batch) > 1 and (
+        isinstance(batch[1], int) or isinstance(batch[1], Tensor) and not batch[1].dim()
+    ):
+        raise ValueError(
+            f"batch {i} is one sample (input {tuple(x.shape)}, a single label): the data yields samples, not "
+            "batches; wrap it in a DataLoader(dataset, batch_size=256), or pass one input tensor [N, ...]"
+        )
     if isinstance(batch, tuple | list) and len(batch) > 1 and isinstance(batch[1], Tensor) and batch[1].dim():
         if len(batch[1]) != n and layout.kind is None:
             raise ValueError(
