@@ -309,7 +309,7 @@ def gram_variants(workload: str, quick: bool, device: str | torch.device = "cpu"
     def full(F):
         return F @ F.T
 
-    from snncka.cka import _gram_of_feature, _Workspace
+    from snncka.cka_math import _gram_of_feature, _Workspace
 
     ws = _Workspace()
 
@@ -342,7 +342,7 @@ def gram_variants(workload: str, quick: bool, device: str | torch.device = "cpu"
     out["all: centred float32 GEMM"] = t(centred, feats)
     out["all: symmetric 2x2 blocks"] = t(sym, feats)
     out["all: centred + symmetric 2x2 blocks"] = t(centred_sym, feats)
-    out["all: ours (snncka.cka._gram_of_feature)"] = t(ours, feats)
+    out["all: ours (snncka.cka_math._gram_of_feature)"] = t(ours, feats)
     sp = [F for F, s in zip(feats, spikes, strict=True) if s]
     if sp:
         out["spikes: float32 GEMM (floor)"] = t(full, sp)

@@ -14,14 +14,13 @@ import snncka
 from snncka.cka import (
     CKAResult,
     TemporalResult,
-    center,
+    center_gram,
     cka,
     compare,
     gram_linear,
     gram_rbf,
     hsic_biased,
     hsic_unbiased,
-    prepare,
     temporal,
 )
 from snncka.record import Recorder
@@ -92,7 +91,7 @@ def test_unbiased_hsic_equals_u_statistic_and_spec_formula():
     assert hsic_unbiased(K, L).item() == pytest.approx(ref, rel=1e-12, abs=1e-12)
     assert _hsic_numpy_spec(K.numpy(), L.numpy()) == pytest.approx(ref, rel=1e-12, abs=1e-12)
     # the engine's prepared inner product is the same estimator
-    assert (prepare(K) * prepare(L)).sum().item() / (7 * 4) == pytest.approx(ref, rel=1e-12, abs=1e-12)
+    assert (center_gram(K) * center_gram(L)).sum().item() / (7 * 4) == pytest.approx(ref, rel=1e-12, abs=1e-12)
 
 
 def test_biased_hsic_and_center():
@@ -101,16 +100,16 @@ def test_biased_hsic_and_center():
     Y = torch.randn(9, 6, generator=g, dtype=torch.float64)
     K, L = gram_linear(X), gram_linear(Y)
     H = torch.eye(9, dtype=torch.float64) - 1 / 9
-    assert torch.allclose(center(K), H @ K @ H, atol=1e-12)
+    assert torch.allclose(center_gram(K, unbiased=False), H @ K @ H, atol=1e-12)
     expect = torch.trace(K @ H @ L @ H) / 64
     assert hsic_biased(K, L).item() == pytest.approx(expect.item(), rel=1e-12)
-    engine = (prepare(K, False) * prepare(L, False)).sum().item() / 64
+    engine = (center_gram(K, False) * center_gram(L, False)).sum().item() / 64
     assert engine == pytest.approx(expect.item(), rel=1e-12)
 
 
 def test_fast_paths_equal_the_readable_ones():
     """The engine's upper-triangle U-centring and its 3/4-multiply symmetric Gram are the readable formulas."""
-    from snncka.cka import _flatten_sym, _sym_gram, _u_rows
+    from snncka.cka_math import _flatten_sym, _sym_gram, _u_rows
 
     g = torch.Generator().manual_seed(11)
     for n in (64, 65, 130, 1000):
@@ -119,7 +118,7 @@ def test_fast_paths_equal_the_readable_ones():
         K = torch.stack([gram_linear(torch.randn(n, 7, generator=g, dtype=torch.float64)) for _ in range(3)])
         K[1] = 2.5  # a constant layer: every distance equal, so its U-centred Gram is exactly zero
         rows = _u_rows(K, torch.full((3,), 1e-12, dtype=torch.float64))
-        expect = _flatten_sym(prepare(K), unbiased=True)
+        expect = _flatten_sym(center_gram(K), unbiased=True)
         expect[1] = 0
         assert torch.allclose(rows, expect, rtol=0, atol=1e-10)
         assert not rows[1].any() and rows[0].any()
@@ -287,8 +286,25 @@ def test_float32_features_match_float64_result():
     got = compare(a32, b32, list(X), data_b=list(Y), progress=False).matrix
     ref = compare(a64, b64, list(X.double()), data_b=list(Y.double()), progress=False).matrix
     assert np.abs(got - ref).max() < 1e-6
-    naive = cka(X[0], Y[0]).item()  # reference formula on raw float32 features: wrong or even NaN
-    assert not abs(naive - cka(X[0].double(), Y[0].double()).item()) < 1e-4
+    # the reference formula centres the columns in float64 first: right on raw float32 features too
+    naive = cka(X[0], Y[0]).item()
+    assert naive == pytest.approx(cka(X[0].double(), Y[0].double()).item(), abs=1e-6)
+
+
+def test_reference_cka_on_relu_features_with_an_offset():
+    """float32 ReLU features (mean ~1, std 0.3, 16384 dims, n = 256): the reference formula equals the
+    float64 column-centred value; with an offset of 2 it stays finite (a raw float32 Gram gave 1.9 / NaN)."""
+    g = torch.Generator().manual_seed(7)
+    X = torch.relu(1 + 0.3 * torch.randn(256, 16384, generator=g))
+    Y = torch.relu(X + 0.3 * torch.randn(256, 16384, generator=g))
+    for offset in (0.0, 2.0):
+        Xo, Yo = X + offset, Y + offset
+        Xd, Yd = Xo.double() - Xo.double().mean(0), Yo.double() - Yo.double().mean(0)
+        K, L = Xd @ Xd.T, Yd @ Yd.T
+        expect = (hsic_unbiased(K, L) / torch.sqrt(hsic_unbiased(K, K) * hsic_unbiased(L, L))).item()
+        got = cka(Xo, Yo).item()
+        assert np.isfinite(got) and got == pytest.approx(expect, abs=1e-9)
+        assert 0 < got < 1
 
 
 def test_constant_layer_gives_nan_and_one_warning():

@@ -190,3 +190,33 @@ def test_recorder_without_batch_size_is_an_error():
     net = nn.Sequential(nn.Linear(3, 4))
     with Recorder(net) as _, pytest.raises(RuntimeError, match="batch_size"):
         net(torch.randn(2, 3))
+
+
+class _Loop(nn.Module):
+    """A Python time loop: a Linear and an inplace ReLU called once per step, then a readout called once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.out = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(sum(self.relu(self.lin(x * (t + 1))) for t in range(3)))
+
+
+def test_loop_layout_stacks_a_modules_calls_into_its_time_series():
+    torch.manual_seed(0)
+    net = _Loop()
+    x = torch.randn(5, 3)
+    with torch.no_grad(), Recorder(net, time="loop") as rec:
+        rec(x)
+        expect = torch.stack([net.lin(x * (t + 1)) for t in range(3)], 1)  # [B, T, p]
+    assert rec.names == ["lin", "relu", "out"] and rec.kinds == ["linear", "act", "linear"]
+    assert (expect < 0).any()  # the inplace ReLU after lin would have zeroed these in an uncloned record
+    torch.testing.assert_close(rec.features["lin"], expect)
+    torch.testing.assert_close(rec.features["relu"], expect.relu())
+    assert rec.features["out"].shape == (5, 1, 2)  # the readout after the loop: one step
+    assert parse_time(("loop", 3)).T == 3
+    feats = record(net, [x, x], time="loop")
+    assert feats["lin"].shape == (10, 3 * 4)

@@ -1,22 +1,25 @@
-"""Centered Kernel Alignment: reference formulas and a streaming all-layer-pairs engine (SPEC §3.3).
+"""Centered Kernel Alignment: reference formulas, a streaming accumulator and an all-layer-pairs engine
+(SPEC §3.3).
 
-Reference functions (small and readable; the tests hold the engine to them):
-``gram_linear``, ``gram_rbf``, ``center``, ``hsic_biased``, ``hsic_unbiased`` (Song et al. 2012) and
-``cka(X, Y)`` on ``[n, p]`` features.
+Reference functions (small and readable, in the style of Kornblith et al. 2019; the tests hold the engine to
+them): ``gram_linear``, ``gram_rbf``, ``center_gram``, ``hsic_biased``, ``hsic_unbiased`` (Song et al. 2012)
+and ``cka(X, Y)`` on ``[n, p]`` features.
 
-Engine (``compare``, ``temporal``): one forward pass of each model per batch; every recorded layer's output
-is turned into its Gram matrix at once inside a forward hook (so memory holds one batch's Grams, never all
-features of all images), then into a *prepared* matrix ``P`` such that ``HSIC(K, L) = <P(K), P(L)> / c(n)``:
+Engine (``MinibatchCKA``, ``compare``, ``temporal``): every layer's feature of a batch is turned into its Gram
+matrix at once (inside a forward hook for ``compare``, so memory holds one batch's Grams, never all features of
+all images), then into its centred Gram ``P = center_gram(K)``, for which ``HSIC(K, L) = <P(K), P(L)> / c(n)``:
 
 * unbiased: ``P`` is the U-centred Gram (Szekely & Rizzo 2014): zero diagonal, zero row sums; with it the
   inner product equals Song et al.'s estimator exactly, ``c(n) = n (n - 3)``;
 * biased: ``P = H K H``, ``c(n) = (n - 1)^2`` (Kornblith et al. 2019, Eq. 4 of the paper).
 
 All pairs' HSIC of a batch is then ONE matrix product ``PA @ PB.T`` over the stacked (upper-triangle)
-prepared matrices, accumulated in float64; minibatch CKA is ``sum_i HSIC_ab / sqrt(sum_i HSIC_aa * sum_i
+centred Grams, accumulated in float64; minibatch CKA is ``sum_i HSIC_ab / sqrt(sum_i HSIC_aa * sum_i
 HSIC_bb)`` (Nguyen, Raghu & Kornblith 2020). Feature columns are centred per batch before the float32 Gram:
 both estimators are invariant to a constant shift of the features, and centring removes the large common
 offset of ReLU/spike features that otherwise cancels catastrophically in float32.
+An SNN layer's T time steps become one feature by concatenation (paper Sec. 3.3; ``time_reduce="concat"``)
+or, as an alternative, by their mean over time (``time_reduce="mean"``).
 Each batch's HSIC values are kept, giving a jackknife confidence interval over batches at no extra pass.
 Under ``torch.distributed`` each rank takes every world-size-th batch and the per-batch HSIC are all-reduced.
 """
@@ -24,10 +27,9 @@ Under ``torch.distributed`` each rank takes every world-size-th batch and the pe
 from __future__ import annotations
 
 import json
-import math
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,30 +39,49 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .cka_math import (
+    _all_ranks,
+    _cka_matrix,
+    _collective_device,
+    _dist,
+    _flatten_sym,
+    _gram_of_feature,
+    _jackknife,
+    _u_rows,
+    _Workspace,
+)
 from .files import atomic_write_stream
 from .record import (
+    ModelState,
     Recorder,
     Selection,
     TimeLayout,
-    batch_size_of,
+    batch_input,
+    batches_of,
+    images_in,
+    model_device,
     parse_time,
     reset_states,
     select_layers,
+    to_feature,
+    zip_streams,
 )
 
 __all__ = [
     "CKAResult",
+    "MinibatchCKA",
     "TemporalResult",
-    "center",
+    "center_gram",
     "cka",
     "compare",
     "gram_linear",
     "gram_rbf",
     "hsic_biased",
     "hsic_unbiased",
-    "prepare",
     "temporal",
 ]
+
+TIME_REDUCE = ("concat", "mean")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -99,16 +120,28 @@ def gram_rbf(X: Tensor, threshold: float = 1.0) -> Tensor:
     return _rbf_from_gram(gram_linear(X), threshold)
 
 
-def center(K: Tensor) -> Tensor:
-    """Double centring ``H K H`` with ``H = I - 11^T/n``."""
-    K = K - K.mean(-2, keepdim=True)
-    return K - K.mean(-1, keepdim=True)
+def center_gram(K: Tensor, unbiased: bool = True) -> Tensor:
+    """Centred Gram ``P(K)`` with ``HSIC(K, L) = <P(K), P(L)> / c(n)`` (Kornblith et al. 2019's
+    ``center_gram``), batched over leading dims.
+
+    ``unbiased=False``: double centring ``H K H`` with ``H = I - 11^T/n``. ``unbiased=True``: the U-centred Gram
+    (zero diagonal, zero row sums; Szekely & Rizzo 2014), whose inner product is Song et al.'s HSIC_1.
+    """
+    n = K.shape[-1]
+    if not unbiased:
+        K = K - K.mean(-2, keepdim=True)
+        return K - K.mean(-1, keepdim=True)
+    Kt = K - torch.diag_embed(torch.diagonal(K, dim1=-2, dim2=-1))
+    r = Kt.sum(-1)
+    s = r.sum(-1)
+    U = Kt - (r.unsqueeze(-1) + r.unsqueeze(-2)) / (n - 2) + (s / ((n - 1) * (n - 2)))[..., None, None]
+    return U - torch.diag_embed(torch.diagonal(U, dim1=-2, dim2=-1))
 
 
 def hsic_biased(K: Tensor, L: Tensor) -> Tensor:
     """Biased HSIC ``tr(K H L H) / (n - 1)^2`` (paper Eq. 4)."""
     n = K.shape[0]
-    return torch.trace(K @ center(L)) / (n - 1) ** 2
+    return torch.trace(K @ center_gram(L, unbiased=False)) / (n - 1) ** 2
 
 
 def hsic_unbiased(K: Tensor, L: Tensor) -> Tensor:
@@ -143,158 +176,43 @@ def _kernel_spec(kernel: str) -> tuple[str, float]:
 
 
 def cka(X: Tensor, Y: Tensor, *, kernel: str = "linear", unbiased: bool = True) -> Tensor:
-    """CKA between features ``X [n, p]`` and ``Y [n, q]`` of the same n samples (reference formula)."""
+    """CKA between features ``X [n, p]`` and ``Y [n, q]`` of the same n samples (reference formula).
+
+    The columns are centred in float64 first (CKA is invariant to a shift of the features): a float32 Gram of
+    raw ReLU features with a common offset loses every digit to cancellation.
+    """
     if X.dim() != 2 or Y.dim() != 2 or X.shape[0] != Y.shape[0]:
         raise ValueError(f"cka needs [n, p] and [n, q] features, same n samples: got {X.shape}, {Y.shape}")
     name, thr = _kernel_spec(kernel)
+    X, Y = X.double(), Y.double()
+    X, Y = X - X.mean(0), Y - Y.mean(0)
     K, L = (gram_linear(X), gram_linear(Y)) if name == "linear" else (gram_rbf(X, thr), gram_rbf(Y, thr))
     hsic = hsic_unbiased if unbiased else hsic_biased
     return hsic(K, L) / torch.sqrt(hsic(K, K) * hsic(L, L))
 
 
 # --------------------------------------------------------------------------------------------------------
-# Prepared Gram matrices: HSIC as an inner product
+# Centred Grams of a batch
 # --------------------------------------------------------------------------------------------------------
-
-
-def prepare(K: Tensor, unbiased: bool = True) -> Tensor:
-    """The matrix ``P(K)`` with ``HSIC(K, L) = <P(K), P(L)> / c(n)``: U-centred (unbiased) or ``H K H``."""
-    n = K.shape[-1]
-    if not unbiased:
-        return center(K)
-    Kt = K - torch.diag_embed(torch.diagonal(K, dim1=-2, dim2=-1))
-    r = Kt.sum(-1)
-    s = r.sum(-1)
-    U = Kt - (r.unsqueeze(-1) + r.unsqueeze(-2)) / (n - 2) + (s / ((n - 1) * (n - 2)))[..., None, None]
-    return U - torch.diag_embed(torch.diagonal(U, dim1=-2, dim2=-1))
 
 
 def _norm_const(n: int, unbiased: bool) -> float:
     return float(n * (n - 3)) if unbiased else float((n - 1) ** 2)
 
 
-_TRIU: dict[tuple[int, str], tuple[Tensor, Tensor, Tensor, Tensor]] = {}
-
-
-def _triu(n: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Strict upper triangle of an ``n x n`` matrix: flat indices, row and column indices; flat diagonal."""
-    key = (n, str(device))
-    if key not in _TRIU:
-        i, j = torch.triu_indices(n, n, 1, device=device)
-        _TRIU[key] = (i * n + j, i, j, torch.arange(n, device=device) * (n + 1))
-    return _TRIU[key]
-
-
-def _flatten_sym(P: Tensor, unbiased: bool) -> Tensor:
-    """Vectorise symmetric ``P [..., n, n]`` so that a dot product of two vectors is ``<P, P'>``: the strict
-    upper triangle times sqrt(2) (plus the diagonal for the biased estimator) -- half the product's work."""
-    n = P.shape[-1]
-    up, _, _, dg = _triu(n, P.device)
-    flat = P.reshape(*P.shape[:-2], n * n)
-    v = flat[..., up] * math.sqrt(2.0)
-    return v if unbiased else torch.cat([flat[..., dg], v], -1)
-
-
-def _u_rows(K: Tensor, tol: Tensor) -> Tensor:
-    """``_flatten_sym(prepare(K))`` for linear Grams ``K [m, n, n]`` and the unbiased estimator, built from
-    the strict upper triangles alone: ``U_ij = K_ij - (r_i + r_j) / (n - 2) + s / ((n - 1)(n - 2))`` with
-    ``r`` the row sums of ``K`` without its diagonal and ``s`` their total. Half the entries and no
-    ``n x n`` float64 temporaries: this step was a fifth of the engine's time on the full-matrix path.
-    Degenerate Grams (see ``_prepared``) become zero rows."""
-    m, n = K.shape[0], K.shape[-1]
-    up, i, j, _ = _triu(n, K.device)
-    d = K.diagonal(dim1=-2, dim2=-1).double()
-    r = K.sum(-1, dtype=torch.float64) - d
-    v = torch.index_select(K.reshape(m, n * n), 1, up).double()
-    k_norm2 = 2 * (v * v).sum(-1) + (d * d).sum(-1)
-    w = r / (n - 2) - r.sum(-1, keepdim=True) / (2 * (n - 1) * (n - 2))
-    v -= w[:, i]
-    v -= w[:, j]
-    v *= math.sqrt(2.0)
-    bad = (v * v).sum(-1) <= tol.square() * k_norm2
-    return v.masked_fill_(bad[:, None], 0.0)
-
-
-class _Workspace:
-    """A reusable buffer for centred features, so each layer's centring does not allocate (and page-fault)
-    a fresh tensor of the layer's size."""
-
-    def __init__(self) -> None:
-        self.buf: Tensor | None = None
-
-    def get(self, shape: torch.Size, like: Tensor) -> Tensor:
-        n = math.prod(shape)
-        if self.buf is None or self.buf.numel() < n or self.buf.dtype != like.dtype or self.buf.device != like.device:
-            self.buf = torch.empty(n, dtype=like.dtype, device=like.device)
-        return self.buf[:n].view(shape)
-
-
-def _column_mean(feat: Tensor) -> Tensor:
-    """Mean over the batch of a ``[B, T, p]`` feature as ``[1, T, p]``, by a matrix-vector product over the
-    feature's storage order (time-major for snncka's folded SNN outputs, batch-major otherwise)."""
-    B, T, p = feat.shape
-    tm = feat.transpose(0, 1)
-    if tm.is_contiguous():  # [T, B, p] storage
-        w = torch.full((T, 1, B), 1.0 / B, dtype=feat.dtype, device=feat.device)
-        return torch.bmm(w, tm).transpose(0, 1)
-    if feat.is_contiguous():
-        w = torch.full((1, B), 1.0 / B, dtype=feat.dtype, device=feat.device)
-        return (w @ feat.view(B, T * p)).view(1, T, p)
-    return feat.mean(0, keepdim=True)
-
-
-def _gram_of_feature(feat: Tensor, per_step: bool, ws: _Workspace | None = None) -> tuple[Tensor, float]:
-    """Column-centred linear Gram(s) of one layer's feature ``[B, T, p]`` and the relative rounding
-    tolerance of the dtype it was computed in.
-
-    ``per_step=False``: one Gram ``[B, B]`` of the concatenated ``[B, T*p]`` feature; ``True``: ``[T, B, B]``.
-    The product runs in float32 (float64 if the feature is float64) on features centred over the batch.
-    """
-    if feat.dtype not in (torch.float32, torch.float64):
-        feat = feat.float()
-    B = feat.shape[0]
-    mean = _column_mean(feat)
-    if per_step:
-        Xc = (feat - mean).transpose(0, 1)  # [T, B, p]
-        K = torch.bmm(Xc, Xc.transpose(1, 2))
-    else:
-        Xc = (ws or _Workspace()).get(feat.shape, feat)
-        torch.sub(feat, mean, out=Xc)  # also lays a time-major view out as [B, T*p] in the same pass
-        K = _sym_gram(Xc.view(B, -1))
-    return K, 64 * torch.finfo(feat.dtype).eps
-
-
-def _sym_gram(X: Tensor) -> Tensor:
-    """``X X^T`` from its lower block triangle (row blocks of 256, or two halves for a smaller n), the upper
-    blocks copied as transposes: ``(k + 1) / 2k`` of the multiply for k blocks (3/4 at n = 256, 5/8 at 1024).
-    On CPU this pays for the centring pass (measured: benchmarks/RESULTS.md); on a GPU one product of the
-    full size is faster, so it is used there."""
-    n = X.shape[0]
-    if X.device.type != "cpu" or n < 64:
-        return X @ X.T
-    h = 256 if n >= 768 else n // 2
-    K = torch.empty(n, n, dtype=X.dtype, device=X.device)
-    for i in range(0, n, h):
-        e = min(i + h, n)
-        K[i:e, :e] = X[i:e] @ X[:e].T
-    for i in range(h, n, h):
-        e = min(i + h, n)
-        K[:i, i:e] = K[i:e, :i].T
-    return K
-
-
 def _prepared(K: Tensor, tol: float | Tensor, kernel: tuple[str, float], unbiased: bool) -> tuple[Tensor, Tensor]:
-    """Prepared matrices of linear Grams ``K [..., n, n]`` and a mask of degenerate ones.
+    """Centred Grams of linear Grams ``K [..., n, n]`` (through the RBF kernel if asked) and a mask of
+    degenerate ones.
 
-    A Gram whose U-centred (or centred) part vanishes relative to itself (a constant layer: every pairwise
-    distance equal) is set to exactly zero, so its self-HSIC is 0 and its CKA NaN instead of rounding noise.
+    A Gram whose centred part vanishes relative to itself (a constant layer: every pairwise distance equal) is
+    set to exactly zero, so its self-HSIC is 0 and its CKA NaN instead of rounding noise.
     """
-    P = prepare(K, unbiased)
+    P = center_gram(K, unbiased)
     bad = P.flatten(-2).norm(dim=-1) <= tol * K.flatten(-2).norm(dim=-1)
     if kernel[0] == "rbf":
         Kr = torch.stack([_rbf_from_gram(k, kernel[1]) if not b else torch.zeros_like(k)
                           for k, b in zip(K.reshape(-1, *K.shape[-2:]), bad.reshape(-1), strict=True)])
-        P = prepare(Kr.reshape(K.shape), unbiased)
+        P = center_gram(Kr.reshape(K.shape), unbiased)
     return torch.where(bad[..., None, None], torch.zeros_like(P), P), bad
 
 
@@ -403,72 +321,62 @@ class TemporalResult:
 # --------------------------------------------------------------------------------------------------------
 
 
-def _input_of(batch: Any) -> Tensor:
-    x = batch[0] if isinstance(batch, tuple | list) else batch
-    if not isinstance(x, Tensor):
-        raise TypeError(f"a data batch must be a tensor or a tuple/list starting with one, got {type(x)}")
-    return x
+def _check_reduce(time_reduce: str) -> str:
+    if time_reduce not in TIME_REDUCE:
+        raise ValueError(
+            f"unknown time_reduce {time_reduce!r}; use 'concat' (an SNN layer's T steps side by side, paper "
+            "Sec. 3.3) or 'mean' (their average over time)"
+        )
+    return time_reduce
 
 
-def _images_in(batch: Any, x: Tensor, model: nn.Module, layout: TimeLayout, i: int) -> int:
-    """Number of images in a batch: its label count when it has labels, else read from the input's layout.
-    With labels and no time layout, an input whose dim 0 is not the image count (a time-first tensor read as
-    batch-first) is an error, not a silent wrong result."""
-    n = batch_size_of(x, model, layout)
-    if isinstance(batch, tuple | list) and len(batch) > 1 and isinstance(batch[1], Tensor) and batch[1].dim():
-        if len(batch[1]) != n and layout.kind is None:
-            raise ValueError(
-                f"batch {i}: the input {tuple(x.shape)} has {n} rows but there are {len(batch[1])} labels; "
-                "if "
-                "the model takes time-first or time-folded input, pass its time layout (time='TB' for "
-                "[T, B, ...], 'BT' for [B, T, ...], 'folded' for [T*B, ...])"
-            )
-        n = len(batch[1])
-    return n
+class _Grams:
+    """One side's centred Grams of the current batch, built layer by layer as its features ``[B, T, p]``
+    arrive, as rows whose dot products are ``c(n)`` times HSIC. The first batch fixes the layer names."""
 
-
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
-
-
-class _Side:
-    """One model on one input stream: per batch, the stacked prepared Gram matrices of its recorded layers."""
-
-    def __init__(self, model: nn.Module, layers: Selection, time: Any, kernel: tuple[str, float],
-                 unbiased: bool, per_step: bool = False) -> None:
-        self.model, self.kernel, self.unbiased, self.per_step = model, kernel, unbiased, per_step
-        self.layout: TimeLayout = parse_time(time, model)
-        self.layers = layers
+    def __init__(self, kernel: tuple[str, float], unbiased: bool, *, per_step: bool = False,
+                 time_reduce: str = "concat") -> None:
+        self.kernel, self.unbiased, self.per_step = kernel, unbiased, per_step
+        self.time_reduce = _check_reduce(time_reduce)
         self.names: list[str] | None = None
         self.kinds: list[str] = []
-        self.grams: list[Tensor] = []  # this batch's Grams not yet prepared
-        self.tols: list[float] = []
-        self.flats: list[Tensor] = []  # this batch's prepared rows, in groups
-        self.layer_steps: list[int] = []  # Grams per recorded call this batch (T in per-step mode, else 1)
-        self.steps: list[int] = []
+        self.steps: list[int] = []  # per layer, its time steps (per-step mode)
         self.workspace = _Workspace()
+        self._clear()
 
-    def _on_output(self, name: str, kind: str, feat: Tensor) -> None:
+    def _clear(self) -> None:
+        self.grams: list[Tensor] = []  # this batch's Grams not yet centred
+        self.tols: list[float] = []
+        self.flats: list[Tensor] = []  # this batch's rows, in groups
+        self.finite: list[Tensor] = []  # per Gram: all entries finite
+        self.layer_steps: list[int] = []  # Grams per recorded layer this batch (T in per-step mode, else 1)
+        self.batch_names: list[str] = []
+        self.batch_kinds: list[str] = []
+
+    def add(self, name: str, kind: str, feat: Tensor) -> None:
+        """One layer's feature ``[B, T, p]`` of this batch (the recorder's ``on_output``)."""
+        if self.time_reduce == "mean" and feat.shape[1] > 1 and not self.per_step:
+            feat = feat.mean(1, keepdim=True)
         K, tol = _gram_of_feature(feat, self.per_step, self.workspace)
         ks = K.unbind(0) if self.per_step else (K,)
         self.grams.extend(ks)
         self.tols.extend([tol] * len(ks))
         self.layer_steps.append(len(ks))
+        self.batch_names.append(name)
+        self.batch_kinds.append(kind)
         n = K.shape[-1]
         if len(self.grams) >= max(1, (1 << 20) // (n * n)):
             self._flush()
 
     def _flush(self) -> None:
-        """Prepare the pending Grams as one group: few batched ops (many small ops per layer cost more than
+        """Centre the pending Grams as one group: few batched ops (many small ops per layer cost more than
         the work on a busy CPU), and the group bounds the float64 temporaries (8 MB) and the float32 Grams
-        held at once, so memory stays at the prepared rows plus one group."""
+        held at once, so memory stays at the rows plus one group."""
         if not self.grams:
             return
         K = torch.stack(self.grams)
+        finite = torch.isfinite(K).flatten(1).all(1)  # no host sync here: checked once per batch in take()
+        self.finite.append(finite)
         # one tolerance per dtype; a float avoids a host-to-device copy (a GPU sync) per group
         tol = (torch.full((len(self.tols),), self.tols[0], dtype=torch.float64, device=K.device)
                if len(set(self.tols)) == 1 else torch.tensor(self.tols, dtype=torch.float64).to(K.device))
@@ -476,53 +384,208 @@ class _Side:
         if self.unbiased and self.kernel[0] == "linear":
             self.flats.append(_u_rows(K, tol))
         else:
-            P, _ = _prepared(K.double(), tol, self.kernel, self.unbiased)
+            P, _ = _prepared(K.double().masked_fill(~finite[:, None, None], 0.0), tol, self.kernel, self.unbiased)
             self.flats.append(_flatten_sym(P, self.unbiased))
 
-    def _prepare_all(self) -> list[Tensor]:
-        """This batch's prepared rows: one ``[L, D]`` matrix, or per layer ``[T, D]`` in per-step mode."""
+    def take(self, where: str, batch: int) -> Tensor | list[Tensor]:
+        """This batch's rows: one ``[L, D]`` matrix, or per layer ``[T, D]`` in per-step mode. Non-finite
+        features are an error naming the layer (they would turn every CKA value NaN)."""
         self._flush()
-        flat = self.flats[0] if len(self.flats) == 1 else torch.cat(self.flats)
-        self.flats = []
-        return list(flat.split(self.layer_steps)) if self.per_step else [flat]
-
-    def run(self, rec: Recorder, x: Tensor, n: int) -> list[Tensor] | Tensor:
-        rec.reset()
-        rec.batch_size = n
-        self.grams, self.tols, self.flats, self.layer_steps = [], [], [], []
-        reset_states(self.model)
-        self.model(x)
         if not self.layer_steps:
-            raise RuntimeError(f"no selected layer of {type(self.model).__name__} ran in the forward")
-        prepared = self._prepare_all()
-        if self.names is None:
-            if not rec.names:
-                raise RuntimeError(f"no selected layer of {type(self.model).__name__} ran in the forward")
-            self.names, self.kinds = list(rec.names), list(rec.kinds)
-            self.steps = [r.shape[0] for r in prepared] if self.per_step else []
-        elif rec.names != self.names:
-            raise RuntimeError(
-                f"the recorded layers changed between batches ({len(self.names)} then {len(rec.names)} "
-                "calls); "
-                "the model must call the same layers for every batch"
+            raise RuntimeError(f"no selected layer of {where} ran in the forward")
+        flat = self.flats[0] if len(self.flats) == 1 else torch.cat(self.flats)
+        finite = self.finite[0] if len(self.finite) == 1 else torch.cat(self.finite)
+        names, kinds, counts = self.batch_names, self.batch_kinds, self.layer_steps
+        self._clear()
+        if not bool(finite.all()):
+            bad = names[[bool(f.all()) for f in finite.split(counts)].index(False)]
+            raise ValueError(
+                f"non-finite features (NaN or Inf) in layer {bad!r} of {where}, batch {batch}; check the "
+                "input data for NaN/Inf and the model for NaN weights (a diverged training run)"
             )
-        return prepared if self.per_step else prepared[0]
+        if self.names is None:
+            self.names, self.kinds = names, kinds
+            self.steps = list(counts) if self.per_step else []
+        elif names != self.names:
+            raise RuntimeError(
+                f"the recorded layers of {where} changed between batches ({len(self.names)} then {len(names)} "
+                "calls); the model must call the same layers for every batch"
+            )
+        return list(flat.split(counts)) if self.per_step else flat
 
 
 def _check_n(n: int, unbiased: bool, i: int) -> None:
     need = 4 if unbiased else 2
     if n < need:
         raise ValueError(
-            f"batch {i} has {n} images; the {'unbiased' if unbiased else 'biased'} HSIC estimator needs "
-            "at least "
-            f"{need} per batch -- use a larger batch size or drop the last incomplete batch (drop_last=True)"
+            f"batch {i} has {n} images; the {'unbiased' if unbiased else 'biased'} HSIC estimator needs at "
+            f"least {need} per batch -- use a larger batch size or drop the last incomplete batch "
+            "(drop_last=True)"
         )
 
 
-def _dist() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
+def _warn_constant(names_bad: list[str], which: str) -> None:
+    if names_bad:
+        warnings.warn(
+            f"{which}: layer(s) {', '.join(names_bad)} are constant over the data (zero variance); their CKA is "
+            "undefined (0/0) and set to NaN",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+
+def _named(feats: Mapping[str, Any] | Sequence[Any], which: str) -> list[tuple[str, Any]]:
+    if isinstance(feats, Mapping):
+        items = [(str(k), v) for k, v in feats.items()]
+    elif isinstance(feats, Sequence) and not isinstance(feats, str | Tensor):
+        items = [(str(i), v) for i, v in enumerate(feats)]
+    else:
+        raise TypeError(f"{which}: pass a dict {{layer: tensor}} or a list of tensors, got {type(feats).__name__}")
+    if not items:
+        raise ValueError(f"{which}: no features")
+    return items
+
+
+def _images_of(v: Any, layout: TimeLayout, which: str) -> int:
+    """Number of images in a layer's feature under a time layout (``update`` without ``batch_size``)."""
+    if layout.kind == "loop" and isinstance(v, list | tuple):
+        v = v[0]
+    if not isinstance(v, Tensor) or v.dim() == 0:
+        raise TypeError(f"{which}: a feature must be a tensor [B, ...], got {type(v).__name__}")
+    if layout.kind == "TB" and v.dim() >= 2:
+        return int(v.shape[1])
+    if layout.kind == "folded":
+        if layout.T is None:
+            raise ValueError(f"{which}: time-folded features [T*B, ...] need batch_size=B or a layout with T "
+                             "like ('folded', 4)")
+        return int(v.shape[0]) // layout.T
+    return int(v.shape[0])
+
+
+class MinibatchCKA:
+    """Streaming minibatch CKA between every layer of side A and every layer of side B (torchmetrics style).
+
+    ``update(feats_a, feats_b)`` adds one batch of the same images: dicts ``{layer: tensor}`` or lists of
+    tensors ``[B, ...]``, in the time layout ``time_a``/``time_b`` as in ``compare`` (under ``"loop"`` a
+    layer's value is the list of its per-step ``[B, ...]`` tensors). ``compute()`` returns the ``CKAResult``;
+    under ``torch.distributed`` it all-reduces the batches of every process (each calls it). ``merge(other)``
+    adds another accumulator's batches (e.g. a worker's); ``reset()`` starts over. An SNN layer's T steps
+    become one feature as ``time_reduce`` says: "concat" (paper Sec. 3.3) or "mean" over time. Memory: per
+    batch, the HSIC of every layer pair (float64), never the features.
+    """
+
+    def __init__(self, *, unbiased: bool = True, kernel: str = "linear", time_a: Any = None, time_b: Any = None,
+                 time_reduce: str = "concat") -> None:
+        self.unbiased, self.kernel = unbiased, kernel
+        self._kernel = _kernel_spec(kernel)
+        self.time_reduce = _check_reduce(time_reduce)
+        self.time_a, self.time_b = parse_time(time_a), parse_time(time_b)
+        self._which = ("features_a", "features_b")
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every batch (the layer names too)."""
+        self.layers_a: list[str] | None = None
+        self.layers_b: list[str] | None = None
+        self.kinds_a: list[str] = []
+        self.kinds_b: list[str] = []
+        self._batches: list[list[Tensor]] = []  # per batch: HSIC_ab [La, Lb], HSIC_aa [La], HSIC_bb [Lb], n
+        self._grams = [self._new_grams(), self._new_grams()]
+
+    def _new_grams(self) -> _Grams:
+        return _Grams(self._kernel, self.unbiased, time_reduce=self.time_reduce)
+
+    def update(self, feats_a: Mapping[str, Any] | Sequence[Any], feats_b: Mapping[str, Any] | Sequence[Any], *,
+               batch_size: int | None = None) -> None:
+        """Add one batch: the features of the same ``B`` images on side A and side B."""
+        i = len(self._batches)
+        rows, ns = [], []
+        for side, feats, layout in ((0, feats_a, self.time_a), (1, feats_b, self.time_b)):
+            which = self._which[side]
+            if side == 1 and feats_b is feats_a and self.time_a == self.time_b:
+                rows.append(rows[0])  # one set of features on both sides: its Grams once
+                ns.append(ns[0])
+                continue
+            items = _named(feats, which)
+            n = batch_size or _images_of(items[0][1], layout, which)
+            _check_n(n, self.unbiased, i)
+            grams = self._grams[side]
+            grams._clear()  # nothing left from an update that raised
+            with torch.no_grad():
+                for name, v in items:
+                    if layout.kind == "loop":
+                        steps = list(v) if isinstance(v, list | tuple) else [v]
+                        feat = torch.stack([s.detach() for s in steps], 1).reshape(n, len(steps), -1)
+                    else:
+                        feat = to_feature(v.detach(), n, layout, name)
+                    grams.add(name, "other", feat)
+                rows.append(grams.take(which, i))
+            ns.append(n)
+        if ns[0] != ns[1]:
+            raise ValueError(f"batch {i}: features_a hold {ns[0]} images but features_b {ns[1]}; both sides "
+                             "must be the same images")
+        if self.layers_a is None:
+            g0, g1 = self._grams
+            self._set_layers(g0.names or [], g0.kinds, (g1.names or g0.names or []), g1.kinds or g0.kinds)
+        self._add(rows[0], rows[1], ns[0])
+
+    def _set_layers(self, names_a: list[str], kinds_a: list[str], names_b: list[str], kinds_b: list[str]) -> None:
+        self.layers_a, self.kinds_a, self.layers_b, self.kinds_b = (
+            list(names_a), list(kinds_a), list(names_b), list(kinds_b))
+
+    def _add(self, PA: Tensor, PB: Tensor, n: int) -> None:
+        """One batch's centred-Gram rows ``PA [La, D]``, ``PB [Lb, D]`` of ``n`` images."""
+        c = _norm_const(n, self.unbiased)
+        self._batches.append([
+            (PA @ PB.T) / c, (PA * PA).sum(1) / c, (PB * PB).sum(1) / c,
+            torch.full((1,), float(n), dtype=torch.float64, device=PA.device),
+        ])
+
+    def merge(self, other: MinibatchCKA) -> MinibatchCKA:
+        """Add ``other``'s batches (same estimator, kernel, time_reduce and layers) to this one; returns self."""
+        mine = (self.unbiased, self.kernel, self.time_reduce)
+        theirs = (other.unbiased, other.kernel, other.time_reduce)
+        if mine != theirs:
+            raise ValueError(f"cannot merge a MinibatchCKA with (unbiased, kernel, time_reduce) = {theirs} into "
+                             f"one with {mine}")
+        if other.layers_a is None:
+            return self
+        if self.layers_a is None:
+            self._set_layers(other.layers_a, other.kinds_a, other.layers_b or [], other.kinds_b)
+        elif (self.layers_a, self.layers_b) != (other.layers_a, other.layers_b):
+            raise ValueError("cannot merge MinibatchCKA accumulators over different layers")
+        dev = self._batches[0][0].device if self._batches else None
+        self._batches.extend([t.to(dev) if dev is not None else t for t in b] for b in other._batches)
+        return self
+
+    def compute(self) -> CKAResult:
+        """The CKA matrix of all batches so far (of every process under torch.distributed) with its
+        jackknife interval; layers with zero variance get NaN and one warning."""
+        dev = self._batches[0][0].device if self._batches else _collective_device()
+        hab, haa, hbb, ns = _all_ranks(self._batches, dev)
+        saa, sbb = haa.sum(0), hbb.sum(0)
+        matrix = _cka_matrix(hab.sum(0), saa, sbb)
+        names_a, names_b = self.layers_a or [], self.layers_b or []
+        bad_a = [nm for nm, v in zip(names_a, saa.tolist(), strict=True) if not v > 0]
+        bad_b = [nm for nm, v in zip(names_b, sbb.tolist(), strict=True) if not v > 0]
+        if len(set(self._which)) == 1:
+            _warn_constant(list(dict.fromkeys(bad_a + bad_b)), self._which[0])
+        else:
+            _warn_constant(bad_a, self._which[0])
+            _warn_constant(bad_b, self._which[1])
+        lo, hi = _jackknife(hab, haa, hbb)
+        counts = ns[:, 0].cpu().numpy()
+        return CKAResult(
+            matrix=matrix.cpu().numpy(), layers_a=list(names_a), layers_b=list(names_b),
+            kinds_a=list(self.kinds_a), kinds_b=list(self.kinds_b), n_images=int(counts.sum()),
+            batch_size=int(counts.max()), estimator="unbiased" if self.unbiased else "biased", kernel=self.kernel,
+            ci_low=lo, ci_high=hi, n_batches=int(len(counts)), meta=dict(time_reduce=self.time_reduce),
+        )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Models over a data stream
+# --------------------------------------------------------------------------------------------------------
 
 
 def _progress(it: Iterable[Any], progress: bool, desc: str) -> Iterable[Any]:
@@ -534,218 +597,127 @@ def _progress(it: Iterable[Any], progress: bool, desc: str) -> Iterable[Any]:
     return tqdm(it, total=total, desc=desc, unit="batch", dynamic_ncols=True)
 
 
-class _ModelState:
-    """Eval mode (and optionally a device) for the duration of recording; restores both afterwards."""
-
-    def __init__(self, models: list[nn.Module], device: Any) -> None:
-        self.models = list({id(m): m for m in models}.values())
-        self.device = torch.device(device) if device is not None else None
-
-    def __enter__(self) -> _ModelState:
-        self.modes = [m.training for m in self.models]
-        self.devices = [_model_device(m) for m in self.models]
-        for m in self.models:
-            m.eval()
-            if self.device is not None:
-                m.to(self.device)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for m, mode, dev in zip(self.models, self.modes, self.devices, strict=True):
-            m.train(mode)
-            if self.device is not None:
-                m.to(dev)
-
-
-def _zip_streams(data: Iterable[Any], data_b: Iterable[Any] | None) -> Iterator[tuple[Any, Any]]:
-    if data_b is None:
-        for b in data:
-            yield b, None
-        return
-    it_b = iter(data_b)
-    for i, b in enumerate(data):
-        try:
-            yield b, next(it_b)
-        except StopIteration:
-            raise ValueError(f"data_b ended after {i} batches, before data; the streams must align") from None
-    if next(it_b, None) is not None:
-        raise ValueError("data_b has more batches than data; the two streams must align batch for batch")
-
-
 class _Len:
     """An iterator with a length (for the progress bar)."""
 
     def __init__(self, it: Iterable[Any], n: int | None) -> None:
         self.it, self.n = it, n
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Any:
         return iter(self.it)
 
     def __len__(self) -> int:
         return self.n or 0
 
 
-def _gather_batches(values: dict[int, list[Tensor]], device: torch.device) -> list[Tensor]:
-    """Per-batch tensors of this rank -> every batch of every rank, ordered by batch index (all-reduce)."""
-    rank, world = _dist()
-    idx = sorted(values)
-    if world == 1:
-        return [torch.stack([values[i][k] for i in idx]) for k in range(len(values[idx[0]]))]
-    dist = torch.distributed
-    mine = torch.tensor([idx[-1] + 1 if idx else 0, 1 if idx else 0], device=device)
-    count = mine.clone()
-    dist.all_reduce(count[:1], op=dist.ReduceOp.MAX)
-    dist.all_reduce(count[1:], op=dist.ReduceOp.MIN)
-    if int(count[1]) == 0:
-        raise ValueError(f"some of the {world} processes got no batch; use fewer processes or more batches")
-    k = int(count[0])
-    out = []
-    for j, ref in enumerate(values[idx[0]]):
-        buf = torch.zeros((k, *ref.shape), dtype=ref.dtype, device=device)
-        for i in idx:
-            buf[i] = values[i][j]
-        dist.all_reduce(buf)
-        out.append(buf)
-    return out
+class _Side:
+    """One model on one input stream: per batch, its recorded layers' centred-Gram rows."""
 
+    def __init__(self, model: nn.Module, layers: Selection, time: Any, grams: _Grams, which: str) -> None:
+        self.model, self.layers, self.time, self.grams = model, layers, time, grams
+        self.layout: TimeLayout = parse_time(time, model)
+        self.which = f"{which} ({type(model).__name__})"
 
-def _jackknife(hab: Tensor, haa: Tensor, hbb: Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """95% jackknife interval over batches (leave one batch out), Student t with k - 1 degrees of freedom."""
-    k = hab.shape[0]
-    shape = hab.shape[1:]
-    if k < 2:
-        nan = np.full(tuple(shape), np.nan)
-        return nan, nan.copy()
-    from scipy.stats import t as student_t
+    def recorder(self) -> Recorder:
+        return Recorder(self.model, self.layers, time=self.time, on_output=self.grams.add)
 
-    loo_ab = hab.sum(0) - hab
-    loo_aa = haa.sum(0) - haa
-    loo_bb = hbb.sum(0) - hbb
-    theta = loo_ab / torch.sqrt(loo_aa[:, :, None] * loo_bb[:, None, :])
-    full = hab.sum(0) / torch.sqrt(haa.sum(0)[:, None] * hbb.sum(0)[None, :])
-    var = (k - 1) / k * ((theta - theta.mean(0)) ** 2).sum(0)
-    half = float(student_t.ppf(0.975, k - 1)) * torch.sqrt(var)
-    return (full - half).cpu().numpy(), (full + half).cpu().numpy()
+    def run(self, rec: Recorder, x: Tensor, n: int, i: int) -> Any:
+        rec.reset()
+        self.grams._clear()
+        rec.batch_size = n
+        reset_states(self.model)
+        self.model(x)
+        rec.finish()
+        return self.grams.take(self.which, i)
 
-
-def _cka_matrix(sab: Tensor, saa: Tensor, sbb: Tensor) -> Tensor:
-    den = torch.sqrt(saa[:, None] * sbb[None, :])
-    m = sab / den
-    return torch.where(den > 0, m, torch.full_like(m, float("nan")))
-
-
-def _warn_constant(names_bad: list[str], which: str) -> None:
-    if names_bad:
-        warnings.warn(
-            f"{which}: layer(s) {', '.join(names_bad)} are constant over the data (zero variance); "
-            "their CKA is "
-            "undefined (0/0) and set to NaN",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+    def images(self, batch: Any, x: Tensor, i: int) -> int:
+        return images_in(batch, x, self.model, self.layout, i)
 
 
 def compare(
     model_a: nn.Module,
     model_b: nn.Module,
-    data: Iterable[Any],
+    data: Iterable[Any] | Tensor,
     *,
-    data_b: Iterable[Any] | None = None,
+    data_b: Iterable[Any] | Tensor | None = None,
     layers_a: Selection = "paper",
     layers_b: Selection = "paper",
     unbiased: bool = True,
     kernel: str = "linear",
     time_a: Any = None,
     time_b: Any = None,
+    time_reduce: str = "concat",
+    batch_size: int = 256,
     device: Any = None,
     progress: bool = True,
 ) -> CKAResult:
     """Minibatch CKA between every selected layer of ``model_a`` and every selected layer of ``model_b``.
 
-    ``data``: iterable of batches (a tensor, or a tuple/list whose first item is the input); ``data_b``: an
-    aligned stream of model_b's inputs (e.g. adversarial versions of the same images). ``time_a``/``time_b``:
-    time layout of non-snncka models (None, "TB", "BT", "folded", or a pair like ("TB", 4)); snncka models
-    declare theirs. One pass over the data; the same model compared with itself records its Grams once.
-    ``kernel``: "linear", "rbf" or "rbf:<threshold>". ``device``: where to run (models are moved there and
-    back); default: where model_a's parameters are.
+    ``data``: iterable of batches (a tensor, or a tuple/list whose first item is the input), or one input
+    tensor, split into near-equal batches of at most ``batch_size`` images; ``data_b``: an aligned stream of
+    model_b's inputs (e.g. adversarial versions of the same images). ``time_a``/``time_b``: time layout of
+    non-snncka models (None, "TB", "BT", "folded", "loop" for a Python time loop, or a pair like ("TB", 4));
+    snncka models declare theirs. ``time_reduce``: an SNN layer's T steps become one feature by "concat" (paper
+    Sec. 3.3) or "mean" over time. One pass over the data; the same model compared with itself records its
+    Grams once. ``kernel``: "linear", "rbf" or "rbf:<threshold>". ``device``: where to run (models are moved
+    there and back); default: where model_a's parameters are. Built on ``MinibatchCKA``.
     """
-    kern = _kernel_spec(kernel)
+    acc = MinibatchCKA(unbiased=unbiased, kernel=kernel, time_reduce=time_reduce)
     shared = model_a is model_b  # one model: one recorder over the union of both selections
     if shared and parse_time(time_a, model_a) != parse_time(time_b, model_b):
         raise ValueError("one model cannot have two time layouts (time_a != time_b)")
-    sides = [_Side(model_a, layers_a, time_a, kern, unbiased)]
+    sides = [_Side(model_a, layers_a, time_a, acc._new_grams(), "model" if shared else "model_a")]
     if shared:
         base_a = {n for n, _ in select_layers(model_a, layers_a)}
         base_b = {n for n, _ in select_layers(model_b, layers_b)}
         sides[0].layers = sorted(base_a | base_b)
+        acc._which = ("model", "model") if data_b is None else ("model (data)", "model (data_b)")
     else:
-        sides.append(_Side(model_b, layers_b, time_b, kern, unbiased))
-    dev = torch.device(device) if device is not None else _model_device(model_a)
+        sides.append(_Side(model_b, layers_b, time_b, acc._new_grams(), "model_b"))
+        acc._which = ("model_a", "model_b")
+    dev = torch.device(device) if device is not None else model_device(model_a)
+    data = batches_of(data, batch_size, model_a, sides[0].layout)
+    data_b = batches_of(data_b, batch_size, model_b, sides[-1].layout)
     rank, world = _dist()
-    per_batch: dict[int, list[Tensor]] = {}
-    ia: list[int] | None = None
-    ib: list[int] | None = None
+    ia: list[int] = []
+    ib: list[int] = []
     n_total = len(data) if hasattr(data, "__len__") else None  # type: ignore[arg-type]
-    with _ModelState([model_a, model_b], device), torch.no_grad(), ExitStack() as stack:
-        recs = [stack.enter_context(Recorder(sd.model, sd.layers, time=sd.layout, on_output=sd._on_output))
-                for sd in sides]
-        stream = _progress(_Len(_zip_streams(data, data_b), n_total), progress, "CKA")
-        for i, (batch, batch_b) in enumerate(stream):
+    with ModelState([model_a, model_b], device), torch.no_grad(), ExitStack() as stack:
+        recs = [stack.enter_context(sd.recorder()) for sd in sides]
+        for i, (batch, batch_b) in enumerate(_progress(_Len(zip_streams(data, data_b), n_total), progress, "CKA")):
             if i % world != rank:
                 continue
-            xa = _input_of(batch).to(dev)
-            n = _images_in(batch, xa, model_a, sides[0].layout, i)
+            xa = batch_input(batch).to(dev)
+            n = sides[0].images(batch, xa, i)
             _check_n(n, unbiased, i)
-            PA = sides[0].run(recs[0], xa, n)
+            PA = sides[0].run(recs[0], xa, n, i)
             if batch_b is None and shared:
                 PB = PA
             else:
-                xb = xa if batch_b is None else _input_of(batch_b).to(dev)
-                nb = _images_in(batch_b if batch_b is not None else batch, xb, model_b, sides[-1].layout, i)
+                xb = xa if batch_b is None else batch_input(batch_b).to(dev)
+                nb = sides[-1].images(batch_b if batch_b is not None else batch, xb, i)
                 if nb != n:
                     raise ValueError(
                         f"batch {i}: model_a got {n} images but model_b got {nb}; both streams must hold "
                         "the same images in the same batches (same batch size)"
                     )
-                PB = sides[-1].run(recs[-1], xb, n)
-            if shared:
-                if ia is None:
-                    names = sides[0].names or []
+                PB = sides[-1].run(recs[-1], xb, n, i)
+            ga, gb = sides[0].grams, sides[-1].grams
+            if acc.layers_a is None:
+                names, kinds = ga.names or [], ga.kinds
+                if shared:
                     ia = [j for j, nm in enumerate(names) if nm.split("#")[0] in base_a]
                     ib = [j for j, nm in enumerate(names) if nm.split("#")[0] in base_b]
+                    acc._set_layers([names[j] for j in ia], [kinds[j] for j in ia],
+                                    [names[j] for j in ib], [kinds[j] for j in ib])
+                else:
+                    acc._set_layers(names, kinds, gb.names or [], gb.kinds)
+            if shared:
                 PA, PB = PA[ia], PB[ib]
-            c = _norm_const(n, unbiased)
-            hab = (PA @ PB.T) / c
-            haa = (PA * PA).sum(1) / c
-            hbb = (PB * PB).sum(1) / c
-            per_batch[i] = [hab, haa, hbb, torch.full((1,), float(n), dtype=torch.float64, device=dev)]
-    if not per_batch and world == 1:
-        raise ValueError("the data stream is empty; CKA needs at least one batch of at least 4 images")
-    names_a, kinds_a = list(sides[0].names or []), list(sides[0].kinds)
-    names_b, kinds_b = list(sides[-1].names or []), list(sides[-1].kinds)
-    if shared and ia is not None and ib is not None:
-        names_a, kinds_a, names_b, kinds_b = (
-            [names_a[j] for j in ia], [kinds_a[j] for j in ia],
-            [names_b[j] for j in ib], [kinds_b[j] for j in ib],
-        )
-    hab, haa, hbb, ns = _gather_batches(per_batch, dev)
-    saa, sbb = haa.sum(0), hbb.sum(0)
-    matrix = _cka_matrix(hab.sum(0), saa, sbb)
-    bad_a = [nm for nm, v in zip(names_a, saa.tolist(), strict=True) if not v > 0]
-    bad_b = [nm for nm, v in zip(names_b, sbb.tolist(), strict=True) if not v > 0]
-    if shared and data_b is None:
-        _warn_constant(list(dict.fromkeys(bad_a + bad_b)), "model")
-    else:
-        _warn_constant(bad_a, "model_a")
-        _warn_constant(bad_b, "model_b")
-    lo, hi = _jackknife(hab, haa, hbb)
-    counts = ns[:, 0].cpu().numpy()
-    return CKAResult(
-        matrix=matrix.cpu().numpy(), layers_a=names_a, layers_b=names_b, kinds_a=kinds_a, kinds_b=kinds_b,
-        n_images=int(counts.sum()), batch_size=int(counts.max()),
-        estimator="unbiased" if unbiased else "biased", kernel=kernel, ci_low=lo, ci_high=hi,
-        n_batches=int(len(counts)), meta=_meta(model_a=model_a, model_b=model_b),
-    )
+            acc._add(PA, PB, n)
+    res = acc.compute()
+    res.meta.update(_meta(model_a=model_a, model_b=model_b))
+    return res
 
 
 def _meta(**models: nn.Module) -> dict[str, Any]:
@@ -763,58 +735,55 @@ def _meta(**models: nn.Module) -> dict[str, Any]:
 
 def temporal(
     model: nn.Module,
-    data: Iterable[Any],
+    data: Iterable[Any] | Tensor,
     *,
     layers: Selection = "paper",
     unbiased: bool = True,
     kernel: str = "linear",
     time: Any = None,
+    batch_size: int = 256,
     device: Any = None,
     progress: bool = True,
 ) -> TemporalResult:
     """For every selected layer, the ``T x T`` minibatch CKA between its time steps, all layers in one pass.
 
     Each step's feature is ``[B, p]``; a layer running with fewer steps (mixed time steps) gets a smaller
-    matrix, NaN-padded to the largest T in ``matrices [L, T, T]`` (its own count is in ``steps``).
+    matrix, NaN-padded to the largest T in ``matrices [L, T, T]`` (its own count is in ``steps``). ``data``,
+    ``time`` and ``batch_size`` as in ``compare``.
     """
-    kern = _kernel_spec(kernel)
-    side = _Side(model, layers, time, kern, unbiased, per_step=True)
-    dev = torch.device(device) if device is not None else _model_device(model)
+    side = _Side(model, layers, time, _Grams(_kernel_spec(kernel), unbiased, per_step=True), "model")
+    dev = torch.device(device) if device is not None else model_device(model)
+    data = batches_of(data, batch_size, model, side.layout)
     rank, world = _dist()
-    sums: dict[int, list[Tensor]] = {}
+    batches: list[list[Tensor]] = []
     n_total = len(data) if hasattr(data, "__len__") else None  # type: ignore[arg-type]
-    with (
-        _ModelState([model], device),
-        torch.no_grad(),
-        Recorder(model, layers, time=side.layout, on_output=side._on_output) as rec,
-    ):
+    with ModelState([model], device), torch.no_grad(), side.recorder() as rec:
         for i, batch in enumerate(_progress(_Len(data, n_total), progress, "temporal CKA")):
             if i % world != rank:
                 continue
-            x = _input_of(batch).to(dev)
-            n = _images_in(batch, x, model, side.layout, i)
+            x = batch_input(batch).to(dev)
+            n = side.images(batch, x, i)
             _check_n(n, unbiased, i)
-            rows = side.run(rec, x, n)
+            rows = side.run(rec, x, n, i)
             c = _norm_const(n, unbiased)
-            Tm = max(side.steps)
+            Tm = max(side.grams.steps)
             H = torch.full((len(rows), Tm, Tm), 0.0, dtype=torch.float64, device=dev)
             for j, P in enumerate(rows):
                 H[j, : P.shape[0], : P.shape[0]] = P @ P.T / c
-            sums[i] = [H, torch.full((1,), float(n), dtype=torch.float64, device=dev)]
-    if not sums and world == 1:
-        raise ValueError("the data stream is empty; temporal CKA needs a batch of at least 4 images")
-    H, ns = (t.sum(0) for t in _gather_batches(sums, dev))
+            batches.append([H, torch.full((1,), float(n), dtype=torch.float64, device=dev)])
+    H, ns = (t.sum(0) for t in _all_ranks(batches, dev))
+    steps = side.grams.steps
     d = torch.diagonal(H, dim1=1, dim2=2)
     den = torch.sqrt(d[:, :, None] * d[:, None, :])
     mats = torch.where(den > 0, H / den, torch.full_like(H, float("nan")))
-    for j, s in enumerate(side.steps):
+    for j, s in enumerate(steps):
         mats[j, s:, :] = float("nan")
         mats[j, :, s:] = float("nan")
-    names = list(side.names or [])
-    bad = [nm for j, nm in enumerate(names) if not bool((d[j, : side.steps[j]] > 0).all())]
+    names = list(side.grams.names or [])
+    bad = [nm for j, nm in enumerate(names) if not bool((d[j, : steps[j]] > 0).all())]
     _warn_constant(bad, "temporal")
     return TemporalResult(
-        layers=names, kinds=list(side.kinds), matrices=mats.cpu().numpy(), T=int(mats.shape[1]),
+        layers=names, kinds=list(side.grams.kinds), matrices=mats.cpu().numpy(), T=int(mats.shape[1]),
         n_images=int(ns.item()), estimator="unbiased" if unbiased else "biased", kernel=kernel,
-        steps=list(side.steps),
+        steps=list(steps),
     )
