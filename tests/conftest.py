@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import pytest
+
+# torch's "torch.__trace" logger sits at DEBUG and pytest's log capture would print a trace line for every
+# compiled graph in a failure's report; keep failures readable.
+logging.getLogger("torch.__trace").setLevel(logging.INFO)
 
 
 @pytest.fixture(scope="session", autouse=True)
