@@ -347,7 +347,7 @@ def test_cli_wrong_data_root_for_a_real_dataset(tmp_path):
 def test_resnet20_reaches_target_accuracy_on_digits(tmp_path, monkeypatch, spiking, target, epochs, batch, lr):
     """The issue's acceptance numbers on the full digits split. The SNN uses the recipe's own lr scaling
     (0.1 * 32 / 256); on this machine it ends at ~95% (ANN ~99%)."""
-    monkeypatch.setenv("SNNCKA_COMPILE", "1")  # the default, fast path
+    monkeypatch.setenv("SNNCKA_COMPILE", "1")  # the compiled kernels (on a CPU the default runs these eager)
     res = train(TrainConfig(model="resnet20", spiking=spiking, T=4, epochs=epochs, batch_size=batch, lr=lr,
                             progress=False), tmp_path)
     assert res["test_acc"] >= target, res
