@@ -9,13 +9,24 @@ As an independent check the same data handling is also timed alone, without the 
 
     python benchmarks/bench_train.py                       # digits, CPU
     python benchmarks/bench_train.py --cifar-sized --device cuda   # 50k 3x32x32 synthetic images (GPU)
+    python benchmarks/bench_train.py --demo                # `snncka demo` cold (what a new user sees), then warm
+
+``--demo`` runs ``snncka demo`` in fresh processes: first with empty torch.compile and model caches
+(``TORCHINDUCTOR_CACHE_DIR``, ``SNNCKA_CACHE``), then again with both warm (the models come from the cache),
+and reports the wall time of each (process start included), the load average before each and the models'
+final test accuracies.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -50,6 +61,25 @@ def data_only_epoch(ds: data.Dataset, batch: int, device: torch.device) -> float
     return time.perf_counter() - t0
 
 
+def demo_times(root: Path) -> None:
+    """Wall time of ``snncka demo`` with empty caches (cold) and then warm ones, as a new user runs it."""
+    env = {**os.environ, "SNNCKA_CACHE": str(root / "cache"), "TORCHINDUCTOR_CACHE_DIR": str(root / "inductor")}
+    env.pop("SNNCKA_COMPILE", None)  # the default policy
+    for run in ("cold", "warm"):
+        load = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "snncka.cli", "demo", "--out", str(root / run), "--no-progress"],
+                       env=env, check=True, capture_output=True)
+        wall = time.perf_counter() - t0
+        accs = {}
+        for cfg_file in sorted((root / "cache" / "models").glob("*/config.json")):
+            spiking = json.loads(cfg_file.read_text())["train"]["spiking"]
+            last = (cfg_file.parent / "metrics.jsonl").read_text().splitlines()[-1]
+            accs["SNN" if spiking else "ANN"] = json.loads(last)["test_acc"]
+        print(f"demo {run}: {wall:.1f} s wall (load average before: {load:.2f}); test accuracy "
+              + ", ".join(f"{k} {v:.2%}" for k, v in sorted(accs.items())), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=4)
@@ -59,7 +89,12 @@ def main() -> None:
     ap.add_argument("--width", type=float, default=1.0)
     ap.add_argument("--train-images", type=int, default=50000,
                     help="--cifar-sized: training images (test: a fifth of it); fewer for a smoke run")
+    ap.add_argument("--demo", action="store_true", help="time `snncka demo` cold (empty caches) and warm")
     args = ap.parse_args()
+    if args.demo:
+        with tempfile.TemporaryDirectory() as root:
+            demo_times(Path(root))
+        return
 
     rows = []
     data_only_epoch(data.get("digits"), args.batch_size, torch.device(args.device))  # process warm-up

@@ -22,12 +22,20 @@ def resolve_device(device: str | torch.device | None = None, local_rank: int = 0
     with a clear error when it names CUDA on a machine without it (a bare ``"cuda"`` means this rank's GPU)."""
     if device is None or device == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {str(device)!r}; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use 'cpu' or 'auto'")
         if dev.index is None:
             dev = torch.device(f"cuda:{local_rank}")
+        if dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r} requested but this machine has "
+                             f"{torch.cuda.device_count()} GPU(s): use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+    elif dev.type not in ("cpu", "mps", "xpu"):
+        raise ValueError(f"device {str(device)!r} is not supported; use auto, cpu, cuda or cuda:N")
     return dev
 
 

@@ -58,7 +58,10 @@ def demo_cmd(out: str, cache: str | None, epochs: int | None, no_progress: bool)
     """Train ResNet-20 ANN and SNN (T=4) on the embedded digits data, compare every layer with CKA, write
     the figures and an HTML report."""
     t0 = time.perf_counter()
-    report = run("demo", "smoke", out, cache=cache, epochs=epochs, progress=not no_progress)
+    try:
+        report = run("demo", "smoke", out, cache=cache, epochs=epochs, progress=not no_progress)
+    except USER_ERRORS as e:
+        raise click.ClickException(one_line(e)) from e
     figures = sorted(str(p) for p in Path(out).rglob("*.png"))
     click.echo(f"demo done in {time.perf_counter() - t0:.0f} s")
     click.echo(f"report:  {report}")

@@ -11,7 +11,8 @@ import click
 from click.core import ParameterSource
 
 from ..checkpoint import load_checkpoint
-from ..training import TrainConfig
+from ..recipes import RECIPES
+from ..training import DEFAULT_BATCH, TrainConfig, read_toml_fields
 from .errors import USER_ERRORS, one_line
 
 _D = TrainConfig()
@@ -32,31 +33,30 @@ def _given(ctx: click.Context, name: str) -> bool:
     return ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)
 
 
-def _config_from_cli(ctx: click.Context, p: dict[str, Any], base: TrainConfig | None) -> TrainConfig:
-    """TrainConfig from the options; with ``base`` (a run being resumed) options not given keep its values."""
+def _config_from_cli(ctx: click.Context, p: dict[str, Any], base: TrainConfig | None,
+                     config_file: str | None = None) -> TrainConfig:
+    """TrainConfig from, in increasing priority: the defaults (or ``base``, a run being resumed), the TOML
+    ``config_file``, the options given on the command line."""
     values = asdict(base) if base is not None else asdict(_D)
+    if config_file is not None:
+        values.update(read_toml_fields(config_file))
     for f in fields(TrainConfig):
-        if f.name in ("residual", "stage_T", "neuron") or f.name not in p:
-            continue
-        if base is None or _given(ctx, f.name):
+        if f.name not in ("residual", "stage_T", "neuron") and f.name in p and _given(ctx, f.name):
             values[f.name] = p[f.name]
-    if base is None or _given(ctx, "residual"):
+    if _given(ctx, "residual"):
         values["residual"] = [bool(r) for r in _ints(p["residual"], "--residual")]
-    if base is None or _given(ctx, "stage_T"):
+    if _given(ctx, "stage_T"):
         values["stage_T"] = _ints(p["stage_T"], "--stage-T")
-    given_neuron = {k for k in _NEURON if _given(ctx, k)}
-    if base is None or given_neuron:
-        neuron = dict(values["neuron"]) if base is not None else {}
-        for k in _NEURON:
-            unset = p[k] is None or (k == "detach_reset" and not p[k])
-            if not unset and (base is None or k in given_neuron):
-                neuron["backend" if k == "neuron_backend" else k] = p[k]
-        values["neuron"] = neuron
+    neuron = dict(values["neuron"])
+    for k in _NEURON:
+        if _given(ctx, k) and not (p[k] is None or (k == "detach_reset" and not p[k])):
+            neuron["backend" if k == "neuron_backend" else k] = p[k]
+    values["neuron"] = neuron
     return TrainConfig.from_dict(values)
 
 
 @click.command("train")
-@click.option("--model", default=_D.model, show_default=True, help="Model name (see `snncka models`).")
+@click.option("--model", default=_D.model, show_default=True, help="Model name (list them: snncka models).")
 @click.option("--spiking/--ann", default=_D.spiking, show_default=True, help="Train the SNN or the ANN twin.")
 @click.option("--T", "T", type=int, default=_D.T, show_default=True, help="Time steps of the SNN.")
 @click.option("--width", type=float, default=_D.width, show_default=True, help="Channel width factor.")
@@ -78,25 +78,38 @@ def _config_from_cli(ctx: click.Context, p: dict[str, Any], base: TrainConfig | 
 @click.option("--data-seed", type=int, default=_D.data_seed, show_default=True,
               help="Seed of generated datasets.")
 @click.option("--epochs", type=int, default=_D.epochs, show_default=True)
-@click.option("--batch-size", type=int, default=_D.batch_size, show_default=True, help="Global batch size.")
+@click.option("--batch-size", type=int, default=None,
+              help=f"Global batch size [default: {DEFAULT_BATCH['digits']} on {' and '.join(DEFAULT_BATCH)}, 256 "
+                   "otherwise].")
 @click.option("--lr", type=float, default=None, help="Peak learning rate [default: 0.1 * batch_size / 256].")
-@click.option("--momentum", type=float, default=_D.momentum, show_default=True)
-@click.option("--weight-decay", type=float, default=_D.weight_decay, show_default=True)
+@click.option("--recipe", type=click.Choice(list(RECIPES)), default=_D.recipe, show_default=True,
+              help="paper: the paper's text; code: the authors' released code (momentum, weight decay, "
+                   "cosine per epoch).")
+@click.option("--momentum", type=float, default=None, help="SGD momentum [default: the recipe's, 0.9].")
+@click.option("--weight-decay", type=float, default=None, help="Weight decay [default: the recipe's, 1e-4].")
 @click.option("--seed", type=int, default=_D.seed, show_default=True)
 @click.option("--device", default=_D.device, show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--amp", type=click.Choice(["auto", "bf16", "off"]), default=_D.amp, show_default=True,
-              help="bf16 autocast (auto: on CUDA only).")
+              help="bf16 autocast (auto: on CUDA only; bf16: on the CPU too).")
 @click.option("--eval-batch-size", type=int, default=_D.eval_batch_size, show_default=True)
 @click.option("--progress/--no-progress", default=_D.progress, show_default=True)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="TOML file of training settings (the fields of snncka.training.TrainConfig); options given "
+                   "on the command line override it.")
 @click.option("--out", type=click.Path(), required=True, help="Run folder (config.json, metrics.jsonl, .pt).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
 @click.option("--force", is_flag=True, help="Overwrite an existing run in --out.")
 @click.pass_context
-def train_cmd(ctx: click.Context, out: str, resume: bool, force: bool, **p: Any) -> None:
+def train_cmd(ctx: click.Context, out: str, resume: bool, force: bool, config_file: str | None,
+              **p: Any) -> None:
     """Train a model of the zoo with the paper's recipe; writes config.json, metrics.jsonl, last.pt, best.pt.
 
-    Under torchrun (``torchrun --nproc_per_node N -m snncka.cli train ...``) the global batch is split over
-    the processes. ``--resume`` continues a killed run; options not repeated keep the run's values.
+    Under torchrun the global batch is split over the processes:
+
+    \b
+      torchrun --nproc_per_node N -m snncka.cli train ...
+
+    --resume continues a killed run; options not repeated keep the run's values.
     """
     from ..training import train
 
@@ -107,7 +120,7 @@ def train_cmd(ctx: click.Context, out: str, resume: bool, force: bool, **p: Any)
         if resume and (Path(out) / "last.pt").is_file():
             saved = load_checkpoint(Path(out) / "last.pt").get("train_config")
             base = TrainConfig.from_dict(saved) if saved is not None else None
-        cfg = _config_from_cli(ctx, p, base)
+        cfg = _config_from_cli(ctx, p, base, config_file)
         result = train(cfg, out, resume=resume, force=force)
     except USER_ERRORS as e:
         raise click.ClickException(one_line(e)) from e
