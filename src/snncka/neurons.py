@@ -78,8 +78,8 @@ def _dspike(x: Tensor, b: float) -> Tensor:
     ``b sech^2(b x) / (2 tanh(b^2))`` on the closed window ``|x| <= b`` and zero outside. The released code
     passes one value (3) as both temperature and window half-width; ``b`` is that value. Area 1.
     """
-    t = torch.tanh(b * x)  # 1 - t*t: the same arithmetic as autograd through tanh (see tests)
-    return torch.where(x.abs() <= b, b * (1 - t * t) / (2 * math.tanh(b * b)), torch.zeros_like(x))
+    t = torch.tanh(b * x)  # (1 - t)(1 + t): exact 1 - t near the window edge, where 1 - t*t would cancel
+    return torch.where(x.abs() <= b, b * ((1 - t) * (1 + t)) / (2 * math.tanh(b * b)), torch.zeros_like(x))
 
 
 SURROGATES: dict[str, tuple[Callable[[Tensor, float], Tensor], float]] = {
