@@ -41,6 +41,7 @@ class Recipe:
     weight_decay: float = 1e-4
     weight_decay_snn_cifar100: float = 1e-4
     lr_schedule_step: str = "iteration"  # cosine stepped per "iteration" or per "epoch"
+    amp_snn: bool = False  # train the SNN under fp16 autocast (the released SNN script's default; its ANN: off)
     # data: "dataset" = each dataset's training-set mean/std; "fixed" = the released CIFAR constants
     normalisation: str = "dataset"
     # which checkpoint the analyses read: "last" epoch or "best" test accuracy
@@ -57,6 +58,9 @@ class Recipe:
     pgd_random_start: bool = False
     pgd_clip: bool = False
     pgd_model_mode: str = "eval"
+    # in a train-mode attack, BatchNorm running statistics move at every step; True keeps them moved (the
+    # released code: its following eval-mode pass uses them), False restores them after the attack
+    pgd_bn_updates: bool = False
     pgd_images: int | None = None
     notes: dict[str, str] = field(default_factory=dict)
 
@@ -82,12 +86,14 @@ RECIPES: dict[str, Recipe] = {
         momentum_snn=0.9,
         weight_decay_snn_cifar100=5e-4,
         lr_schedule_step="epoch",
+        amp_snn=True,
         normalisation="fixed",
         checkpoint="best",
         cka_images=2048,
         cka_batch=1024,
         cka_layers="code",
         pgd_model_mode="train",
+        pgd_bn_updates=True,
         pgd_images=None,
     ),
 }
