@@ -4,6 +4,10 @@
 builds the ANN, so both have identical ``named_modules()`` and parameter names (BatchNorm2d <-> tdBN,
 ReLU <-> LIF). Layer names follow the paper's figures: ``conv1``, ``s1.b0.conv1``, ``s2.b0.ds.1``, ``fc``.
 
+``recipe="code"`` builds the authors' released networks instead of the paper's text (released DSpike surrogate,
+spikes at ``u >= v_th``, an ANN whose identity shortcut carries the activated input); parameter names and order
+stay the same, so ``load_released_state_dict`` loads the released checkpoints by order (see ``snncka.recipes``).
+
 Spiking models carry time-folded tensors ``[T*B, ...]`` between layers (see ``snncka.layers``). Forward takes
 ``[B, C, H, W]`` images (direct encoding) or ``[T, B, C, H, W]`` frames and returns time-averaged logits
 ``[B, K]``; ``model(x, per_step=True)`` returns the per-step logits ``[T, B, K]`` (``[1, B, K]`` for an ANN).

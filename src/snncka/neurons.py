@@ -7,8 +7,9 @@ Dynamics per time step t (u[-1] = 0):
     u[t]     = u_pre[t] * (1 - y[t])          (hard reset, default)
     u[t]     = u_pre[t] - v_th * y[t]         (soft reset)
 
-The backward pass replaces dy/du_pre by a surrogate (default: the paper's rectangular Eq. 3) and runs
-backpropagation through time, through the reset term unless ``detach_reset=True``.
+The backward pass replaces dy/du_pre by a surrogate (default: the paper's rectangular Eq. 3; ``dspike`` is the
+authors' released DSpike) and runs backpropagation through time, through the reset term unless
+``detach_reset=True``.
 
 Two implementations share one interface:
 
