@@ -41,7 +41,6 @@ class Recipe:
     weight_decay: float = 1e-4
     weight_decay_snn_cifar100: float = 1e-4
     lr_schedule_step: str = "iteration"  # cosine stepped per "iteration" or per "epoch"
-    amp_snn: bool = False  # train the SNN under fp16 autocast (the released SNN script's default; its ANN: off)
     # data: "dataset" = each dataset's training-set mean/std; "fixed" = the released CIFAR constants
     normalisation: str = "dataset"
     # which checkpoint the analyses read: "last" epoch or "best" test accuracy
@@ -86,7 +85,6 @@ RECIPES: dict[str, Recipe] = {
         momentum_snn=0.9,
         weight_decay_snn_cifar100=5e-4,
         lr_schedule_step="epoch",
-        amp_snn=True,
         normalisation="fixed",
         checkpoint="best",
         cka_images=2048,
