@@ -321,3 +321,17 @@ def test_recipes_hold_the_released_values():
     # where the paper is silent it takes the released PGD
     assert (paper.pgd_steps, paper.pgd_step_frac, paper.pgd_random_start) == (20, 0.1, False)
     assert recipes.RELEASED_NORMALISATION["cifar10"] == ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+
+
+def test_checkpoint_carries_the_recipe(tmp_path):
+    from snncka.checkpoint import save_checkpoint
+    from snncka.models import load
+
+    ref = _reference(True)
+    m = _ours(True, "code", ref).float().eval()
+    save_checkpoint({"model_config": m.config, "model": m.state_dict()}, tmp_path / "code.pt")
+    back = load(tmp_path / "code.pt")
+    assert back.config["recipe"] == "code" and back.s2.b1.act2.cfg.fire_at_threshold
+    x = _images().float()
+    with torch.no_grad():
+        assert torch.equal(back(x), m(x))
