@@ -3,6 +3,7 @@ bad input, the ``snncka models`` command."""
 
 from __future__ import annotations
 
+import argparse
 import copy
 import re
 
@@ -318,3 +319,67 @@ def test_models_command_counts(args, width, k, cin):
     blocks = RESNET_BLOCKS["resnet110"]
     # conv / norm / LIF layers of resnet110: stem + 2 per block + 2 projections; 2 LIF per block + head
     assert rows["resnet110"][3] == f"{1 + 6 * blocks + 2}/{1 + 6 * blocks + 2}/{6 * blocks + 1}"
+
+
+@pytest.mark.parametrize("width", ["0", "-1"])
+def test_models_command_bad_width_is_one_line(width):
+    res = CliRunner().invoke(main, ["models", "--width", width])
+    assert res.exit_code == 1
+    assert res.output.strip().splitlines() == [f"Error: width must be > 0, got {float(width)}"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Malformed checkpoints: one-line CheckpointError
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _tagged(tmp_path, name: str, edit) -> str:
+    """A checkpoint in snncka's format whose dict ``edit`` has damaged."""
+    from snncka.checkpoint import save_checkpoint
+
+    m = create("resnet8", spiking=True, width=0.25, T=2)
+    ckpt = {"model_config": copy.deepcopy(m.config), "model": m.state_dict()}
+    edit(ckpt)
+    path = tmp_path / name
+    save_checkpoint(ckpt, path)
+    return str(path)
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda c: c["model_config"].pop("spiking"), r"cannot build \(the model config lacks spiking"),
+    (lambda c: c["model_config"]["neuron"].update(thresh=1.0), r"unknown neuron argument\(s\) thresh"),
+    (lambda c: c["model_config"].update(recipe="tf"), "unknown recipe 'tf'"),
+    (lambda c: c.update(model_config=[1, 2]), "model config must be a dict"),
+    (lambda c: c.update(model=[1, 2]), r"weights \('model'\) .* are a list, not a state dict"),
+    (lambda c: c["model"].pop("fc.bias"), "do not fit the model they describe"),
+])
+def test_malformed_tagged_checkpoints(tmp_path, edit, match):
+    from snncka.checkpoint import CheckpointError
+    from snncka.models import load
+
+    path = _tagged(tmp_path, "bad.pt", edit)
+    with pytest.raises(CheckpointError, match=match) as info:
+        load(path)
+    assert "\n" not in str(info.value) and "bad.pt" in str(info.value)
+
+
+def test_non_torch_files_are_named_as_such(tmp_path):
+    from snncka.checkpoint import CheckpointError
+    from snncka.models import load
+
+    (tmp_path / "config.json").write_text('{\n  "model": "resnet20"\n}\n')
+    (tmp_path / "notes.txt").write_text("best accuracy 91.2\n")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    # a pickled object (as old training scripts saved their arguments): loading it would run the file's code
+    torch.save({"args": argparse.Namespace(lr=0.1)}, tmp_path / "objects.pt")
+    for name, match in [("config.json", "is not a torch checkpoint file .it holds JSON"),
+                        ("notes.txt", "is not a torch checkpoint file .it holds text"),
+                        ("empty.pt", "is empty"), ("objects.pt", "holding Python objects other than tensors")]:
+        with pytest.raises(CheckpointError, match=match) as info:
+            load(tmp_path / name)
+        msg = str(info.value)
+        assert "\n" not in msg and "weights_only" not in msg, msg
+        if name != "empty.pt":
+            assert "truncated" not in msg and "corrupt" not in msg, msg
+    res = CliRunner().invoke(main, ["eval", str(tmp_path / "config.json")])
+    assert res.exit_code == 1 and "is not a torch checkpoint file" in res.output

@@ -116,9 +116,8 @@ PRIMITIVES = {
                 lambda x, k: k * math.exp(-k * x) / (1 + math.exp(-k * x)) ** 2),
     "arctan": (lambda x, a: math.atan(math.pi / 2 * a * x) / math.pi + 0.5,
                lambda x, a: (a / 2) / (1 + (math.pi / 2 * a * x) ** 2)),
-    "dspike": (lambda x, b: min(1.0, max(0.0, math.tanh(b * x) / (2 * math.tanh(b)) + 0.5)) if abs(x) < 1
-               else float(x > 0),
-               lambda x, b: b * (1 - math.tanh(b * x) ** 2) / (2 * math.tanh(b)) if abs(x) < 1 else 0.0),
+    "dspike": (lambda x, b: math.tanh(b * min(b, max(-b, x))) / (2 * math.tanh(b * b)) + 0.5,
+               lambda x, b: b * (1 - math.tanh(b * x) ** 2) / (2 * math.tanh(b * b)) if abs(x) <= b else 0.0),
 }
 
 
@@ -133,7 +132,7 @@ def test_other_surrogates_match_their_formulas(name, param):
     assert x.grad.tolist() == pytest.approx(expected, rel=1e-12, abs=1e-15)
     if prim is not None:  # the formula really is the derivative of the described function
         for v in POINTS:
-            if name == "dspike" and abs(abs(v) - 1) < 1e-5:
+            if name == "dspike" and abs(abs(v) - p) < 1e-5:
                 continue  # the window edge
             numeric = _num_deriv(lambda z, p=p, prim=prim: prim(z, p), v)
             assert numeric == pytest.approx(formula(v, p), abs=1e-6)
@@ -150,6 +149,85 @@ def test_area_one_surrogates_integrate_to_one():
     # arctan has heavy tails: its integral over [-60, 60] is 2/pi * atan(pi/2 * 2 * 60)
     assert (surrogate_grad(x, "arctan").sum() * dx).item() == pytest.approx(
         2 / math.pi * math.atan(math.pi * 60), abs=1e-4)
+
+
+# The released DSpike, transcribed from the authors' code as a formula: forward of the smooth function
+# tanh(temp * clamp(x, -region, region)) / (2 tanh(temp * region)) + 1/2 (temp = region = 3 as released),
+# whose autograd gradient is the surrogate.
+def _released_dspike_grad(x: torch.Tensor, temp: float = 3.0, region: float = 3.0) -> torch.Tensor:
+    x = x.clone().requires_grad_()
+    smooth = torch.tanh(temp * torch.clamp(x, -region, region)) / (2 * math.tanh(region * temp)) + 0.5
+    smooth.sum().backward()
+    return x.grad
+
+
+EDGE = [1.0, 3.0, 3 - 1e-9, 3 + 1e-9, 2.9999, 3.0001, 0.0, 0.5, 1.5, 2.0, 2.5, 4.0, 10.0]
+
+
+@pytest.mark.parametrize("param", [None, 3.0, 2.0])
+def test_dspike_is_the_released_formula(param):
+    p = 3.0 if param is None else param
+    pts = [s * v * p / 3 for v in EDGE for s in (1, -1)]
+    x = torch.tensor(pts, dtype=torch.float64, requires_grad=True)
+    spike_fn(x, "dspike", param).sum().backward()
+    expected = _released_dspike_grad(x.detach(), p, p)
+    torch.testing.assert_close(x.grad, expected, rtol=1e-12, atol=0)
+    inside = [abs(v) <= p for v in pts]
+    assert [g > 0 for g in x.grad.tolist()] == inside  # closed window: |x| = 3 still has a gradient
+    # the formula at |x| = 1 and 3: 3 sech^2(3x) / (2 tanh 9)
+    if p == 3.0:
+        for v in (1.0, 3.0):
+            want = 3 / math.cosh(3 * v) ** 2 / (2 * math.tanh(9))
+            assert surrogate_grad(torch.tensor([v, -v], dtype=torch.float64), "dspike").tolist() == \
+                pytest.approx([want, want], rel=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Firing at the threshold (the released code's u_pre >= v_th)
+# ----------------------------------------------------------------------------------------------------------
+
+# X_SEQ with >=: u_pre == 1.0 at t=3 fires, so t=4 starts from 0
+HARD_GE = dict(u_pre=[0.75, 1.125, 0.5, 1.0, 1.5], y=[0, 1, 0, 1, 1], u=[0.75, 0.0, 0.5, 0.0, 0.0])
+
+
+def test_fire_at_threshold_hand_computed_sequence():
+    x = torch.tensor(X_SEQ, dtype=torch.float64).reshape(5, 1)
+    cfg = LIFConfig(fire_at_threshold=True)
+    y, u_pre, u = lif_reference(x, cfg, return_membrane=True)
+    assert (u_pre.flatten().tolist(), y.flatten().tolist(), u.flatten().tolist()) == \
+        (HARD_GE["u_pre"], HARD_GE["y"], HARD_GE["u"])
+    for compiled in (False, True):
+        assert lif_fused(x, cfg, compiled=compiled).flatten().tolist() == HARD_GE["y"]
+        assert lif_fused(x.clone().requires_grad_(), cfg, compiled=compiled).flatten().tolist() == HARD_GE["y"]
+    assert spike_fn(torch.zeros(1), fire_at_threshold=True).item() == 1.0
+    assert spike_fn(torch.zeros(1)).item() == 0.0
+
+
+# Two steps, x = [1.0, 0.5], loss = y0 + y1, rect alpha 1, tau 0.5, v_th 1, hard reset, sg(0) = sg(-0.5) = 1:
+#   >=: y0 = 1 (u_pre0 == 1), u0 = 0, u_pre1 = 0.5, y1 = 0; dL/dx0 = 1 + 0.5 * ((1 - 1) - 1.0 * 1) = 0.5
+#   > : y0 = 0, u0 = 1, u_pre1 = 1.0, y1 = 0;            dL/dx0 = 1 + 0.5 * ((1 - 0) - 1.0 * 1) = 1
+@pytest.mark.parametrize("ge,spikes,grads", [(True, [1.0, 0.0], [0.5, 1.0]), (False, [0.0, 0.0], [1.0, 1.0])])
+def test_fire_at_threshold_hand_computed_gradient(ge, spikes, grads):
+    cfg = LIFConfig(fire_at_threshold=ge)
+    for fn in (lif_reference, lambda x, c: lif_fused(x, c, compiled=False), lambda x, c: LIF(T=2, cfg=c)(x)):
+        x = torch.tensor([[1.0], [0.5]], dtype=torch.float64, requires_grad=True)
+        with recompute_spikes():
+            y = fn(x, cfg)
+            out = y * torch.tensor([[1.0], [1.0]], dtype=torch.float64)  # saves the spikes (rebuilt on unpack)
+        assert y.flatten().tolist() == spikes
+        out.sum().backward()
+        assert x.grad.flatten().tolist() == grads
+
+
+def test_recompute_spikes_keeps_the_firing_rule():
+    w = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.tensor([[1.0, 0.25, 2.0], [0.5, 1.0, -1.0]], dtype=torch.float64, requires_grad=True)
+    with recompute_spikes():
+        y = LIF(T=2, fire_at_threshold=True)(x)
+        out = y @ w
+    out.sum().backward()
+    assert torch.equal(w.grad, y.detach().T @ torch.ones(2, 3, dtype=torch.float64))
+    assert y[0, 0].item() == 1.0
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -185,6 +263,22 @@ def test_fused_equals_reference_eager(surrogate, reset, detach):
     _compare(LIFConfig(surrogate=surrogate, reset=reset, detach_reset=detach), compiled=False)
     _compare(LIFConfig(surrogate=surrogate, reset=reset, detach_reset=detach, tau=0.8, v_th=0.7, alpha=0.6),
              compiled=False, seed=3)
+
+
+@pytest.mark.parametrize("surrogate,reset", [("dspike", "hard"), ("rect", "soft")])
+def test_fused_equals_reference_fire_at_threshold(surrogate, reset):
+    _compare(LIFConfig(surrogate=surrogate, reset=reset, fire_at_threshold=True), compiled=False)
+    # inputs on a dyadic grid: u_pre hits v_th exactly in many places
+    x = (torch.randint(0, 9, (6, 40), generator=torch.Generator().manual_seed(2)) / 8).double()
+    cfg = LIFConfig(surrogate=surrogate, reset=reset, fire_at_threshold=True)
+    xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    yr, pre, _ = lif_reference(xr, cfg, return_membrane=True)
+    assert (pre == 1.0).sum() > 5
+    yf = lif_fused(xf, cfg, compiled=False)
+    assert torch.equal(yr, yf) and torch.equal(yr[pre == 1.0], torch.ones_like(yr[pre == 1.0]))
+    yr.sum().backward()
+    yf.sum().backward()
+    torch.testing.assert_close(xf.grad, xr.grad, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("surrogate,reset,detach", [("rect", "hard", False), ("sigmoid", "soft", True)])

@@ -56,6 +56,24 @@ def test_snntorch_leaky_same_dynamics(dtype):
     assert torch.equal(torch.stack(mems), u)  # membrane after reset, every step
 
 
+def test_firing_rules_at_the_threshold_match_the_peers():
+    # eighths: u_pre hits v_th = 1 exactly often; spikingjelly fires at v >= v_th (as the released SNNCKA code,
+    # fire_at_threshold=True), snntorch at v > v_th (snncka's default, the paper's rule)
+    x = (torch.randint(0, 12, (8, 200), generator=torch.Generator().manual_seed(3)) / 8).double()
+    assert (lif_reference(x, LIFConfig(), return_membrane=True)[1] == 1.0).sum() > 20
+    node = sj_neuron.LIFNode(tau=2.0, decay_input=False, v_reset=0.0, v_threshold=1.0, step_mode="m")
+    ge = LIFConfig(fire_at_threshold=True)
+    assert torch.equal(node(x), lif_reference(x, ge))
+    assert torch.equal(lif_fused(x, ge, compiled=False), lif_reference(x, ge))
+    leaky = snntorch.Leaky(beta=0.5, threshold=1.0, reset_mechanism="zero", reset_delay=False)
+    mem, spikes = torch.zeros_like(x[0]), []
+    for t in range(x.shape[0]):
+        spk, mem = leaky(x[t], mem)
+        spikes.append(spk.double())
+    assert torch.equal(torch.stack(spikes), lif_reference(x, LIFConfig()))
+    assert not torch.equal(lif_reference(x, LIFConfig()), lif_reference(x, ge))
+
+
 def test_peer_wrappers_single_layer_gradients():
     x = _random_currents(torch.float64, seed=2, shape=(6, 40, 7))
     up = _random_currents(torch.float64, seed=3, shape=(6 * 40, 7))

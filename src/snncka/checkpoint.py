@@ -51,13 +51,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device | None = 
     if not path.is_file():
         hint = " (it is a folder: pass the run's last.pt or best.pt)" if path.is_dir() else ""
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist{hint}")
+    _check_torch_file(path)
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # zip/pickle errors come in many types
+        text = str(e)
+        if "Unsupported global" in text or "Unsupported class" in text:  # a torch file with arbitrary objects
+            raise CheckpointError(
+                f"{str(path)!r} is a torch file holding Python objects other than tensors and plain "
+                "containers, so it is not a snncka checkpoint (snncka does not run code stored in files); "
+                "snncka writes checkpoints as <run>/last.pt and best.pt"
+            ) from e
+        text = text.split("WeightsUnpickler error:", 1)[-1]  # not torch's advice to load with weights_only=False
+        first = " ".join(text.split(". ")[0].split())
         raise CheckpointError(
             f"cannot read checkpoint {str(path)!r}: the file is truncated or corrupt ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}); use another checkpoint (best.pt/last.pt) or "
-            "retrain"
+            f"{first}); use another checkpoint (best.pt/last.pt) or retrain"
         ) from e
     if not isinstance(obj, dict) or obj.get("format") != FORMAT or any(k not in obj for k in REQUIRED):
         raise CheckpointError(
@@ -70,6 +79,43 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device | None = 
             f"({VERSION}); upgrade snncka"
         )
     return obj
+
+
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since torch 1.6
+_PICKLE_PROTOCOLS = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")  # legacy torch.save: a pickle
+
+
+def _as_text(head: bytes) -> str | None:
+    """The stripped text of a file's first bytes if they are UTF-8 text (the last character may be cut)."""
+    for cut in range(4):
+        try:
+            text = head[: len(head) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        return text.strip() if all(c.isprintable() or c.isspace() for c in text) else None
+    return None
+
+
+def _check_torch_file(path: Path) -> None:
+    """A one-line ``CheckpointError`` for an empty file or one that is not a torch.save file at all."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        raise CheckpointError(f"checkpoint {str(path)!r} is empty (truncated); use another checkpoint "
+                              "(best.pt/last.pt) or retrain")
+    if head.startswith(_ZIP_MAGIC) or head[:2] in _PICKLE_PROTOCOLS or head.startswith(b"PK"):
+        return
+    text = _as_text(head)
+    if text is None:  # binary, but no torch file header: damaged, or some other binary format
+        raise CheckpointError(
+            f"cannot read checkpoint {str(path)!r}: the file is truncated or corrupt, or not a torch checkpoint "
+            f"file at all (it begins with {head[:12]!r}); use another checkpoint (best.pt/last.pt) or retrain"
+        )
+    kind = "JSON" if text[:1] and text[:1] in "{[" else "text"
+    raise CheckpointError(
+        f"{str(path)!r} is not a torch checkpoint file (it holds {kind}, beginning {head[:12]!r}); pass a run's "
+        "last.pt or best.pt, written by snncka train"
+    )
 
 
 def get_rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:

@@ -4,6 +4,10 @@
 builds the ANN, so both have identical ``named_modules()`` and parameter names (BatchNorm2d <-> tdBN,
 ReLU <-> LIF). Layer names follow the paper's figures: ``conv1``, ``s1.b0.conv1``, ``s2.b0.ds.1``, ``fc``.
 
+``recipe="code"`` builds the authors' released networks instead of the paper's text (released DSpike surrogate,
+spikes at ``u >= v_th``, an ANN whose identity shortcut carries the activated input); parameter names and order
+stay the same, so ``load_released_state_dict`` loads the released checkpoints by order (see ``snncka.recipes``).
+
 Spiking models carry time-folded tensors ``[T*B, ...]`` between layers (see ``snncka.layers``). Forward takes
 ``[B, C, H, W]`` images (direct encoding) or ``[T, B, C, H, W]`` frames and returns time-averaged logits
 ``[B, K]``; ``model(x, per_step=True)`` returns the per-step logits ``[T, B, K]`` (``[1, B, K]`` for an ANN).
@@ -13,17 +17,21 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from . import recipes
 from .layers import TDBatchNorm2d, change_steps, encode_direct, encode_frames
 from .neurons import LIF, LIFConfig, recompute_spikes
+from .recipes import Recipe
 
-__all__ = ["NAMES", "SNNCKAModel", "PreActResNet", "VGG", "create", "from_config", "list_models", "load"]
+__all__ = ["NAMES", "SNNCKAModel", "PreActResNet", "VGG", "create", "from_checkpoint", "from_config", "list_models",
+           "load", "load_released_state_dict"]
 
 VGG_BLOCKS: dict[str, tuple[int, int, int, int]] = {
     # Table D.2: number of 3x3 conv layers in each of the 4 blocks (64/128/256/512 channels).
@@ -38,10 +46,17 @@ NAMES = tuple(f"resnet{d}" for d in RESNET_DEPTHS) + tuple(VGG_BLOCKS)
 
 
 class _Parts:
-    """Builds the layers that differ between the ANN and the SNN; everything else is shared code."""
+    """Builds the layers that differ between the ANN and the SNN; everything else is shared code.
 
-    def __init__(self, spiking: bool, lif: LIFConfig) -> None:
+    ``activated_identity``: the identity shortcut carries the block's activated input (the released ANN,
+    whose in-place ReLU overwrites the block input) instead of the input itself. ``shortcut_first``: a block
+    computes its shortcut right after its first activation (the released order) instead of after ``bn2``.
+    """
+
+    def __init__(self, spiking: bool, lif: LIFConfig, activated_identity: bool = False,
+                 shortcut_first: bool = False) -> None:
         self.spiking, self.lif = spiking, lif
+        self.activated_identity, self.shortcut_first = activated_identity, shortcut_first
 
     def act(self, T: int) -> nn.Module:
         return LIF(T=T, cfg=self.lif) if self.spiking else nn.ReLU()
@@ -130,11 +145,16 @@ class SNNCKAModel(nn.Module):
 
 class BasicBlock(nn.Module):
     """Pre-activation basic block: act -> conv3x3 -> norm -> act -> conv3x3 -> norm, plus the shortcut
-    (identity, or avg-pool(stride) -> conv1x1 -> norm on the activated input when the shape changes)."""
+    (identity, or avg-pool(stride) -> conv1x1 -> norm on the activated input when the shape changes).
+
+    Recipe ``code`` (the authors' released ANN): the identity carries the activated input ``act(x)``, and the
+    shortcut is computed right after the first activation, so its layers run (and are recorded) there.
+    """
 
     def __init__(self, cin: int, cout: int, stride: int, residual: bool, parts: _Parts, T: int) -> None:
         super().__init__()
         self.residual = residual
+        self.activated_identity, self.shortcut_first = parts.activated_identity, parts.shortcut_first
         self.act1 = parts.act(T)
         self.conv1 = _conv3x3(cin, cout, stride)
         self.bn1 = parts.norm(cout)
@@ -148,12 +168,18 @@ class BasicBlock(nn.Module):
             )
             self.ds = nn.Sequential(pool, nn.Conv2d(cin, cout, 1, bias=False), parts.norm(cout))
 
+    def _shortcut(self, x: Tensor, a: Tensor) -> Tensor:
+        if self.ds is not None:
+            return self.ds(a)
+        return a if self.activated_identity else x
+
     def forward(self, x: Tensor) -> Tensor:
         a = self.act1(x)
+        short = self._shortcut(x, a) if self.residual and self.shortcut_first else None
         out = self.bn2(self.conv2(self.act2(self.bn1(self.conv1(a)))))
         if not self.residual:
             return out
-        return out + (self.ds(a) if self.ds is not None else x)
+        return out + (short if short is not None else self._shortcut(x, a))
 
 
 class PreActResNet(SNNCKAModel):
@@ -281,6 +307,11 @@ def _builder(name: str) -> Callable[..., SNNCKAModel]:
     )
 
 
+_NEURON_ARGS = tuple(f.name for f in fields(LIFConfig))
+_CONFIG_KEYS = ("name", "spiking", "num_classes", "in_channels", "width", "T", "residual", "stage_T")
+_SHORTCUTS = ("identity", "activated")
+
+
 def create(
     name: str,
     *,
@@ -291,14 +322,27 @@ def create(
     T: int = 4,
     residual: Sequence[bool] = (True, True, True),
     stage_T: Sequence[int] | None = None,
+    recipe: str | Recipe = "paper",
+    ann_shortcut: str | None = None,
+    shortcut_first: bool | None = None,
     **neuron_kwargs: Any,
 ) -> SNNCKAModel:
     """Build a registered model. ``neuron_kwargs`` go to ``LIFConfig`` (tau, v_th, surrogate, alpha, reset,
-    detach_reset, backend). ``stage_T`` gives each stage its own number of steps (default: T everywhere)."""
+    detach_reset, fire_at_threshold, backend). ``stage_T`` gives each stage its own number of steps (default:
+    T everywhere).
+
+    ``recipe`` (``"paper"`` or ``"code"``, see ``snncka.recipes``) sets the neuron's surrogate and firing rule
+    and the ResNet block's topology: ``"code"`` builds the authors' released networks (DSpike, spikes at
+    ``u_pre >= v_th``; an ANN whose identity shortcut carries ``relu(x)``; shortcut computed right after the
+    block's first activation). Explicit arguments (``surrogate=``, ``fire_at_threshold=``, ``ann_shortcut=``
+    (``"identity"``/``"activated"``), ``shortcut_first=``) override the recipe's choice. Parameter names and
+    order do not depend on the recipe.
+    """
     build = _builder(name)
+    rec = _recipe(recipe)
     if T < 1:
         raise ValueError(f"T (number of time steps) must be >= 1, got {T}")
-    if width <= 0:
+    if not width > 0:
         raise ValueError(f"width must be > 0, got {width}")
     if num_classes < 1 or in_channels < 1:
         raise ValueError(f"num_classes and in_channels must be >= 1, got {num_classes} and {in_channels}")
@@ -314,22 +358,83 @@ def create(
             raise ValueError(f"stage_T={st}: between stages a step count can only go from 1 to T or T to 1")
     if not spiking:
         st = (1,) * n_stages
-    lif = LIFConfig(**neuron_kwargs)
+    unknown = sorted(set(neuron_kwargs) - set(_NEURON_ARGS))
+    if unknown:
+        raise ValueError(f"unknown neuron argument(s) {', '.join(unknown)}; choose from {', '.join(_NEURON_ARGS)}")
+    lif = LIFConfig(**{"surrogate": rec.surrogate, "fire_at_threshold": rec.fire_at_threshold, **neuron_kwargs})
+    shortcut = rec.ann_shortcut if ann_shortcut is None else ann_shortcut
+    if shortcut not in _SHORTCUTS:
+        raise ValueError(f"ann_shortcut must be one of {', '.join(_SHORTCUTS)}, got {shortcut!r}")
+    first = rec.shortcut_first if shortcut_first is None else bool(shortcut_first)
     config = dict(
         name=name, spiking=bool(spiking), num_classes=num_classes, in_channels=in_channels, width=width,
         T=T if spiking else 1, residual=list(residual), stage_T=list(st) if spiking and stage_T else None,
-        neuron=dict(neuron_kwargs),
+        neuron=dict(neuron_kwargs), recipe=rec.name,
     )
-    return build(config, width, residual, st, _Parts(bool(spiking), lif))
+    if ann_shortcut is not None:
+        config["ann_shortcut"] = shortcut
+    if shortcut_first is not None:
+        config["shortcut_first"] = first
+    parts = _Parts(bool(spiking), lif, activated_identity=not spiking and shortcut == "activated",
+                   shortcut_first=first)
+    return build(config, width, residual, st, parts)
+
+
+def _recipe(recipe: str | Recipe) -> Recipe:
+    """A registered recipe (by name, or the registered object itself): checkpoints store only its name."""
+    rec = recipes.get(recipe)
+    if recipes.RECIPES.get(rec.name) != rec:
+        raise ValueError(f"recipe {rec.name!r} is not registered in snncka.recipes.RECIPES (checkpoints store "
+                         f"only the recipe's name); use one of: {', '.join(recipes.RECIPES)}")
+    return rec
 
 
 def from_config(config: dict[str, Any]) -> SNNCKAModel:
-    """Rebuild a model from its ``model.config`` (as stored in checkpoints)."""
+    """Rebuild a model from its ``model.config`` (as stored in checkpoints; one without a recipe is a
+    ``paper`` model, as every model made before recipes existed)."""
+    if not isinstance(config, dict):
+        raise ValueError(f"a model config must be a dict (model.config), got {type(config).__name__}")
+    missing = [k for k in _CONFIG_KEYS if k not in config]
+    if missing:
+        raise ValueError(f"the model config lacks {', '.join(missing)} (keys needed: {', '.join(_CONFIG_KEYS)})")
     c = dict(config)
+    neuron = c.get("neuron") or {}
+    if not isinstance(neuron, dict):
+        raise ValueError(f"the model config's 'neuron' must be a dict of LIF arguments, got {neuron!r}")
     return create(
-        c.pop("name"), spiking=c["spiking"], num_classes=c["num_classes"], in_channels=c["in_channels"],
-        width=c["width"], T=c["T"], residual=c["residual"], stage_T=c["stage_T"], **c.get("neuron", {}),
+        c["name"], spiking=c["spiking"], num_classes=c["num_classes"], in_channels=c["in_channels"],
+        width=c["width"], T=c["T"], residual=c["residual"], stage_T=c["stage_T"],
+        recipe=c.get("recipe", "paper"), ann_shortcut=c.get("ann_shortcut"),
+        shortcut_first=c.get("shortcut_first"), **neuron,
     )
+
+
+_RELEASED_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def load_released_state_dict(model: SNNCKAModel, state_dict: Mapping[str, Tensor]) -> None:
+    """Load a state dict of the authors' released ResNets into ``model`` by order (their names differ).
+
+    The released networks register their tensors in the same order as snncka's (stem conv, norm; per block
+    conv1, bn1, conv2, bn2, projection; fc). Their tdBN registers each BatchNorm twice (``bn`` and
+    ``seqbn.module``); the second copy is skipped. Shapes are checked pair by pair; build ``model`` with
+    ``recipe="code"`` to get the released computation.
+    """
+    theirs = [(k, v) for k, v in state_dict.items()
+              if not ("seqbn.module." in k and k.replace("seqbn.module.", "bn.") in state_dict)]
+    ours = list(model.state_dict().items())
+    if len(theirs) != len(ours):
+        raise ValueError(f"the state dict has {len(theirs)} tensors, {model.config['name']} (width "
+                         f"{model.config['width']}, {model.config['num_classes']} classes) has {len(ours)}; "
+                         "build the model that matches the released network")
+    mapped = {}
+    for (k_ours, v_ours), (k, v) in zip(ours, theirs, strict=True):
+        if tuple(v.shape) != tuple(v_ours.shape) or (k.rsplit(".", 1)[-1] in _RELEASED_BUFFERS) != (
+                k_ours.rsplit(".", 1)[-1] in _RELEASED_BUFFERS):
+            raise ValueError(f"released tensor {k!r} {tuple(v.shape)} does not fit {k_ours!r} "
+                             f"{tuple(v_ours.shape)}; build the model that matches the released network")
+        mapped[k_ours] = v
+    model.load_state_dict(mapped)
 
 
 def list_models() -> list[str]:
@@ -347,12 +452,24 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> SNNCKAMo
 def from_checkpoint(ckpt: dict[str, Any], source: str | Path = "checkpoint",
                     map_location: str | torch.device = "cpu") -> SNNCKAModel:
     """The model of an already loaded checkpoint dict, with its weights, in eval mode on ``map_location``;
-    weights that don't fit the stored config raise ``CheckpointError`` naming ``source``."""
+    a model description snncka cannot build, or weights that don't fit it, raise ``CheckpointError`` naming
+    ``source``."""
     from .checkpoint import CheckpointError
 
-    model = from_config(ckpt["model_config"])
+    where = str(source)
     try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise CheckpointError(f"the weights in {str(source)!r} do not fit the model they describe: {e}") from e
+        model = from_config(ckpt["model_config"])
+    except (KeyError, TypeError, ValueError) as e:
+        msg = " ".join(str(e).split()) or type(e).__name__
+        raise CheckpointError(f"{where!r} describes a model snncka cannot build ({msg}); it was not written by "
+                              "this snncka version or was edited: use another checkpoint or retrain") from e
+    weights = ckpt.get("model")
+    if not isinstance(weights, Mapping):
+        raise CheckpointError(f"the weights ('model') in {where!r} are a {type(weights).__name__}, not a state "
+                              "dict; use another checkpoint or retrain")
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        msg = " ".join(str(e).split())
+        raise CheckpointError(f"the weights in {where!r} do not fit the model they describe: {msg}") from e
     return model.to(map_location).eval()

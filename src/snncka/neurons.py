@@ -3,12 +3,13 @@
 Dynamics per time step t (u[-1] = 0):
 
     u_pre[t] = tau * u[t-1] + i[t]
-    y[t]     = 1 if u_pre[t] > v_th else 0
+    y[t]     = 1 if u_pre[t] > v_th else 0    (u_pre[t] >= v_th with fire_at_threshold, the released code)
     u[t]     = u_pre[t] * (1 - y[t])          (hard reset, default)
     u[t]     = u_pre[t] - v_th * y[t]         (soft reset)
 
-The backward pass replaces dy/du_pre by a surrogate (default: the paper's rectangular Eq. 3) and runs
-backpropagation through time, through the reset term unless ``detach_reset=True``.
+The backward pass replaces dy/du_pre by a surrogate (default: the paper's rectangular Eq. 3; ``dspike`` is the
+authors' released DSpike) and runs backpropagation through time, through the reset term unless
+``detach_reset=True``.
 
 Two implementations share one interface:
 
@@ -73,13 +74,13 @@ def _arctan(x: Tensor, alpha: float) -> Tensor:
 
 
 def _dspike(x: Tensor, b: float) -> Tensor:
-    """DSpike (Li et al. 2021), the default of the paper authors' released code.
-
-    Derivative of g(x) = tanh(b * x) / (2 tanh(b)) + 1/2 on the window |x| < 1, zero outside: a tanh-shaped
-    ramp from 0 to 1 across the threshold whose sharpness is the temperature ``b``; area 1.
+    """DSpike (Li et al. 2021) exactly as in the paper authors' released code (its ``DSPIKE(region=3)`` with
+    temperature 3): the derivative of ``g(x) = tanh(b * clamp(x, -b, b)) / (2 tanh(b * b)) + 1/2``, i.e.
+    ``b sech^2(b x) / (2 tanh(b^2))`` on the closed window ``|x| <= b`` and zero outside. The released code
+    passes one value (3) as both temperature and window half-width; ``b`` is that value. Area 1.
     """
-    t = torch.tanh(b * x)
-    return torch.where(x.abs() < 1, b * (1 - t * t) / (2 * math.tanh(b)), torch.zeros_like(x))
+    t = torch.tanh(b * x)  # (1 - t)(1 + t): exact 1 - t near the window edge, where 1 - t*t would cancel
+    return torch.where(x.abs() <= b, b * ((1 - t) * (1 + t)) / (2 * math.tanh(b * b)), torch.zeros_like(x))
 
 
 SURROGATES: dict[str, tuple[Callable[[Tensor, float], Tensor], float]] = {
@@ -108,21 +109,23 @@ class _SpikeFn(torch.autograd.Function):
     """Heaviside step forward, surrogate gradient backward (one time step)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, surrogate: str, param: float) -> Tensor:  # x = u_pre - v_th
+    def forward(ctx, x: Tensor, surrogate: str, param: float, at_zero: bool) -> Tensor:  # x = u_pre - v_th
         ctx.save_for_backward(x)
         ctx.surrogate, ctx.param = surrogate, param
-        return (x > 0).to(x.dtype)
+        return ((x >= 0) if at_zero else (x > 0)).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         (x,) = ctx.saved_tensors
-        return grad * SURROGATES[ctx.surrogate][0](x, ctx.param), None, None
+        return grad * SURROGATES[ctx.surrogate][0](x, ctx.param), None, None, None
 
 
-def spike_fn(x: Tensor, surrogate: str = "rect", param: float | None = None) -> Tensor:
-    """Spike (Heaviside of ``x = u_pre - v_th``) with a surrogate gradient."""
+def spike_fn(x: Tensor, surrogate: str = "rect", param: float | None = None,
+             fire_at_threshold: bool = False) -> Tensor:
+    """Spike (Heaviside of ``x = u_pre - v_th``) with a surrogate gradient; ``fire_at_threshold`` makes the
+    step fire at ``x == 0`` too (``x >= 0``, the released code's rule) instead of only at ``x > 0``."""
     fn, default = _lookup(surrogate)
-    return _SpikeFn.apply(x, surrogate, default if param is None else param)
+    return _SpikeFn.apply(x, surrogate, default if param is None else param, bool(fire_at_threshold))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -141,6 +144,7 @@ class LIFConfig:
     reset: str = "hard"  # "hard" (to 0, the paper) or "soft" (subtract v_th)
     detach_reset: bool = False
     backend: str = "fused"  # "fused" or "reference"
+    fire_at_threshold: bool = False  # True: spike when u_pre >= v_th (the released code); False: u_pre > v_th
 
     def __post_init__(self) -> None:
         if not (0 < self.tau <= 1):
@@ -171,7 +175,7 @@ def lif_reference(x: Tensor, cfg: LIFConfig = LIFConfig(), return_membrane: bool
     spikes, pres, posts = [], [], []
     for t in range(x.shape[0]):
         u_pre = cfg.tau * u + x[t]
-        y = spike_fn(u_pre - cfg.v_th, cfg.surrogate, cfg.param)
+        y = spike_fn(u_pre - cfg.v_th, cfg.surrogate, cfg.param, cfg.fire_at_threshold)
         y_r = y.detach() if cfg.detach_reset else y
         u = u_pre * (1 - y_r) if cfg.reset == "hard" else u_pre - cfg.v_th * y_r
         spikes.append(y)
@@ -188,8 +192,9 @@ def lif_reference(x: Tensor, cfg: LIFConfig = LIFConfig(), return_membrane: bool
 # --------------------------------------------------------------------------------------------------------
 
 
-def _make_kernels(surrogate: str, hard: bool, detach: bool) -> tuple[Callable, Callable]:
-    """Forward and BPTT-backward kernels for one variant (its flags are constants of the closures)."""
+def _make_kernels(surrogate: str, hard: bool, detach: bool, ge: bool) -> tuple[Callable, Callable]:
+    """Forward and BPTT-backward kernels for one variant (its flags are constants of the closures); ``ge``:
+    fire at ``u_pre >= v_th`` instead of ``u_pre > v_th``."""
     sg_fn = SURROGATES[surrogate][0]
 
     def fwd(x: Tensor, tau: float, v_th: float) -> tuple[Tensor, Tensor]:
@@ -198,7 +203,7 @@ def _make_kernels(surrogate: str, hard: bool, detach: bool) -> tuple[Callable, C
         spikes, pres = [], []
         for t in range(x.shape[0]):
             u_pre = tau * u + x[t]
-            fire = u_pre > v_th
+            fire = (u_pre >= v_th) if ge else (u_pre > v_th)
             u = torch.where(fire, 0.0, u_pre) if hard else u_pre - v_th * fire.to(x.dtype)
             spikes.append(fire.to(x.dtype))
             pres.append(u_pre)
@@ -212,7 +217,7 @@ def _make_kernels(surrogate: str, hard: bool, detach: bool) -> tuple[Callable, C
             up = u_pre[t]
             sg = sg_fn(up - v_th, param)
             if hard:  # u = u_pre * (1 - y):  du/du_pre = (1 - y) - u_pre * sg  (second term unless detached)
-                keep = torch.where(up > v_th, 0.0, g_u)
+                keep = torch.where((up >= v_th) if ge else (up > v_th), 0.0, g_u)
                 g_pre = keep + sg * gy[t] if detach else keep + sg * (gy[t] - g_u * up)
             else:  # u = u_pre - v_th * y:  du/du_pre = 1 - v_th * sg
                 g_pre = g_u + sg * gy[t] if detach else g_u + sg * (gy[t] - v_th * g_u)
@@ -260,13 +265,13 @@ def _kernels(cfg: LIFConfig, compiled: bool, x: Tensor) -> tuple[Callable, Calla
     Compiled kernels are made per number of steps, dtype and device type (each with its own code object), so
     a process that meets many models never hits torch.compile's recompile limit; N stays dynamic.
     """
-    key: tuple = (cfg.surrogate, cfg.reset == "hard", cfg.detach_reset, compiled)
+    key: tuple = (cfg.surrogate, cfg.reset == "hard", cfg.detach_reset, cfg.fire_at_threshold, compiled)
     if compiled:
         key += (x.shape[0], x.dtype, x.device.type)
     if key not in _KERNELS:
-        fwd, bwd = _make_kernels(*key[:3])
+        fwd, bwd = _make_kernels(*key[:4])
         if compiled:
-            tag = "_".join(str(k).replace("torch.", "") for k in key[:3] + key[4:])
+            tag = "_".join(str(k).replace("torch.", "") for k in key[:4] + key[5:])
             fwd = _with_fallback(torch.compile(_renamed(fwd, f"lif_fwd_{tag}"), dynamic=True, fullgraph=True), fwd)
             bwd = _with_fallback(torch.compile(_renamed(bwd, f"lif_bwd_{tag}"), dynamic=True, fullgraph=True), bwd)
         _KERNELS[key] = (fwd, bwd)
@@ -336,7 +341,7 @@ def lif_fused(x: Tensor, cfg: LIFConfig = LIFConfig(), compiled: bool | None = N
 
 # --------------------------------------------------------------------------------------------------------
 # Memory: layers after a LIF (conv, pooling) save its float spikes for their backward. The spikes are exactly
-# ``u_pre > v_th`` and the fused LIF keeps ``u_pre`` anyway, so inside ``recompute_spikes()`` such saved
+# ``u_pre > v_th`` (or ``>=``) and the fused LIF keeps ``u_pre`` anyway, so inside ``recompute_spikes()`` such saved
 # spikes are replaced by a recipe and rebuilt (bit for bit) when the backward pass needs them. A spiking
 # network then stores one float per neuron and step, as many as its ANN twin stores per neuron.
 # --------------------------------------------------------------------------------------------------------
@@ -345,23 +350,24 @@ _SPIKE_SOURCE = "_snncka_spike_source"
 
 
 class _SpikeRecipe:
-    __slots__ = ("u_pre", "v_th", "dtype", "shape")
+    __slots__ = ("u_pre", "v_th", "ge", "dtype", "shape")
 
-    def __init__(self, u_pre: Tensor, v_th: float, dtype: torch.dtype, shape: torch.Size) -> None:
-        self.u_pre, self.v_th, self.dtype, self.shape = u_pre, v_th, dtype, shape
+    def __init__(self, u_pre: Tensor, v_th: float, ge: bool, dtype: torch.dtype, shape: torch.Size) -> None:
+        self.u_pre, self.v_th, self.ge, self.dtype, self.shape = u_pre, v_th, ge, dtype, shape
 
 
 def _pack(t: Tensor):
     src = getattr(t, _SPIKE_SOURCE, None)
-    if src is None or t._version != src[2]:  # modified in place since the LIF made it: keep as is
+    if src is None or t._version != src[3]:  # modified in place since the LIF made it: keep as is
         return t
-    return _SpikeRecipe(src[0], src[1], t.dtype, t.shape)
+    return _SpikeRecipe(src[0], src[1], src[2], t.dtype, t.shape)
 
 
 def _unpack(obj):
     if isinstance(obj, _SpikeRecipe):  # one pass: compare straight into a float tensor
         out = torch.empty(obj.u_pre.shape, dtype=obj.dtype, device=obj.u_pre.device)
-        return torch.gt(obj.u_pre, obj.v_th, out=out).reshape(obj.shape)
+        cmp = torch.ge if obj.ge else torch.gt
+        return cmp(obj.u_pre, obj.v_th, out=out).reshape(obj.shape)
     return obj
 
 
@@ -409,12 +415,13 @@ class LIF(nn.Module):
         y, u_pre = _lif_fused_state(seq, self.cfg, None)
         y = y.reshape(x.shape)
         if u_pre is not None:  # let recompute_spikes() rebuild y from u_pre instead of storing it
-            setattr(y, _SPIKE_SOURCE, (u_pre, self.cfg.v_th, y._version))
+            setattr(y, _SPIKE_SOURCE, (u_pre, self.cfg.v_th, self.cfg.fire_at_threshold, y._version))
         return y
 
     def extra_repr(self) -> str:
         c = self.cfg
         return (
             f"T={self.T}, tau={c.tau}, v_th={c.v_th}, surrogate={c.surrogate}({c.param}), reset={c.reset}"
-            f"{', detach_reset' if c.detach_reset else ''}, backend={c.backend}"
+            f"{', detach_reset' if c.detach_reset else ''}{', fire_at_threshold' if c.fire_at_threshold else ''}, "
+            f"backend={c.backend}"
         )

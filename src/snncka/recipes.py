@@ -12,7 +12,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["RECIPES", "Recipe", "get"]
+__all__ = ["RECIPES", "RELEASED_NORMALISATION", "Recipe", "get"]
+
+# The released code's fixed input normalisation (mean, std per channel) for ``normalisation="fixed"``.
+RELEASED_NORMALISATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
+}
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,9 @@ class Recipe:
     # ANN topology: "identity" = pre-activation shortcut carrying x (paper, He et al. 2016b); "activated" = the
     # released code's ReLU(inplace=True) first op, so the identity shortcut carries relu(x)
     ann_shortcut: str = "identity"
+    # a residual block computes its shortcut after bn2 (False) or right after its first activation (True, the
+    # released order): same values, but the shortcut's layers run -- and are recorded -- at that point
+    shortcut_first: bool = False
     # optimisation (App. B)
     momentum_ann: float = 0.9
     momentum_snn: float = 0.9
@@ -48,6 +57,9 @@ class Recipe:
     pgd_random_start: bool = False
     pgd_clip: bool = False
     pgd_model_mode: str = "eval"
+    # in a train-mode attack, BatchNorm running statistics move at every step; True keeps them moved (the
+    # released code: its following eval-mode pass uses them), False restores them after the attack
+    pgd_bn_updates: bool = False
     pgd_images: int | None = None
     notes: dict[str, str] = field(default_factory=dict)
 
@@ -68,6 +80,7 @@ RECIPES: dict[str, Recipe] = {
         surrogate="dspike",
         fire_at_threshold=True,
         ann_shortcut="activated",
+        shortcut_first=True,
         momentum_ann=0.8,
         momentum_snn=0.9,
         weight_decay_snn_cifar100=5e-4,
@@ -78,6 +91,7 @@ RECIPES: dict[str, Recipe] = {
         cka_batch=1024,
         cka_layers="code",
         pgd_model_mode="train",
+        pgd_bn_updates=True,
         pgd_images=None,
     ),
 }

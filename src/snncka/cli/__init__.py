@@ -6,6 +6,7 @@ import click
 import torch
 
 from ..models import NAMES, create
+from .errors import user_errors
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,6 +21,10 @@ def main() -> None:
 @click.option("--in-channels", default=3, show_default=True)
 def models_cmd(width: float, num_classes: int, in_channels: int) -> None:
     """List every registered model with its parameter count (ANN and SNN)."""
+    with user_errors():  # a bad width or class count is one line, before any output
+        for spiking in (False, True):
+            with torch.device("meta"):
+                create(NAMES[0], spiking=spiking, width=width, num_classes=num_classes, in_channels=in_channels)
     click.echo(f"{'model':<10} {'ANN params':>12} {'SNN params':>12}  layers (conv/norm/act)")
     for name in NAMES:
         counts = []
