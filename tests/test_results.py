@@ -227,6 +227,8 @@ def test_counts_and_penalties_are_validated_first(tmp_path):
     _one_line_error(_cli("probe", missing, "--out", out, "--n-train", "0"), "n_train (--n-train) must be at")
     _one_line_error(_cli("probe", missing, "--out", out, "--n-test", "-3"), "n_test (--n-test) must be at")
     _one_line_error(_cli("probe", missing, "--out", out, "--l2", "-1"), "L2 penalty (--l2) must be")
+    _one_line_error(_cli("probe", missing, "--out", out, "--batch-size", "0"), "batch_size (--batch-size) must")
+    _one_line_error(_cli("rates", missing, "--out", out, "--batch-size", "0"), "batch_size (--batch-size) must")
     _one_line_error(_cli("compare", missing, "--out", out, "--n-images", "0"), "does not exist")  # checkpoint
     res = _cli("temporal", missing, "--out", out, "--data-root", str(tmp_path / "nonexist"))
     _one_line_error(res, "data folder")

@@ -183,6 +183,7 @@ def probe(
     (default: all)."""
     positive(n_train, "n_train (--n-train)")
     positive(n_test, "n_test (--n-test)")
+    positive(batch_size, "batch_size (--batch-size)")
     if not (isinstance(l2, int | float) and math.isfinite(l2) and l2 >= 0):
         raise ValueError(f"the probes' L2 penalty (--l2) must be a finite number >= 0, got {l2}")
     t0 = time.perf_counter()

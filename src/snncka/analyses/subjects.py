@@ -193,7 +193,7 @@ def model_input(s: Subject, x: Tensor) -> Tensor:
 
 def n_images_of(s: Subject, n_images: int | None) -> int:
     """The number of test images a CKA analysis uses (all if None); at least 4 (the unbiased HSIC)."""
-    positive(n_images, "n_images")
+    positive(n_images, "n_images (--n-images)")
     n = len(s.data.y_test) if n_images is None else min(int(n_images), len(s.data.y_test))
     if n < 4:
         raise ValueError(f"need at least 4 test images for (unbiased) CKA, got {n}")
