@@ -33,7 +33,7 @@ import numpy as np
 
 from .files import atomic_write_bytes
 
-__all__ = ["CKAResult", "Result", "TemporalResult", "check_output_dir", "iter_results", "load_result",
+__all__ = ["CKAResult", "Measured", "Result", "TemporalResult", "check_output_dir", "iter_results", "load_result",
            "result_paths"]
 
 FORMAT_VERSION = 2
@@ -144,6 +144,14 @@ class Result:
     def summary(self) -> list[dict[str, Any]]:
         """Rows for the report's tables."""
         return []
+
+
+@dataclass(kw_only=True)
+class Measured(Result):
+    """A result measured by an analysis: how long it took and on what machine (shown in the report)."""
+
+    seconds: float = 0.0
+    environment: dict = field(default_factory=dict)
 
 
 def _encode(res: Result, prefix: str = "") -> tuple[dict[str, Any], dict[str, np.ndarray]]:

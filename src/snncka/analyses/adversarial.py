@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..cka import compare as cka_compare
-from ..results import Result, curve_ylim, finite_mean, labelled
+from ..results import Measured, curve_ylim, finite_mean, labelled
 from ..runtime import environment, resolve_device
 from .subjects import check_same_images, first_batches, images_in, n_images_of, subjects
 
@@ -24,7 +24,7 @@ DEFAULT_EPS = (0.001, 0.005, 0.01, 0.02, 0.05)
 
 
 @dataclass
-class RobustnessResult(Result):
+class RobustnessResult(Measured):
     """PGD robust accuracy (%) ``accuracy[m, e]`` of model m at ``eps[e]`` and per-layer CKA between the clean
     and the adversarial features of each model ``cka[m][e]`` (over ``layers[m]``)."""
 
@@ -43,8 +43,6 @@ class RobustnessResult(Result):
     space: str
     n_images: int
     sources: list[str | None] = field(default_factory=list)
-    seconds: float = 0.0
-    environment: dict = field(default_factory=dict)
 
     def plot(self, out: str | Path, name: str | None = None) -> list[Path]:
         from .. import plots

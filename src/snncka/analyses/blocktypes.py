@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..results import Result, curve_ylim
+from ..results import Measured, curve_ylim
 from .pairwise import CompareAnalysis, compare
 
 __all__ = ["TYPE_LABELS", "BlocksResult", "blocks", "blocks_from"]
@@ -28,7 +28,7 @@ def _position(rest: str | None, kind: str) -> str:
 
 
 @dataclass
-class BlocksResult(Result):
+class BlocksResult(Measured):
     """CKA of corresponding layers grouped by residual block: per layer type and per position in the block.
 
     ``periodic`` says whether the curve has the paper's periodic jagged shape: the block outputs restore the
@@ -54,7 +54,6 @@ class BlocksResult(Result):
     block_length: int
     period: int | None
     periodic: bool
-    seconds: float = 0.0
 
     def plot(self, out: str | Path, name: str | None = None) -> list[Path]:
         from .. import plots

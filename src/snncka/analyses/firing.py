@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ..neurons import LIF
-from ..results import Result
+from ..results import Measured
 from ..runtime import environment, resolve_device
 from .subjects import model_input, positive, subject
 
@@ -21,7 +21,7 @@ __all__ = ["RatesResult", "rates"]
 
 
 @dataclass
-class RatesResult(Result):
+class RatesResult(Measured):
     """Firing-rate statistics of every LIF layer over the test images.
 
     ``mean``: fraction of (neuron, step, image) that spike; ``per_step[l, t]``: the rate at step t (NaN
@@ -42,8 +42,6 @@ class RatesResult(Result):
     label: str
     n_images: int
     source: str | None = None
-    seconds: float = 0.0
-    environment: dict = field(default_factory=dict)
 
     def plot(self, out: str | Path, name: str | None = None) -> list[Path]:
         from .. import plots

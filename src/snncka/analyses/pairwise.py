@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..cka import compare as cka_compare
-from ..results import CKAResult, Result
+from ..results import CKAResult, Measured
 from ..runtime import environment, resolve_device
 from .subjects import accuracy, check_same_images, first_batches, n_images_of, subject, subjects
 
@@ -23,7 +23,7 @@ def _forward(name: str) -> property:
 
 
 @dataclass
-class CompareAnalysis(Result):
+class CompareAnalysis(Measured):
     """The engine's ``CKAResult`` (``matrix[i, j]`` = CKA(layer i of model a, layer j of model b)) together
     with what the analysis knows of the two models: labels, SNN or ANN, test accuracy (%) and checkpoint."""
 
@@ -38,8 +38,6 @@ class CompareAnalysis(Result):
     accuracy_b: float | None = None
     source_a: str | None = None
     source_b: str | None = None
-    seconds: float = 0.0
-    environment: dict = field(default_factory=dict)
 
     matrix = _forward("matrix")
     ci_low = _forward("ci_low")

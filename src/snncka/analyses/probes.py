@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..results import Result, labelled
+from ..results import Measured, labelled
 from ..runtime import environment, resolve_device
 from .subjects import Subject, accuracy, model_input, positive, subjects
 
@@ -116,7 +116,7 @@ def pooled_features(
 
 
 @dataclass
-class ProbeResult(Result):
+class ProbeResult(Measured):
     """Linear-probe test accuracy (%) ``accuracy[m][k]`` on block ``blocks[m][k]`` of model m."""
 
     analysis: ClassVar[str] = "probe"
@@ -130,8 +130,6 @@ class ProbeResult(Result):
     n_test: int
     l2: float
     sources: list[str | None] = field(default_factory=list)
-    seconds: float = 0.0
-    environment: dict = field(default_factory=dict)
 
     def plot(self, out: str | Path, name: str | None = None) -> list[Path]:
         from .. import plots

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..results import Result, curve_ylim, finite_mean
+from ..results import Measured, curve_ylim, finite_mean
 from ..runtime import environment, resolve_device
 from .pairwise import compare
 from .subjects import check_same_images, subjects
@@ -19,7 +19,7 @@ __all__ = ["SeedsResult", "seeds"]
 
 
 @dataclass
-class SeedsResult(Result):
+class SeedsResult(Measured):
     """Cross-layer CKA for every pairing of the given models (App. C): ``pairs[k] = (i, j)`` -> ``pair_k``."""
 
     analysis: ClassVar[str] = "seeds"
@@ -32,8 +32,6 @@ class SeedsResult(Result):
     layers: list[str]
     n_images: int
     sources: list[str | None] = field(default_factory=list)
-    seconds: float = 0.0
-    environment: dict = field(default_factory=dict)
 
     def _panel(self, k: int):
         i, j = self.pairs[k]

@@ -4,7 +4,7 @@ A.12)."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..cka import temporal as cka_temporal
-from ..results import Result, TemporalResult
+from ..results import Measured, TemporalResult
 from ..runtime import environment, resolve_device
 from .subjects import first_batches, n_images_of, subject
 
@@ -20,7 +20,7 @@ __all__ = ["TemporalAnalysis", "temporal"]
 
 
 @dataclass
-class TemporalAnalysis(Result):
+class TemporalAnalysis(Measured):
     """The engine's ``TemporalResult`` (``cka.matrices[l]``: the ``T x T`` CKA between the time steps of layer
     ``l``) together with the model's label and checkpoint."""
 
@@ -29,8 +29,6 @@ class TemporalAnalysis(Result):
     cka: TemporalResult
     label: str
     source: str | None = None
-    seconds: float = 0.0
-    environment: dict = field(default_factory=dict)
 
     @property
     def matrices(self) -> np.ndarray:
