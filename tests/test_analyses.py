@@ -38,7 +38,7 @@ def ann_vs_snn(subjects):
 def test_compare_with_itself_is_one_on_the_diagonal(subjects, tmp_path):
     ann, _ = subjects
     r = A.compare(ann, None, n_images=N, batch_size=64, device="cpu", progress=False)
-    names, d = r.curve()
+    names, d = r.corresponding()
     assert names == r.layers_a == r.layers_b and len(names) > 20
     np.testing.assert_allclose(d, 1.0, atol=1e-6)
     np.testing.assert_allclose(r.matrix, r.matrix.T, atol=1e-9)
@@ -133,7 +133,7 @@ def test_blocks_detects_the_periodic_pattern():
 def test_blocks_on_a_real_comparison_is_the_grouped_diagonal(ann_vs_snn, tmp_path):
     r, cmp = A.blocks(ann_vs_snn)
     assert cmp is ann_vs_snn
-    names, d = cmp.curve()
+    names, d = cmp.corresponding()
     kinds = dict(zip(cmp.layers_a, cmp.kinds_a, strict=True))
     in_block = [n for n in names if n.split(".")[0] in ("s1", "s2", "s3")]  # block layers and outputs
     for kind, label in A.TYPE_LABELS.items():

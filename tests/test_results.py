@@ -76,6 +76,17 @@ def test_analysis_result_holds_the_engine_result_and_both_classes_load_it(tmp_pa
         TemporalResult.load(path)
 
 
+def test_analysis_results_from_matrices_computed_elsewhere(tmp_path):
+    m = _matrix()
+    r = A.CompareAnalysis.from_matrix(m, LAYERS, LAYERS, ["conv"] * 4, ["conv"] * 4, "SNN x", "ANN x", True, False,
+                                      accuracy_a=80.0)
+    np.testing.assert_array_equal(r.matrix, m)
+    assert r.oriented()[3] == "SNN x" and np.isnan(r.ci_low).all() and r.accuracies() == [("SNN x", 80.0, None)]
+    t = A.TemporalAnalysis.from_matrices(np.ones((2, 3, 3)), ["s1.b0", "fc"], ["block", "linear"], 3, "SNN x")
+    back = load_result(t.save(tmp_path))
+    assert back.T == 3 and back.label == "SNN x" and back.summary()[0]["mean CKA across steps"] == 1.0
+
+
 def test_the_report_alone_knows_every_kind(tmp_path):
     # a fresh process that imports only the report still reads analysis results (kinds register on demand)
     import subprocess
@@ -87,17 +98,17 @@ def test_the_report_alone_knows_every_kind(tmp_path):
     assert "<h3>compare</h3>" in out and "ANN resnet8" in out
 
 
-def test_diagonal_and_curve_have_one_meaning_each():
+def test_diagonal_and_corresponding_have_one_meaning_each():
     m = _matrix()
     swapped = ["fc", "s1.b0", "conv1", "s1.b0.act1"]  # B's layers in another order
     r = _cka(m, swapped)
     np.testing.assert_array_equal(r.diagonal(), np.diag(m))  # diagonal: position i vs position i
-    names, values = r.curve()  # curve: same-named layers, in A's order
+    names, values = r.corresponding()  # corresponding: same-named layers, in A's order
     assert names == LAYERS
     np.testing.assert_array_equal(values, [m[0, 2], m[1, 3], m[2, 1], m[3, 0]])
     cmp = _analysis(r)
     np.testing.assert_array_equal(cmp.diagonal(), r.diagonal())
-    assert cmp.curve()[0] == names
+    assert cmp.corresponding()[0] == names
 
 
 def test_plotting_from_python_works_for_engine_and_analysis_results(tmp_path):

@@ -298,11 +298,11 @@ class CKAResult(Result):
         if self.matrix.shape[0] != self.matrix.shape[1]:
             raise ValueError(
                 f"diagonal() needs as many layers in A as in B, got {self.matrix.shape}; "
-                "select matching layers, or use curve() for the same-named layers"
+                "select matching layers, or use corresponding() for the same-named layers"
             )
         return np.diagonal(self.matrix).copy()
 
-    def curve(self) -> tuple[list[str], np.ndarray]:
+    def corresponding(self) -> tuple[list[str], np.ndarray]:
         """The paper's "CKA curve": CKA between same-named layers of A and B, in A's order: (names, values)."""
         jb = {n: j for j, n in enumerate(self.layers_b)}
         ia = {n: i for i, n in enumerate(self.layers_a)}
@@ -324,7 +324,7 @@ class CKAResult(Result):
             m, xl, yl, xlab, ylab = self.matrix, self.layers_b, self.layers_a, lb, la
         paths = plots.heatmap(m, xl, yl, Path(out) / f"{name}_heatmap", x_label=xlab, y_label=ylab,
                               title=f"CKA ({self.n_images} test images)")
-        names, d = self.curve()
+        names, d = self.corresponding()
         if names:
             kinds = dict(zip(self.layers_a, self.kinds_a, strict=False))
             paths += plots.curves({f"{la} vs {lb}": d}, names, Path(out) / f"{name}_curve",
@@ -333,7 +333,7 @@ class CKAResult(Result):
         return paths
 
     def summary(self) -> list[dict[str, Any]]:
-        names, d = self.curve()
+        names, d = self.corresponding()
         row: dict[str, Any] = {
             "layers": f"{len(self.layers_a)} x {len(self.layers_b)}",
             "images": self.n_images,

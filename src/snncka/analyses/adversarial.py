@@ -168,7 +168,7 @@ def robustness(
             res = cka_compare(s.model, s.model, clean, data_b=advs, layers_a=layers, layers_b=layers,
                               unbiased=unbiased, kernel=kernel, device=dev, progress=False)
             lay, kin = list(res.layers_a), list(res.kinds_a)
-            ckas.append(res.curve()[1].tolist())  # each layer's clean vs adversarial features
+            ckas.append(res.corresponding()[1].tolist())  # each layer's clean vs adversarial features
         bar.close()
         out["labels"].append(s.label)
         out["clean_accuracy"].append(100.0 * float(ok_clean.float().mean()))

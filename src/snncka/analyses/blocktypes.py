@@ -182,7 +182,7 @@ def blocks(a: Any, b: Any | None = None, **compare_kwargs: Any) -> tuple[BlocksR
     """
     t0 = time.perf_counter()
     cmp = a if isinstance(a, CompareAnalysis) else compare(a, b, **compare_kwargs)
-    names, d = cmp.curve()
+    names, d = cmp.corresponding()
     kinds = dict(zip(cmp.layers_a, cmp.kinds_a, strict=False))
     res = blocks_from(d, names, [kinds[n] for n in names], f"{cmp.label_a} vs {cmp.label_b}")
     res.seconds = time.perf_counter() - t0

@@ -51,9 +51,21 @@ class CompareAnalysis(Measured):
     estimator = _forward("estimator")
     kernel = _forward("kernel")
 
-    def curve(self) -> tuple[list[str], np.ndarray]:
-        """The CKA curve of same-named layers (``CKAResult.curve``)."""
-        return self.cka.curve()
+    @classmethod
+    def from_matrix(cls, matrix: Any, layers_a: list[str], layers_b: list[str], kinds_a: list[str],
+                    kinds_b: list[str], label_a: str, label_b: str, spiking_a: bool, spiking_b: bool, *,
+                    n_images: int = 0, **kw: Any) -> CompareAnalysis:
+        """A result from a matrix computed elsewhere (no confidence interval), e.g. to plot or report it."""
+        m = np.asarray(matrix, dtype=float)
+        nan = np.full_like(m, np.nan)
+        cka = CKAResult(matrix=m, layers_a=list(layers_a), layers_b=list(layers_b), kinds_a=list(kinds_a),
+                        kinds_b=list(kinds_b), n_images=n_images, batch_size=n_images, estimator="unbiased",
+                        kernel="linear", ci_low=nan, ci_high=nan.copy())
+        return cls(cka=cka, label_a=label_a, label_b=label_b, spiking_a=spiking_a, spiking_b=spiking_b, **kw)
+
+    def corresponding(self) -> tuple[list[str], np.ndarray]:
+        """The CKA curve of same-named layers (``CKAResult.corresponding``)."""
+        return self.cka.corresponding()
 
     def diagonal(self) -> np.ndarray:
         """The matrix's diagonal (``CKAResult.diagonal``)."""

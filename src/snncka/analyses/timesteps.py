@@ -30,6 +30,15 @@ class TemporalAnalysis(Measured):
     label: str
     source: str | None = None
 
+    @classmethod
+    def from_matrices(cls, matrices: Any, layers: list[str], kinds: list[str], T: int, label: str, *,
+                      n_images: int = 0, **kw: Any) -> TemporalAnalysis:
+        """A result from ``[L, T, T]`` matrices computed elsewhere, e.g. to plot or report them."""
+        m = np.asarray(matrices, dtype=float)
+        cka = TemporalResult(layers=list(layers), kinds=list(kinds), matrices=m, T=int(T), n_images=n_images,
+                             steps=[int(T)] * len(layers))
+        return cls(cka=cka, label=label, **kw)
+
     @property
     def matrices(self) -> np.ndarray:
         return self.cka.matrices
