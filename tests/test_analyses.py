@@ -38,13 +38,13 @@ def ann_vs_snn(subjects):
 def test_compare_with_itself_is_one_on_the_diagonal(subjects, tmp_path):
     ann, _ = subjects
     r = A.compare(ann, None, n_images=N, batch_size=64, device="cpu", progress=False)
-    names, d = r.diagonal()
+    names, d = r.corresponding()
     assert names == r.layers_a == r.layers_b and len(names) > 20
     np.testing.assert_allclose(d, 1.0, atol=1e-6)
     np.testing.assert_allclose(r.matrix, r.matrix.T, atol=1e-9)
     assert r.n_images == N and r.batch_size == 64 and r.estimator == "unbiased"
     back = A.load_result(r.save(tmp_path))
-    assert isinstance(back, A.CompareResult)
+    assert isinstance(back, A.CompareAnalysis)
     np.testing.assert_array_equal(back.matrix, r.matrix)
     assert back.layers_a == r.layers_a and back.label_a == r.label_a
 
@@ -133,7 +133,7 @@ def test_blocks_detects_the_periodic_pattern():
 def test_blocks_on_a_real_comparison_is_the_grouped_diagonal(ann_vs_snn, tmp_path):
     r, cmp = A.blocks(ann_vs_snn)
     assert cmp is ann_vs_snn
-    names, d = cmp.diagonal()
+    names, d = cmp.corresponding()
     kinds = dict(zip(cmp.layers_a, cmp.kinds_a, strict=True))
     in_block = [n for n in names if n.split(".")[0] in ("s1", "s2", "s3")]  # block layers and outputs
     for kind, label in A.TYPE_LABELS.items():
@@ -312,9 +312,12 @@ def test_cli_compare_and_rates(tiny_runs, tmp_path):
                                "--n-images", "128", "--batch-size", "64", "--device", "cpu", "--quiet"])
     assert res.exit_code == 0, res.output
     meta = json.loads((out / "compare.json").read_text())
-    assert meta["snncka_analysis"] == "compare" and meta["n_images"] == 128
+    assert meta["snncka_result"] == "compare" and meta["cka"]["n_images"] == 128
     for f in ("compare.npz", "compare_heatmap.png", "compare_heatmap.svg", "compare_curve.png"):
         assert (out / f).is_file(), f
+    figs = next(line for line in res.output.splitlines() if line.startswith("figures"))
+    assert figs.startswith("figures (4 files): ") and figs.count(str(out)) == 4  # prints what it wrote
+    assert "test accuracy of ANN resnet8" in res.output and " %" in res.output  # percent, as in the report
     res = runner.invoke(main, ["blocks", str(out / "compare.json"), "--out", str(out), "--no-plot"])
     assert res.exit_code == 0, res.output
     assert "periodic pattern: False" in res.output and (out / "blocks.json").is_file()
@@ -334,13 +337,13 @@ def test_results_with_nan_round_trip(tmp_path):
     back = A.load_result(r.save(tmp_path, "b"))
     assert np.isnan(back.curve[1]) and back.curve[3] == 0.95
     json.loads((tmp_path / "b.json").read_text())  # strict JSON
-    with pytest.raises(ValueError, match="not a snncka analysis result"):
+    with pytest.raises(ValueError, match="not a snncka result"):
         (tmp_path / "x.json").write_text("{}")
         A.load_result(tmp_path / "x.json")
 
 
 def test_dataset_cache_keeps_the_most_recent_few(monkeypatch):
-    from snncka import analyses
+    from snncka.analyses import subjects as analyses
 
     monkeypatch.setattr(analyses, "_DATA_CACHE", {})
     loads = []

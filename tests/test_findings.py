@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from snncka import findings
-from snncka.analyses import CompareResult, RobustnessResult, SeedsResult, TemporalAnalysis
+from snncka.analyses import CompareAnalysis, RobustnessResult, SeedsResult, TemporalAnalysis
 from snncka.findings import FAILS, HOLDS, UNMEASURED, Finding, evaluate
 from snncka.reproduce import PaperComparison, paper_numbers, paper_row
 
@@ -16,16 +16,15 @@ BLOCK = ["act", "conv", "norm", "act", "conv", "norm", "block"]
 BLOCK_NAMES = ["act1", "conv1", "bn1", "act2", "conv2", "bn2", None]
 
 
-def pair(snn: str, diag, names=None, kinds=None, ann: str | None = None) -> CompareResult:
+def pair(snn: str, diag, names=None, kinds=None, ann: str | None = None) -> CompareAnalysis:
     """An ANN-vs-SNN result whose corresponding-layer CKA is ``diag`` (off-diagonal entries 0.1)."""
     n = len(diag)
     names = names or [f"l{i}" for i in range(n)]
     kinds = kinds or ["conv"] * n
     m = np.full((n, n), 0.1)
     np.fill_diagonal(m, diag)
-    return CompareResult(matrix=m, ci_low=m, ci_high=m, layers_a=list(names), layers_b=list(names),
-                         kinds_a=list(kinds), kinds_b=list(kinds), label_a=snn,
-                         label_b=ann or "ANN " + snn.split()[1], spiking_a=True, spiking_b=False)
+    return CompareAnalysis.from_matrix(m, list(names), list(names), list(kinds), list(kinds), snn,
+                                       ann or "ANN " + snn.split()[1], True, False)
 
 
 def block_curve(out: float, conv: float, act: float, norm: float = 0.8, blocks=("s1.b0", "s2.b0", "s3.b0")):
@@ -54,8 +53,7 @@ def temporal(label: str, T: int, offdiag: dict[str, float]) -> TemporalAnalysis:
         m = np.full((T, T), v)
         np.fill_diagonal(m, 1.0)
         mats.append(m)
-    return TemporalAnalysis(matrices=np.stack(mats), layers=layers, kinds=["block"] * len(offdiag) + ["conv"],
-                            T=T, label=label)
+    return TemporalAnalysis.from_matrices(np.stack(mats), layers, ["block"] * len(offdiag) + ["conv"], T, label)
 
 
 def pgd(clean, acc, cka=None) -> RobustnessResult:
@@ -174,7 +172,7 @@ def test_residuals_matter_more_for_snn() -> None:
 def test_time_steps_add_little_uses_block_outputs() -> None:
     names, _, kinds = block_curve(0, 0, 0, blocks=("s1.b0",))
 
-    def at(T: int, out: float) -> CompareResult:
+    def at(T: int, out: float) -> CompareAnalysis:
         vals = [out if k == "block" else 0.3 for k in kinds]
         return pair(f"SNN resnet20 T{T}", vals, names, kinds)
 

@@ -80,6 +80,36 @@ def test_temporal_grid(tmp_path):
         plots.temporal_grid(mats[:, :, :2], ["a"] * 9, tmp_path / "bad")
 
 
+def test_temporal_grid_scale_is_fitted_to_the_data(tmp_path):
+    # CKA across time steps often spans only 0.85..1: the lowest value gets the colour map's bottom colour
+    # and the highest its top colour (on a fixed 0..1 scale every panel would be the same yellow)
+    import matplotlib
+
+    assert plots.fitted_range(np.array([[0.85, 0.9], [np.nan, 1.0]])) == (0.85, 1.0)
+    assert plots.fitted_range(np.ones((2, 2))) == (0.95, 1.0)  # at least 0.05 wide
+    assert plots.fitted_range(np.full((2, 2), np.nan)) == (0.0, 1.0)
+    mats = np.stack([np.full((4, 4), 0.85), np.full((4, 4), 1.0)])
+    paths = plots.temporal_grid(mats, ["s1.b0", "s2.b0"], tmp_path / "t", panel_size=2.0, dpi=50,
+                                formats=("png",))
+    img = np.asarray(Image.open(paths[0]).convert("RGB"), dtype=int)
+    cmap = matplotlib.colormaps[plots.CMAP]
+    for v in (0.0, 1.0):
+        want = (np.array(cmap(v)[:3]) * 255).round().astype(int)
+        assert (np.abs(img - want).sum(-1) <= 3).mean() > 0.1, v
+
+
+def test_importing_plots_leaves_the_backend_alone():
+    # a notebook user's backend must survive `import snncka.plots` and drawing a figure; pyplot stays unused
+    import subprocess
+    import sys
+
+    code = ("import matplotlib, sys; matplotlib.use('svg'); import snncka.plots as p, numpy as np, tempfile; "
+            "p.heatmap(np.eye(2), ['a', 'b'], ['a', 'b'], tempfile.mkdtemp() + '/h'); "
+            "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["svg", "False"]
+
+
 def test_block_profile_robustness_probe_rates(tmp_path):
     _check(plots.block_profile(["act1", "conv1", "bn1", "output"], {"m": [0.8, 0.6, 0.6, 0.95]},
                                tmp_path / "b", figsize=(5, 3), dpi=60), (300, 180))
@@ -93,9 +123,9 @@ def test_block_profile_robustness_probe_rates(tmp_path):
 
 
 def test_save_figure_rejects_unknown_format(tmp_path):
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig = plt.figure()
+    fig = Figure()
     with pytest.raises(ValueError, match="unsupported figure format"):
         plots.save_figure(fig, tmp_path / "x", formats=("bmp",))
     assert not list(tmp_path.iterdir())  # nothing half-written

@@ -18,7 +18,8 @@ import torch
 
 from .files import atomic_write
 
-__all__ = ["FORMAT", "CheckpointError", "get_rng_state", "load_checkpoint", "save_checkpoint", "set_rng_state"]
+__all__ = ["FORMAT", "CheckpointError", "get_rng_state", "load_checkpoint", "resolve_checkpoint", "save_checkpoint",
+           "set_rng_state"]
 
 FORMAT = "snncka-checkpoint"
 VERSION = 1
@@ -116,6 +117,24 @@ def _check_torch_file(path: Path) -> None:
         f"{str(path)!r} is not a torch checkpoint file (it holds {kind}, beginning {head[:12]!r}); pass a run's "
         "last.pt or best.pt, written by snncka train"
     )
+
+
+def resolve_checkpoint(path: str | Path, which: str = "last") -> Path:
+    """The checkpoint file a path means: a file is itself; a run folder (as ``snncka train`` writes it) means
+    its ``last.pt`` (``which="last"``: the final weights) or its ``best.pt`` (``which="best"``: the epoch of
+    highest test accuracy, falling back to ``last.pt`` for a run that never evaluated). The one place that
+    decides which checkpoint of a run folder is used."""
+    if which not in ("last", "best"):
+        raise ValueError(f"which checkpoint of a run folder: 'last' or 'best', got {which!r}")
+    p = Path(path)
+    if not p.is_dir():
+        return p
+    order = ("best.pt", "last.pt") if which == "best" else ("last.pt",)
+    for name in order:
+        if (p / name).is_file():
+            return p / name
+    raise CheckpointError(f"run folder {str(p)!r} has no {' or '.join(order)} checkpoint; pass a checkpoint file "
+                          "or the folder of a finished snncka train run")
 
 
 def get_rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:

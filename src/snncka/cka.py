@@ -27,15 +27,11 @@ Under ``torch.distributed`` each rank takes every world-size-th batch and the pe
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -50,7 +46,6 @@ from .cka_math import (
     _u_rows,
     _Workspace,
 )
-from .files import atomic_write_stream
 from .record import (
     ModelState,
     Recorder,
@@ -66,6 +61,7 @@ from .record import (
     to_feature,
     zip_streams,
 )
+from .results import CKAResult, TemporalResult  # the result format shared with the analyses
 
 __all__ = [
     "CKAResult",
@@ -214,106 +210,6 @@ def _prepared(K: Tensor, tol: float | Tensor, kernel: tuple[str, float], unbiase
                           for k, b in zip(K.reshape(-1, *K.shape[-2:]), bad.reshape(-1), strict=True)])
         P = center_gram(Kr.reshape(K.shape), unbiased)
     return torch.where(bad[..., None, None], torch.zeros_like(P), P), bad
-
-
-# --------------------------------------------------------------------------------------------------------
-# Results
-# --------------------------------------------------------------------------------------------------------
-
-
-def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
-    p = Path(path)
-    if p.suffix != ".npz":
-        p = p.with_name(p.name + ".npz")
-    return p, p.with_suffix(".json")
-
-
-def _save(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
-    npz, sidecar = _paths(path)
-    atomic_write_stream(npz, lambda f: np.savez(f, **arrays))
-    atomic_write_stream(sidecar, lambda f: f.write(json.dumps(meta, indent=1).encode()))
-    return npz
-
-
-def _load(path: str | os.PathLike, kind: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    npz, sidecar = _paths(path)
-    if not npz.exists() or not sidecar.exists():
-        raise FileNotFoundError(f"need both {npz} and its JSON sidecar {sidecar}")
-    meta = json.loads(sidecar.read_text())
-    if meta.get("type") != kind:
-        raise ValueError(f"{sidecar} holds a {meta.get('type')!r}, not a {kind!r}")
-    with np.load(npz) as z:
-        arrays = {k: z[k] for k in z.files}
-    return arrays, meta
-
-
-@dataclass
-class CKAResult:
-    """Minibatch CKA between every recorded layer of model A (rows) and of model B (columns)."""
-
-    matrix: np.ndarray
-    layers_a: list[str]
-    layers_b: list[str]
-    kinds_a: list[str]
-    kinds_b: list[str]
-    n_images: int
-    batch_size: int
-    estimator: str
-    kernel: str
-    ci_low: np.ndarray
-    ci_high: np.ndarray
-    n_batches: int = 0
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def diagonal(self) -> np.ndarray:
-        """The CKA curve of aligned layers (layer i of A vs layer i of B)."""
-        if self.matrix.shape[0] != self.matrix.shape[1]:
-            raise ValueError(
-                f"diagonal() needs as many layers in A as in B, got {self.matrix.shape}; "
-                "select matching layers"
-            )
-        return np.diagonal(self.matrix).copy()
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write ``path`` (.npz: matrix, ci_low, ci_high) and a JSON sidecar with the rest, atomically."""
-        meta = dict(
-            type="CKAResult", layers_a=self.layers_a, layers_b=self.layers_b, kinds_a=self.kinds_a,
-            kinds_b=self.kinds_b, n_images=self.n_images, batch_size=self.batch_size,
-            estimator=self.estimator,
-            kernel=self.kernel, n_batches=self.n_batches, meta=self.meta,
-        )
-        return _save(path, dict(matrix=self.matrix, ci_low=self.ci_low, ci_high=self.ci_high), meta)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> CKAResult:
-        arrays, meta = _load(path, "CKAResult")
-        meta.pop("type")
-        return cls(matrix=arrays["matrix"], ci_low=arrays["ci_low"], ci_high=arrays["ci_high"], **meta)
-
-
-@dataclass
-class TemporalResult:
-    """Per layer, the ``T x T`` CKA between its time steps (NaN-padded to the largest T)."""
-
-    layers: list[str]
-    kinds: list[str]
-    matrices: np.ndarray
-    T: int
-    n_images: int
-    estimator: str = "unbiased"
-    kernel: str = "linear"
-    steps: list[int] = field(default_factory=list)
-
-    def save(self, path: str | os.PathLike) -> Path:
-        meta = dict(type="TemporalResult", layers=self.layers, kinds=self.kinds, T=self.T,
-                    n_images=self.n_images, estimator=self.estimator, kernel=self.kernel, steps=self.steps)
-        return _save(path, dict(matrices=self.matrices), meta)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> TemporalResult:
-        arrays, meta = _load(path, "TemporalResult")
-        meta.pop("type")
-        return cls(matrices=arrays["matrices"], **meta)
 
 
 # --------------------------------------------------------------------------------------------------------

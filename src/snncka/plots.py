@@ -1,4 +1,4 @@
-"""Figures in the paper's style (matplotlib, Agg backend): CKA heatmaps, CKA curves, T x T grids, robustness
+"""Figures in the paper's style (matplotlib): CKA heatmaps, CKA curves, T x T grids, robustness
 bars, probe curves and firing rates.
 
 Every function takes plain arrays and layer names (so any result, saved or fresh, can be drawn), writes the
@@ -6,7 +6,11 @@ figure as PNG and SVG next to ``out`` (``out`` is a path without suffix) atomica
 paths. Figures have a fixed size (``figsize`` inches at ``dpi``), so a PNG is exactly
 ``figsize[0]*dpi x figsize[1]*dpi`` pixels. Heatmaps use a fixed 0..1 colour scale with a colour bar (values
 outside, possible with the unbiased estimator, are clipped in colour only) and mark stage boundaries
-(``s1.*`` | ``s2.*`` | ...) with dashed lines, as in the paper's Fig. 2.
+(``s1.*`` | ``s2.*`` | ...) with dashed lines, as in the paper's Fig. 2. The ``T x T`` grids of Fig. 6 use one
+colour scale fitted to their values (stated on the colour bar), since those values often span only 0.85..1.
+
+Figures are ``matplotlib.figure.Figure`` objects drawn without pyplot: importing this module neither selects
+nor changes the matplotlib backend (a notebook keeps its own), and no figure is left open in pyplot's state.
 """
 
 from __future__ import annotations
@@ -18,16 +22,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from .files import atomic_write  # noqa: E402
+from .files import atomic_write
 
 __all__ = [
     "FORMATS",
+    "fitted_range",
     "block_profile",
     "curves",
     "heatmap",
@@ -53,21 +55,19 @@ KIND_STYLE: dict[str, tuple[str, str, str]] = {
 
 
 def save_figure(fig: Figure, out: str | Path, formats: Sequence[str] = FORMATS, dpi: int = 100) -> list[Path]:
-    """Write ``fig`` as ``out.<fmt>`` for each format, atomically (temp file + ``os.replace``); closes it."""
+    """Write ``fig`` as ``out.<fmt>`` for each format, atomically (temp file + ``os.replace``)."""
     out = Path(out)
+    bad = [f for f in formats if f not in ("png", "svg", "pdf")]
+    if bad:
+        raise ValueError(f"unsupported figure format {bad[0]!r}; use png, svg or pdf")
     out.parent.mkdir(parents=True, exist_ok=True)
     paths = []
-    try:
-        for fmt in formats:
-            if fmt not in ("png", "svg", "pdf"):
-                raise ValueError(f"unsupported figure format {fmt!r}; use png, svg or pdf")
-            buf = io.BytesIO()
-            fig.savefig(buf, format=fmt, dpi=dpi, metadata={"Date": None} if fmt == "svg" else None)
-            path = out.with_name(out.name + "." + fmt)
-            atomic_write(path, functools.partial(Path.write_bytes, data=buf.getvalue()))
-            paths.append(path)
-    finally:
-        plt.close(fig)
+    for fmt in formats:
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=dpi, metadata={"Date": None} if fmt == "svg" else None)
+        path = out.with_name(out.name + "." + fmt)
+        atomic_write(path, functools.partial(Path.write_bytes, data=buf.getvalue()))
+        paths.append(path)
     return paths
 
 
@@ -91,8 +91,9 @@ def stage_boundaries(layers: Sequence[str]) -> list[tuple[float, str]]:
 
 
 def _new(figsize: tuple[float, float], **kw) -> tuple[Figure, object]:
-    fig, ax = plt.subplots(figsize=figsize, layout="constrained", **kw)
-    return fig, ax
+    """A figure (no pyplot, no backend) and its axes."""
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.subplots(**kw)
 
 
 def _mark_stages(ax, layers: Sequence[str], axis: str, color: str = "white") -> None:
@@ -168,13 +169,8 @@ def heatmap_grid(
     n = len(panels)
     ncols = ncols or min(n, 4)
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(
-        nrows,
-        ncols,
-        figsize=(panel_size * ncols + 0.8, panel_size * nrows + 0.4),
-        layout="constrained",
-        squeeze=False,
-    )
+    fig, axes = _new((panel_size * ncols + 0.8, panel_size * nrows + 0.4), nrows=nrows, ncols=ncols,
+                     squeeze=False)
     im = None
     for ax, (m, xl, yl, t, xlab, ylab) in zip(axes.flat, panels, strict=False):
         im = _draw_heatmap(ax, m, xl, yl, t, xlab, ylab)
@@ -232,6 +228,17 @@ def curves(
     return save_figure(fig, out, formats, dpi)
 
 
+def fitted_range(values: np.ndarray, min_width: float = 0.05) -> tuple[float, float]:
+    """A colour range from the smallest to the largest finite value, widened downwards to ``min_width``
+    (0..1 when nothing is finite)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return 0.0, 1.0
+    lo, hi = float(v.min()), float(v.max())
+    return (min(lo, hi - min_width), hi)
+
+
 def temporal_grid(
     matrices: np.ndarray,
     labels: Sequence[str],
@@ -244,7 +251,8 @@ def temporal_grid(
     formats: Sequence[str] = FORMATS,
 ) -> list[Path]:
     """A grid of ``T x T`` CKA heatmaps (time step vs time step), one per layer, labelled by layer
-    (``s1.b0`` ...), one shared 0..1 colour bar: the paper's Fig. 6."""
+    (``s1.b0`` ...): the paper's Fig. 6. One colour scale for all panels, fitted to their finite values (from
+    the smallest to the largest, at least 0.05 wide) and stated on the shared colour bar; axes are time steps."""
     mats = np.asarray(matrices, dtype=float)
     if mats.ndim != 3 or mats.shape[1] != mats.shape[2] or len(labels) != mats.shape[0] or not len(labels):
         raise ValueError(
@@ -254,25 +262,25 @@ def temporal_grid(
     n = mats.shape[0]
     ncols = ncols or min(n, int(np.ceil(np.sqrt(n))) if n > 9 else n if n <= 3 else 3)
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(
-        nrows,
-        ncols,
-        figsize=(panel_size * ncols + 0.9, panel_size * nrows + 0.4),
-        layout="constrained",
-        squeeze=False,
-    )
+    fig, axes = _new((panel_size * ncols + 0.9, panel_size * nrows + 0.4), nrows=nrows, ncols=ncols,
+                     squeeze=False)
+    vmin, vmax = fitted_range(mats)
     im = None
     T = mats.shape[1]
-    for ax, m, lab in zip(axes.flat, mats, labels, strict=False):
-        im = ax.imshow(m, origin="lower", cmap=CMAP, vmin=0, vmax=1, interpolation="nearest")
+    for k, (ax, m, lab) in enumerate(zip(axes.flat, mats, labels, strict=False)):
+        im = ax.imshow(m, origin="lower", cmap=CMAP, vmin=vmin, vmax=vmax, interpolation="nearest")
         ax.set_title(lab, fontsize=9)
         ticks = np.unique(np.linspace(0, T - 1, min(T, 4)).round().astype(int))
         ax.set_xticks(ticks)
         ax.set_yticks(ticks)
         ax.tick_params(labelsize=7)
+        if k + ncols >= n:  # the lowest panel of its column
+            ax.set_xlabel("time step", fontsize=8)
+        if k % ncols == 0:
+            ax.set_ylabel("time step", fontsize=8)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    fig.colorbar(im, ax=axes, label="CKA", shrink=0.8)
+    fig.colorbar(im, ax=axes, label=f"CKA (scale {vmin:.2f} to {vmax:.2f}, fitted to the data)", shrink=0.8)
     if title:
         fig.suptitle(title, fontsize=10)
     return save_figure(fig, out, formats, dpi)
@@ -393,7 +401,7 @@ def rate_bars(
                 x,
                 ps[:, t],
                 s=8,
-                color=plt.cm.viridis(t / max(ps.shape[1] - 1, 1)),
+                color=matplotlib.colormaps["viridis"](t / max(ps.shape[1] - 1, 1)),
                 label=f"t={t}" if ps.shape[1] <= 8 else None,
                 zorder=3,
             )

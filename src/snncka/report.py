@@ -2,11 +2,14 @@
 environment and timings.
 
 ``build_report(run_dir)`` walks ``run_dir`` for training runs (folders with ``config.json`` +
-``metrics.jsonl``, as ``snncka train`` writes them) and saved analysis results (``<name>.json`` +
-``<name>.npz`` from ``snncka.analyses``), redraws every result's figures from the saved numbers (so figures
-and tables always agree), and writes ``report.html``. Images are embedded as base64 PNG data URIs, styles are
-inline, and there is no script, font or link to anything outside the file: it opens offline, in any browser,
-and can be mailed or archived as one file.
+``metrics.jsonl``, as ``snncka train`` writes them) and saved results (``<name>.json`` + ``<name>.npz`` in the
+format of ``snncka.results``: analysis results and engine results saved by ``res.save()``), redraws every
+result's figures from the saved numbers (so figures and tables always agree), and writes ``report.html``.
+Images are embedded as base64 PNG data URIs, styles are inline, and there is no script, font or link to
+anything outside the file: it opens offline, in any browser, and can be mailed or archived as one file.
+Accuracies are in percent; an undefined value (NaN) shows as "–".
+A file that cannot be read (or a result that cannot be drawn) is skipped with a warning and listed in the
+report, so one bad file does not block the rest.
 """
 
 from __future__ import annotations
@@ -14,15 +17,17 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .analyses import Result, iter_results
 from .files import atomic_write_bytes
+from .results import Result, iter_results
 from .runtime import environment
 
 __all__ = ["TrainingRun", "build_report", "find_training_runs"]
@@ -34,6 +39,7 @@ h1{border-bottom:2px solid #444}h2{border-bottom:1px solid #bbb;margin-top:2em}
 table{border-collapse:collapse;margin:0.5em 0 1em;font-size:0.85em}
 th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f0f0f0}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
+td{overflow-wrap:anywhere;max-width:28em}.wide{overflow-x:auto;max-width:100%}
 figure{display:inline-block;margin:0.5em;vertical-align:top}
 figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:0.8em;color:#555}
 pre{background:#f7f7f7;padding:0.6em;overflow-x:auto;font-size:0.8em}
@@ -83,11 +89,25 @@ def find_training_runs(root: str | Path) -> list[TrainingRun]:
             continue
         try:
             config = json.loads(cfg.read_text())
-            metrics = [
-                json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()
-            ]
-        except (OSError, ValueError):
+            lines = (d / "metrics.jsonl").read_text().splitlines()
+        except (OSError, ValueError) as e:
+            warnings.warn(f"skipped training run {d}: {e}", UserWarning, stacklevel=2)
             continue
+        if not isinstance(config, dict):
+            warnings.warn(f"skipped training run {d}: {cfg.name} holds a JSON {type(config).__name__}, not an "
+                          "object", UserWarning, stacklevel=2)
+            continue
+        metrics = []
+        for k, line in enumerate(lines):
+            try:
+                m = json.loads(line) if line.strip() else None
+            except ValueError:
+                m = None
+                if k < len(lines) - 1:  # a torn last line (a killed run) is expected; others are reported
+                    warnings.warn(f"{d / 'metrics.jsonl'}: line {k + 1} is not JSON; ignored", UserWarning,
+                                  stacklevel=2)
+            if isinstance(m, dict):
+                metrics.append(m)
         runs.append(TrainingRun(d, config, metrics))
     return runs
 
@@ -98,7 +118,9 @@ def _fmt(v: Any) -> tuple[str, bool]:
     if isinstance(v, bool):
         return str(v), False
     if isinstance(v, float):
-        return (f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3e}") if v == v else "nan", True
+        if not math.isfinite(v):
+            return ("–" if v != v else str(v)), True
+        return (f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3e}"), True
     if isinstance(v, int):
         return str(v), True
     return str(v), False
@@ -110,7 +132,8 @@ def _table(rows: Sequence[dict[str, Any]]) -> str:
     cols: list[str] = []
     for r in rows:
         cols += [c for c in r if c not in cols]
-    out = ["<table><thead><tr>", *(f"<th>{html.escape(c)}</th>" for c in cols), "</tr></thead><tbody>"]
+    out = ["<div class='wide'><table><thead><tr>", *(f"<th>{html.escape(c)}</th>" for c in cols),
+           "</tr></thead><tbody>"]
     for r in rows:
         out.append("<tr>")
         for c in cols:
@@ -119,7 +142,7 @@ def _table(rows: Sequence[dict[str, Any]]) -> str:
                 f"<td class='num'>{html.escape(text)}</td>" if num else f"<td>{html.escape(text)}</td>"
             )
         out.append("</tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     return "".join(out)
 
 
@@ -151,7 +174,26 @@ def _params(meta: dict[str, Any]) -> dict[str, Any]:
         "blocks",
         "position_means",
     }
-    return {k: v for k, v in meta.items() if k not in skip and not (isinstance(v, list) and len(v) > 12)}
+    return {k: _params(v) if isinstance(v, dict) else v for k, v in meta.items()
+            if k not in skip and not (isinstance(v, list) and len(v) > 12)}
+
+
+_RUN_KEYS = ("command", "date")  # differ for every result; the rest describes the machine and software
+
+
+def _environments(items: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per distinct environment (ignoring command and date), listing where it was used."""
+    groups: dict[str, tuple[list[str], dict[str, Any]]] = {}
+    for where, env in items:
+        machine = {k: (v if isinstance(v, int | float | bool) or v is None else str(v))
+                   for k, v in env.items() if k not in _RUN_KEYS}
+        key = json.dumps(machine, sort_keys=True, default=str)
+        groups.setdefault(key, ([], machine))[0].append(where)
+    rows = []
+    for wheres, machine in groups.values():
+        shown = ", ".join(wheres[:6]) + (f" and {len(wheres) - 6} more" if len(wheres) > 6 else "")
+        rows.append({"used by": shown, **machine})
+    return rows
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None, *, title: str | None = None) -> Path:
@@ -163,13 +205,19 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, title: s
             f"run directory {str(root)!r} does not exist; pass the folder that holds the training runs and "
             "analysis results (e.g. the --out of snncka train / compare / reproduce)"
         )
-    runs = find_training_runs(root)
-    results: list[tuple[Path, Result]] = list(iter_results(root))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runs = find_training_runs(root)
+        results: list[tuple[Path, Result]] = list(iter_results(root))
+    skipped = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     if not runs and not results:
+        why = f" (skipped: {'; '.join(skipped)})" if skipped else ""
         raise ValueError(
-            f"{str(root)!r} holds no training runs (config.json + metrics.jsonl) and no analysis results "
-            "(<name>.json from snncka compare/temporal/...); nothing to report"
+            f"{str(root)!r} holds no training runs (config.json + metrics.jsonl) and no results "
+            f"(<name>.json from snncka compare/temporal/... or res.save()); nothing to report{why}"
         )
+    for msg in skipped:
+        warnings.warn(msg, UserWarning, stacklevel=2)
     out = Path(out) if out is not None else root / "report.html"
     title = title or f"snncka report: {root.resolve().name}"
     parts: list[str] = []
@@ -207,7 +255,13 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, title: s
     with tempfile.TemporaryDirectory(prefix="snncka-report-") as tmp:
         for k, (p, res) in enumerate(results):
             rel = str(p.relative_to(root))
-            paths = [q for q in res.plot(Path(tmp) / str(k)) if q.suffix == ".png"]
+            try:
+                paths = [q for q in res.plot(Path(tmp) / str(k)) if q.suffix == ".png"]
+            except (ValueError, OSError) as e:
+                msg = f"figures of {p} not drawn: {e}"
+                warnings.warn(msg, UserWarning, stacklevel=2)
+                skipped.append(msg)
+                paths = []
             n_figs += len(paths)
             figs.append(f"<h3>{html.escape(rel)} <span class='muted'>({res.analysis})</span></h3>")
             figs += [_img(q, f"{rel}: {q.stem}") for q in paths]
@@ -220,25 +274,31 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, title: s
             f"<details><summary>{html.escape(str(r.path.relative_to(root)) or r.name)} (training)"
             f"</summary><pre>{html.escape(json.dumps(r.config, indent=1))}</pre></details>"
         )
-    for p, _res in results:
-        meta = json.loads(p.read_text())
+    for p, res in results:
+        try:
+            meta = json.loads(p.read_text())
+        except (OSError, ValueError):
+            meta = {}
         cfg.append(
-            f"<details><summary>{html.escape(str(p.relative_to(root)))} ({meta['snncka_analysis']})"
+            f"<details><summary>{html.escape(str(p.relative_to(root)))} ({html.escape(res.analysis)})"
             f"</summary><pre>{html.escape(json.dumps(_params(meta), indent=1))}</pre></details>"
         )
     section("config", "Resolved configuration", "".join(cfg))
 
     # Environment: where the report was built, and where each result / run was computed.
-    env_rows = [{"where": "this report", **environment()}]
+    envs: list[tuple[str, dict[str, Any]]] = [("this report", environment())]
     for p, res in results:
         e = getattr(res, "environment", None)
-        if e:
-            env_rows.append({"where": str(p.relative_to(root)), **e})
+        if isinstance(e, dict) and e:
+            envs.append((str(p.relative_to(root)), e))
     for r in runs:
         e = r.config.get("environment")
         if isinstance(e, dict):
-            env_rows.append({"where": str(r.path.relative_to(root)), **{k: str(v) for k, v in e.items()}})
-    section("environment", "Environment", _table(env_rows))
+            envs.append((str(r.path.relative_to(root)), e))
+    section("environment", "Environment", _table(_environments(envs)))
+    if skipped:
+        section("skipped", "Skipped files",
+                "<ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in skipped) + "</ul>")
 
     # Timings.
     t_rows = [

@@ -421,7 +421,7 @@ def _save(res: Result, out: Path, name: str) -> None:
 
 
 def _overview(exp: Experiment, results: list[Any], ids: list[str]) -> Overview:
-    diags = [r.diagonal() for r in results]
+    diags = [r.corresponding() for r in results]
     width = max(len(names) for names, _ in diags)
     curves = np.full((len(diags), width), np.nan)
     for i, (_, d) in enumerate(diags):

@@ -1,12 +1,15 @@
 """Analysis commands: ``snncka compare | temporal | blocks | robustness | probe | seeds | rates | report``.
 
-Each command takes checkpoints (``best.pt``/``last.pt`` or a run folder), runs one function of
-``snncka.analyses``, saves the result (``<out>/<name>.json`` + ``.npz``) and its figures (PNG + SVG) in
-``--out``, and prints what it wrote.
+Each command takes checkpoints (``best.pt``/``last.pt`` or a run folder, meaning its ``best.pt``), checks its
+outputs, runs one function of ``snncka.analyses``, saves the result (``<out>/<name>.json`` + ``.npz``, the format
+of ``snncka.results``) and its figures (PNG + SVG) in ``--out``, and prints what it wrote. Accuracies are
+printed in percent. Every CKA command takes the shared CKA options (``--n-images``, ``--batch-size``,
+``--layers``, ``--biased``, ``--kernel``).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,8 @@ from typing import Any
 import click
 
 from .. import analyses as A
-from .errors import USER_ERRORS, one_line
+from ..results import check_output_dir, result_paths
+from .errors import user_errors
 
 
 def _common(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -23,7 +27,7 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--out",
             "out",
-            type=click.Path(file_okay=False),
+            type=click.Path(),  # checked by check_output_dir before the work, as one line
             required=True,
             help="Folder for the result (JSON + NPZ) and its figures (PNG + SVG).",
         ),
@@ -46,6 +50,7 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _cka_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The CKA options every CKA command shares (images, minibatch, layers, estimator, kernel)."""
     opts = [
         click.option(
             "--n-images",
@@ -61,6 +66,8 @@ def _cka_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="Layers to record: 'paper', kinds (conv,norm,act,block,pool,linear) or name patterns, "
             "comma-separated.",
         ),
+        click.option("--biased", is_flag=True, help="Biased HSIC (Eq. 4) instead of the unbiased estimator."),
+        click.option("--kernel", default="linear", show_default=True, help="linear, rbf or rbf:<threshold>."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -83,69 +90,50 @@ def _floats(text: str | None, what: str) -> list[float] | None:
         ) from None
 
 
+def _value(v: Any) -> str:
+    if isinstance(v, float):
+        return "–" if v != v else f"{v:.4g}"
+    return "–" if v is None else str(v)
+
+
 def _finish(res: A.Result, out: str, name: str | None, no_plot: bool) -> None:
-    path = res.save(out, name)
-    click.echo(f"result: {path} (+ {path.with_suffix('.npz').name})")
-    if not no_plot:
-        figs = res.plot(out, name)
-        click.echo(f"figures ({len(figs)}): " + ", ".join(str(p) for p in figs if p.suffix == ".png"))
+    """Save the result and its figures, and print every file written, the accuracies (%) and the summary."""
+    with user_errors():
+        path = res.save(out, name)
+        click.echo(f"result: {path} (+ {path.with_suffix('.npz').name})")
+        for label, acc, _ in res.accuracies():
+            click.echo(f"  test accuracy of {label}: {acc:.2f} %")
+        if not no_plot:
+            figs = res.plot(out, name)
+            click.echo(f"figures ({len(figs)} files): " + ", ".join(str(p) for p in figs))
         for row in res.summary()[:12]:
-            click.echo(
-                "  "
-                + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
-            )
+            click.echo("  " + ", ".join(f"{k}={_value(v)}" for k, v in row.items()))
 
 
-def _cka(n_images, batch_size, layers, data_root, device, quiet) -> dict[str, Any]:
+def _cka(n_images, batch_size, layers, biased, kernel, data_root, device, quiet) -> dict[str, Any]:
     """The keyword arguments every CKA-based analysis takes, from the shared options."""
-    return dict(n_images=n_images, batch_size=batch_size, layers=_layers(layers), data_root=data_root,
-                device=device, progress=not quiet)
+    return dict(n_images=n_images, batch_size=batch_size, layers=_layers(layers), unbiased=not biased,
+                kernel=kernel, data_root=data_root, device=device, progress=not quiet)
 
 
-def _run(fn: Callable[[], A.Result]) -> A.Result:
-    try:
+def _run(fn: Callable[[], A.Result], out: str, name: str | None, analysis: str) -> A.Result:
+    """Check the outputs, then compute (user errors become one line)."""
+    with user_errors():
+        check_output_dir(out, "--out")
+        result_paths(out, name or analysis)  # a bad --name fails here, before the work
         return fn()
-    except USER_ERRORS as e:
-        raise click.ClickException(one_line(e)) from e
 
 
 @click.command("compare")
 @click.argument("checkpoint_a", type=click.Path())
 @click.argument("checkpoint_b", type=click.Path(), required=False)
 @_cka_options
-@click.option("--biased", is_flag=True, help="Biased HSIC (Eq. 4) instead of the unbiased estimator.")
-@click.option("--kernel", default="linear", show_default=True, help="linear, rbf or rbf:<threshold>.")
 @_common
-def compare_cmd(
-    checkpoint_a,
-    checkpoint_b,
-    n_images,
-    batch_size,
-    layers,
-    biased,
-    kernel,
-    out,
-    name,
-    data_root,
-    device,
-    no_plot,
-    quiet,
-) -> None:
+def compare_cmd(checkpoint_a, checkpoint_b, n_images, batch_size, layers, biased, kernel, out, name, data_root,
+                device, no_plot, quiet) -> None:
     """Cross-layer CKA heatmap and CKA curve of two checkpoints (or one against itself)."""
-    res = _run(
-        lambda: A.compare(
-            checkpoint_a,
-            checkpoint_b,
-            n_images=n_images,
-            batch_size=batch_size,
-            layers=_layers(layers),
-            unbiased=not biased,
-            kernel=kernel,
-            data_root=data_root,
-            device=device,
-            progress=not quiet,
-        )
-    )
+    kw = _cka(n_images, batch_size, layers, biased, kernel, data_root, device, quiet)
+    res = _run(lambda: A.compare(checkpoint_a, checkpoint_b, **kw), out, name, "compare")
     _finish(res, out, name, no_plot)
 
 
@@ -153,16 +141,11 @@ def compare_cmd(
 @click.argument("checkpoint", type=click.Path())
 @_cka_options
 @_common
-def temporal_cmd(
-    checkpoint, n_images, batch_size, layers, out, name, data_root, device, no_plot, quiet
-) -> None:
+def temporal_cmd(checkpoint, n_images, batch_size, layers, biased, kernel, out, name, data_root, device, no_plot,
+                 quiet) -> None:
     """T x T CKA between the time steps of every layer of an SNN checkpoint (Fig. 6)."""
-    res = _run(
-        lambda: A.temporal(
-            checkpoint,
-            **_cka(n_images, batch_size, layers, data_root, device, quiet),
-        )
-    )
+    kw = _cka(n_images, batch_size, layers, biased, kernel, data_root, device, quiet)
+    res = _run(lambda: A.temporal(checkpoint, **kw), out, name, "temporal")
     _finish(res, out, name, no_plot)
 
 
@@ -171,9 +154,8 @@ def temporal_cmd(
 @click.argument("checkpoint_b", type=click.Path(), required=False)
 @_cka_options
 @_common
-def blocks_cmd(
-    checkpoint_a, checkpoint_b, n_images, batch_size, layers, out, name, data_root, device, no_plot, quiet
-) -> None:
+def blocks_cmd(checkpoint_a, checkpoint_b, n_images, batch_size, layers, biased, kernel, out, name, data_root,
+               device, no_plot, quiet) -> None:
     """CKA per layer type inside residual blocks and the periodic pattern along depth (Fig. 3).
 
     CHECKPOINT_A may also be a saved compare result (compare.json).
@@ -183,16 +165,13 @@ def blocks_cmd(
         src: Any = checkpoint_a
         if str(checkpoint_a).endswith(".json"):
             src = A.load_result(checkpoint_a)
-            if not isinstance(src, A.CompareResult):
+            if not isinstance(src, A.CompareAnalysis):
                 raise ValueError(f"{checkpoint_a} is a {src.analysis} result; blocks needs a compare result")
-        res, _ = A.blocks(
-            src,
-            checkpoint_b,
-            **_cka(n_images, batch_size, layers, data_root, device, quiet),
-        )
+        res, _ = A.blocks(src, checkpoint_b,
+                          **_cka(n_images, batch_size, layers, biased, kernel, data_root, device, quiet))
         return res
 
-    res = _run(go)
+    res = _run(go, out, name, "blocks")
     _finish(res, out, name, no_plot)
     click.echo(
         f"periodic pattern: {res.periodic} (period {res.period}, block length {res.block_length}, "
@@ -222,41 +201,15 @@ def blocks_cmd(
 @click.option("--seed", default=0, show_default=True, help="Seed of the random start.")
 @_cka_options
 @_common
-def robustness_cmd(
-    checkpoints,
-    eps,
-    steps,
-    step_size,
-    random_start,
-    pixel_std,
-    seed,
-    n_images,
-    batch_size,
-    layers,
-    out,
-    name,
-    data_root,
-    device,
-    no_plot,
-    quiet,
-) -> None:
+def robustness_cmd(checkpoints, eps, steps, step_size, random_start, pixel_std, seed, n_images, batch_size, layers,
+                   biased, kernel, out, name, data_root, device, no_plot, quiet) -> None:
     """PGD robust accuracy per eps and CKA clean vs adversarial per layer, for each checkpoint (Fig. 8)."""
+    kw = _cka(n_images, batch_size, layers, biased, kernel, data_root, device, quiet)
     res = _run(
-        lambda: A.robustness(
-            list(checkpoints),
-            eps=_floats(eps, "--eps"),
-            steps=steps,
-            step_size=step_size,
-            random_start=random_start,
-            pixel_std=_floats(pixel_std, "--pixel-std"),
-            n_images=n_images,
-            batch_size=batch_size,
-            layers=_layers(layers),
-            seed=seed,
-            data_root=data_root,
-            device=device,
-            progress=not quiet,
-        )
+        lambda: A.robustness(list(checkpoints), eps=_floats(eps, "--eps"), steps=steps, step_size=step_size,
+                             random_start=random_start, pixel_std=_floats(pixel_std, "--pixel-std"), seed=seed,
+                             **kw),
+        out, name, "robustness",
     )
     _finish(res, out, name, no_plot)
 
@@ -265,24 +218,15 @@ def robustness_cmd(
 @click.argument("checkpoints", nargs=-1, required=True, type=click.Path())
 @click.option("--n-train", default=None, type=int, help="Training images for the probes (default: all).")
 @click.option("--n-test", default=None, type=int, help="Test images (default: all).")
-@click.option("--l2", default=1e-4, show_default=True, help="L2 penalty of the probes.")
+@click.option("--l2", default=1e-4, show_default=True, help="L2 penalty of the probes (>= 0).")
 @click.option("--batch-size", default=256, show_default=True)
 @_common
-def probe_cmd(
-    checkpoints, n_train, n_test, l2, batch_size, out, name, data_root, device, no_plot, quiet
-) -> None:
+def probe_cmd(checkpoints, n_train, n_test, l2, batch_size, out, name, data_root, device, no_plot, quiet) -> None:
     """Linear probes on every residual block's pooled output: accuracy per block (Fig. A.6)."""
     res = _run(
-        lambda: A.probe(
-            list(checkpoints),
-            n_train=n_train,
-            n_test=n_test,
-            l2=l2,
-            batch_size=batch_size,
-            data_root=data_root,
-            device=device,
-            progress=not quiet,
-        )
+        lambda: A.probe(list(checkpoints), n_train=n_train, n_test=n_test, l2=l2, batch_size=batch_size,
+                        data_root=data_root, device=device, progress=not quiet),
+        out, name, "probe",
     )
     _finish(res, out, name, no_plot)
 
@@ -292,17 +236,11 @@ def probe_cmd(
 @click.option("--no-self", is_flag=True, help="Leave out each model against itself.")
 @_cka_options
 @_common
-def seeds_cmd(
-    checkpoints, no_self, n_images, batch_size, layers, out, name, data_root, device, no_plot, quiet
-) -> None:
+def seeds_cmd(checkpoints, no_self, n_images, batch_size, layers, biased, kernel, out, name, data_root, device,
+              no_plot, quiet) -> None:
     """CKA heatmaps for every pairing of the checkpoints, e.g. ANN and SNN from two seeds each (App. C)."""
-    res = _run(
-        lambda: A.seeds(
-            list(checkpoints),
-            include_self=not no_self,
-            **_cka(n_images, batch_size, layers, data_root, device, quiet),
-        )
-    )
+    kw = _cka(n_images, batch_size, layers, biased, kernel, data_root, device, quiet)
+    res = _run(lambda: A.seeds(list(checkpoints), include_self=not no_self, **kw), out, name, "seeds")
     _finish(res, out, name, no_plot)
 
 
@@ -314,14 +252,9 @@ def seeds_cmd(
 def rates_cmd(checkpoint, n_images, batch_size, out, name, data_root, device, no_plot, quiet) -> None:
     """Firing-rate statistics of every LIF layer of an SNN checkpoint."""
     res = _run(
-        lambda: A.rates(
-            checkpoint,
-            n_images=n_images,
-            batch_size=batch_size,
-            data_root=data_root,
-            device=device,
-            progress=not quiet,
-        )
+        lambda: A.rates(checkpoint, n_images=n_images, batch_size=batch_size, data_root=data_root, device=device,
+                        progress=not quiet),
+        out, name, "rates",
     )
     _finish(res, out, name, no_plot)
 
@@ -336,13 +269,20 @@ def rates_cmd(checkpoint, n_images, batch_size, out, name, data_root, device, no
 )
 @click.option("--title", default=None, help="Report title.")
 def report_cmd(run_dir, out, title) -> None:
-    """One self-contained HTML report of RUN_DIR: figures, accuracy and CKA tables, configs, environment."""
+    """One self-contained HTML report of RUN_DIR: figures, accuracy and CKA tables, configs, environment.
+
+    A file that cannot be read is skipped with a warning."""
     from ..report import build_report
 
-    try:
-        path = build_report(Path(run_dir), out, title=title)
-    except USER_ERRORS as e:
-        raise click.ClickException(one_line(e)) from e
+    with user_errors():
+        if out is not None:
+            check_output_dir(Path(out).parent, "the folder of --out")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            path = build_report(Path(run_dir), out, title=title)
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            click.echo(f"Warning: {w.message}", err=True)
     click.echo(f"report: {path}")
 
 

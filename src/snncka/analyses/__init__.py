@@ -1,0 +1,65 @@
+"""The paper's analyses as functions (Sec. 3.3 and the experiments of Sec. 4, App. A and C).
+
+Each analysis takes checkpoints (paths: a checkpoint file, or a run folder meaning its ``best.pt``) or
+``Subject`` objects (a model with the dataset it was trained on) and returns a result (``snncka.results``):
+``save`` writes ``<out>/<name>.json`` + ``.npz`` atomically, ``load_result`` reads it back, ``plot`` draws its
+figures (PNG + SVG). The CKA analyses hold the engine's result in ``.cka`` (a ``CKAResult`` /
+``TemporalResult``), so ``CKAResult.load`` reads a saved ``compare`` result too.
+
+* ``compare``     cross-layer CKA of two models (or one with itself): heatmap + CKA curve (Fig. 2).
+* ``temporal``    ``T x T`` CKA between the time steps of every SNN layer (Fig. 6, A.3, A.8, A.11, A.12).
+* ``blocks``      CKA per layer type inside residual blocks and the periodic pattern along depth (Fig. 3).
+* ``robustness``  PGD robust accuracy per eps and per-layer CKA clean vs adversarial (Fig. 8, A.9).
+* ``probe``       linear classifiers on each block's pooled output (Fig. A.6).
+* ``seeds``       CKA across seeds, every pairing (App. C).
+* ``rates``       firing-rate statistics of every LIF layer.
+
+Modules: ``subjects`` (models, their data and test images), ``pairwise`` (compare), ``timesteps`` (temporal),
+``blocktypes`` (blocks), ``adversarial`` (robustness), ``probes`` (probe), ``seedpairs`` (seeds), ``firing``
+(rates); the result format is ``snncka.results``.
+"""
+
+from __future__ import annotations
+
+from ..results import CKAResult, Result, TemporalResult, iter_results, load_result
+from .adversarial import DEFAULT_EPS, RobustnessResult, robustness
+from .blocktypes import TYPE_LABELS, BlocksResult, blocks, blocks_from
+from .firing import RatesResult, rates
+from .pairwise import CompareAnalysis, compare
+from .probes import ProbeResult, fit_linear_probe, pooled_features, probe, probe_layers
+from .seedpairs import SeedsResult, seeds
+from .subjects import Subject, accuracy, check_same_images, describe, frames_for
+from .timesteps import TemporalAnalysis, temporal
+
+__all__ = [
+    "DEFAULT_EPS",
+    "TYPE_LABELS",
+    "BlocksResult",
+    "CKAResult",
+    "CompareAnalysis",
+    "ProbeResult",
+    "RatesResult",
+    "Result",
+    "RobustnessResult",
+    "SeedsResult",
+    "Subject",
+    "TemporalAnalysis",
+    "TemporalResult",
+    "accuracy",
+    "blocks",
+    "blocks_from",
+    "check_same_images",
+    "compare",
+    "describe",
+    "fit_linear_probe",
+    "frames_for",
+    "iter_results",
+    "load_result",
+    "pooled_features",
+    "probe",
+    "probe_layers",
+    "rates",
+    "robustness",
+    "seeds",
+    "temporal",
+]

@@ -1,0 +1,149 @@
+"""``rates``: firing-rate statistics of every LIF layer of an SNN (how active, dead or saturated it is)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..neurons import LIF
+from ..results import Measured
+from ..runtime import environment, resolve_device
+from .subjects import model_input, positive, subject
+
+__all__ = ["RatesResult", "rates"]
+
+
+@dataclass
+class RatesResult(Measured):
+    """Firing-rate statistics of every LIF layer over the test images.
+
+    ``mean``: fraction of (neuron, step, image) that spike; ``per_step[l, t]``: the rate at step t (NaN
+    past the layer's own T); ``dead``: fraction of neurons that never spike on any image; ``saturated``:
+    fraction that spike at every step of every image; ``neuron_std``: spread of the per-neuron rates.
+    """
+
+    analysis: ClassVar[str] = "rates"
+    arrays: ClassVar[tuple[str, ...]] = ("mean", "per_step", "dead", "saturated", "neuron_std")
+
+    mean: np.ndarray
+    per_step: np.ndarray
+    dead: np.ndarray
+    saturated: np.ndarray
+    neuron_std: np.ndarray
+    layers: list[str]
+    T: list[int]
+    label: str
+    n_images: int
+    source: str | None = None
+
+    def plot(self, out: str | Path, name: str | None = None) -> list[Path]:
+        from .. import plots
+
+        name = name or self.analysis
+        return plots.rate_bars(
+            self.layers,
+            self.mean,
+            Path(out) / f"{name}_bars",
+            per_step=self.per_step,
+            title=f"Firing rate per LIF layer: {self.label}",
+        )
+
+    def summary(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "model": self.label,
+                "layer": n,
+                "T": t,
+                "rate": float(m),
+                "dead": float(d),
+                "saturated": float(sa),
+            }
+            for n, t, m, d, sa in zip(self.layers, self.T, self.mean, self.dead, self.saturated, strict=True)
+        ]
+
+
+@torch.no_grad()
+def rates(
+    a: Any,
+    *,
+    n_images: int | None = None,
+    batch_size: int = 256,
+    data_root: str | Path | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> RatesResult:
+    """Firing-rate statistics per LIF layer of a spiking checkpoint on the first ``n_images`` test images."""
+    from tqdm.auto import tqdm
+
+    positive(n_images, "n_images (--n-images)")
+    positive(batch_size, "batch_size (--batch-size)")
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    s = subject(a, data_root, dev)
+    lifs = [(n, m) for n, m in s.model.named_modules() if isinstance(m, LIF)]
+    if not lifs:
+        raise ValueError(f"{s.label} has no LIF layers: firing rates need a spiking checkpoint")
+    n = len(s.data.y_test) if n_images is None else min(n_images, len(s.data.y_test))
+    step_sum: dict[str, Tensor] = {}
+    neuron_sum: dict[str, Tensor] = {}
+    steps_of: dict[str, int] = {}
+    state = {"B": 0}
+
+    def hook(name: str) -> Callable[..., None]:
+        def f(module: LIF, inputs: Any, out: Tensor) -> None:
+            B = state["B"]
+            T = out.shape[0] // B
+            spikes = out.detach().reshape(T, B, -1).double()
+            steps_of[name] = T
+            step_sum[name] = step_sum.get(name, 0) + spikes.sum(dim=(1, 2))
+            neuron_sum[name] = neuron_sum.get(name, 0) + spikes.sum(dim=(0, 1))
+
+        return f
+
+    mods = dict(lifs)
+    handles = [mods[nm].register_forward_hook(hook(nm)) for nm in mods]
+    try:
+        for i in tqdm(range(0, n, batch_size), desc=f"rates {s.label}", disable=not progress, unit="batch"):
+            x = s.data.x_test[i : min(i + batch_size, n)]
+            state["B"] = len(x)
+            s.model(model_input(s, x).to(dev))
+    finally:
+        for h in handles:
+            h.remove()
+    names = [nm for nm in mods if nm in steps_of]
+    Tmax = max(steps_of.values())
+    per_step = np.full((len(names), Tmax), np.nan)
+    mean, dead, sat, nstd, Ts = [], [], [], [], []
+    for k, nm in enumerate(names):
+        T = steps_of[nm]
+        p = neuron_sum[nm].numel()
+        per_step[k, :T] = (step_sum[nm] / (n * p)).cpu().numpy()
+        counts = neuron_sum[nm].cpu().numpy()
+        mean.append(float(counts.sum() / (n * p * T)))
+        dead.append(float(np.mean(counts == 0)))
+        sat.append(float(np.mean(counts == n * T)))
+        nstd.append(float(np.std(counts / (n * T))))
+        Ts.append(T)
+    return RatesResult(
+        mean=np.array(mean),
+        per_step=per_step,
+        dead=np.array(dead),
+        saturated=np.array(sat),
+        neuron_std=np.array(nstd),
+        layers=names,
+        T=Ts,
+        label=s.label,
+        n_images=n,
+        source=s.source,
+        seconds=time.perf_counter() - t0,
+        environment=environment(),
+    )
+
+

@@ -1,0 +1,136 @@
+"""``compare``: cross-layer CKA of two models (or one with itself): the heatmap and CKA curve of Fig. 2."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ..cka import compare as cka_compare
+from ..results import CKAResult, Measured
+from ..runtime import environment, resolve_device
+from .subjects import accuracy, check_same_images, first_batches, n_images_of, subject, subjects
+
+__all__ = ["CompareAnalysis", "compare"]
+
+
+def _forward(name: str) -> property:
+    return property(lambda self: getattr(self.cka, name), doc=f"``cka.{name}`` of the engine result.")
+
+
+@dataclass
+class CompareAnalysis(Measured):
+    """The engine's ``CKAResult`` (``matrix[i, j]`` = CKA(layer i of model a, layer j of model b)) together
+    with what the analysis knows of the two models: labels, SNN or ANN, test accuracy (%) and checkpoint."""
+
+    analysis: ClassVar[str] = "compare"
+
+    cka: CKAResult
+    label_a: str
+    label_b: str
+    spiking_a: bool
+    spiking_b: bool
+    accuracy_a: float | None = None
+    accuracy_b: float | None = None
+    source_a: str | None = None
+    source_b: str | None = None
+
+    matrix = _forward("matrix")
+    ci_low = _forward("ci_low")
+    ci_high = _forward("ci_high")
+    layers_a = _forward("layers_a")
+    layers_b = _forward("layers_b")
+    kinds_a = _forward("kinds_a")
+    kinds_b = _forward("kinds_b")
+    n_images = _forward("n_images")
+    batch_size = _forward("batch_size")
+    estimator = _forward("estimator")
+    kernel = _forward("kernel")
+
+    @classmethod
+    def from_matrix(cls, matrix: Any, layers_a: list[str], layers_b: list[str], kinds_a: list[str],
+                    kinds_b: list[str], label_a: str, label_b: str, spiking_a: bool, spiking_b: bool, *,
+                    n_images: int = 0, **kw: Any) -> CompareAnalysis:
+        """A result from a matrix computed elsewhere (no confidence interval), e.g. to plot or report it."""
+        m = np.asarray(matrix, dtype=float)
+        nan = np.full_like(m, np.nan)
+        cka = CKAResult(matrix=m, layers_a=list(layers_a), layers_b=list(layers_b), kinds_a=list(kinds_a),
+                        kinds_b=list(kinds_b), n_images=n_images, batch_size=n_images, estimator="unbiased",
+                        kernel="linear", ci_low=nan, ci_high=nan.copy())
+        return cls(cka=cka, label_a=label_a, label_b=label_b, spiking_a=spiking_a, spiking_b=spiking_b, **kw)
+
+    def corresponding(self) -> tuple[list[str], np.ndarray]:
+        """The CKA curve of same-named layers (``CKAResult.corresponding``)."""
+        return self.cka.corresponding()
+
+    def diagonal(self) -> np.ndarray:
+        """The matrix's diagonal (``CKAResult.diagonal``)."""
+        return self.cka.diagonal()
+
+    def oriented(self) -> tuple[np.ndarray, list[str], list[str], str, str]:
+        """(matrix [y, x], x layers, y layers, x label, y label) with the SNN on x and the ANN on y."""
+        if self.spiking_a and not self.spiking_b:
+            return self.matrix.T, self.layers_a, self.layers_b, self.label_a, self.label_b
+        return self.matrix, self.layers_b, self.layers_a, self.label_b, self.label_a
+
+    def plot(self, out: str | Path, name: str | None = None) -> list[Path]:
+        return self.cka.plot(out, name or self.analysis, label_a=self.label_a, label_b=self.label_b,
+                             snn_on_x=self.spiking_a and not self.spiking_b)
+
+    def accuracies(self) -> list[tuple[str, float, str | None]]:
+        pairs = [(self.label_a, self.accuracy_a, self.source_a), (self.label_b, self.accuracy_b, self.source_b)]
+        return [p for p in pairs if p[1] is not None]
+
+    def summary(self) -> list[dict[str, Any]]:
+        return [{"model a": self.label_a, "model b": self.label_b, **row} for row in self.cka.summary()]
+
+    @classmethod
+    def upgrade_v1(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]
+                   ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Version 1 stored the engine's fields flat beside the labels."""
+        inner = ("layers_a", "layers_b", "kinds_a", "kinds_b", "n_images", "batch_size", "estimator", "kernel")
+        cka = {"snncka_result": CKAResult.analysis, **{k: meta.pop(k) for k in inner if k in meta}}
+        meta = {**meta, "cka": cka}
+        arrays = {f"cka.{k}": v for k, v in arrays.items()}
+        return meta, arrays
+
+
+def compare(
+    a: Any,
+    b: Any | None = None,
+    *,
+    n_images: int | None = 4096, batch_size: int = 256, layers: Any = "paper", unbiased: bool = True,
+    kernel: str = "linear", data_root: str | Path | None = None, device: str | torch.device | None = None,
+    progress: bool = True,
+) -> CompareAnalysis:
+    """Cross-layer CKA between the models of checkpoints ``a`` and ``b`` (``b=None``: ``a`` with itself),
+    on the first ``n_images`` test images (Sec. 3.3: minibatch CKA, every layer pair)."""
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    if b is None:
+        sa = sb = subject(a, data_root, dev)
+    else:
+        sa, sb = subjects([a, b], data_root, dev)
+    check_same_images(sa, sb)
+    n = n_images_of(sa, n_images)
+    da = first_batches(sa, n, batch_size, dev)
+    db = None if sb is sa else first_batches(sb, n, batch_size, dev)
+    res = cka_compare(sa.model, sb.model, da, data_b=db, layers_a=layers, layers_b=layers, unbiased=unbiased,
+                      kernel=kernel, device=dev, progress=progress)
+    return CompareAnalysis(
+        cka=res,
+        label_a=sa.label,
+        label_b=sb.label,
+        spiking_a=sa.spiking,
+        spiking_b=sb.spiking,
+        accuracy_a=accuracy(sa, device=dev),
+        accuracy_b=accuracy(sb, device=dev) if sb is not sa else None,
+        source_a=sa.source,
+        source_b=sb.source,
+        seconds=time.perf_counter() - t0,
+        environment=environment(),
+    )

@@ -1,0 +1,254 @@
+"""Subjects: a model together with the dataset it was trained on, and the test images the analyses feed it.
+
+Models see their own input for the same test images: an ANN on event data gets one integrated frame, the SNN
+T frames (Sec. 4, Fig. 7). Images: the first ``n_images`` of the test split (the paper: 4096, Sec. 3.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..checkpoint import load_checkpoint, resolve_checkpoint
+from ..data import Dataset, to_model_input
+from ..data import get as get_dataset
+from ..models import SNNCKAModel
+from ..models import from_checkpoint as models_from_checkpoint
+from ..runtime import resolve_device
+
+__all__ = ["Subject", "accuracy", "check_same_images", "describe", "frames_for"]
+
+_DATA_CACHE: dict[tuple, Dataset] = {}  # the datasets of recent checkpoints, most recent last
+_DATA_CACHE_SIZE = 4  # an experiment pairs a few (e.g. event data as 1 frame for the ANN, T frames for the SNN)
+
+
+def _cached_dataset(key: tuple, load: Callable[[], Dataset]) -> Dataset:
+    """Load a dataset once for the checkpoints that share it, keeping only the few most recently used."""
+    ds = _DATA_CACHE.pop(key, None) or load()
+    _DATA_CACHE[key] = ds
+    while len(_DATA_CACHE) > _DATA_CACHE_SIZE:
+        _DATA_CACHE.pop(next(iter(_DATA_CACHE)))
+    return ds
+
+
+@dataclass
+class Subject:
+    """A model together with the dataset it was trained on (the test split is what analyses use)."""
+
+    model: SNNCKAModel
+    data: Dataset
+    label: str = ""
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            self.label = describe(self.model)
+        if self.model.in_channels != self.data.in_channels:
+            raise ValueError(
+                f"{self.label}: the model takes {self.model.in_channels} input channels but dataset "
+                f"{self.data.name!r} has {self.data.in_channels}; pair the checkpoint with its training data"
+            )
+
+    @property
+    def spiking(self) -> bool:
+        return bool(self.model.spiking)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        data_root: str | Path | None = None,
+        label: str | None = None,
+        device: str | torch.device | None = None,
+    ) -> Subject:
+        """Load a checkpoint (``best.pt``/``last.pt`` or a run folder) and the dataset recorded in it."""
+        p, ckpt = read_checkpoint(path)
+        return cls.from_checkpoint(ckpt, p, data_root=data_root, label=label, device=device)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        ckpt: dict[str, Any],
+        p: Path,
+        *,
+        data_root: str | Path | None = None,
+        label: str | None = None,
+        device: str | torch.device | None = None,
+    ) -> Subject:
+        """A subject from a loaded checkpoint dict (``p``: where it came from)."""
+        model = models_from_checkpoint(ckpt, p, resolve_device(device))
+        tc = ckpt.get("train_config") or {}
+        name = tc.get("data")
+        if not name:
+            raise ValueError(
+                f"checkpoint {str(p)!r} does not record its dataset (no train_config['data']); build a "
+                "Subject(model, snncka.data.get(NAME)) yourself"
+            )
+        frames = frames_for(model.spiking, int(tc.get("T", model.T)), tc.get("frames"))
+        if data_root is not None:
+            check_data_root(data_root)
+            root = data_root
+        else:
+            root = tc.get("data_root")
+            if root is not None and not Path(root).is_dir():
+                raise FileNotFoundError(
+                    f"the data folder {str(root)!r} recorded in {str(p)!r} does not exist here; pass the folder "
+                    "that holds the dataset's files (--data-root / data_root=)"
+                )
+        key = (name, str(root), frames, tc.get("data_seed", 0))
+        ds = _cached_dataset(key, lambda: get_dataset(name, root=root, frames=frames, seed=tc.get("data_seed", 0)))
+        return cls(model, ds, label or describe(model, tc.get("seed")), str(p))
+
+
+def describe(model: SNNCKAModel, seed: int | None = None) -> str:
+    """A short label like ``SNN resnet20 T4`` or ``ANN resnet20 x4 seed1``."""
+    c = model.config
+    parts = ["SNN" if model.spiking else "ANN", c["name"]]
+    if c.get("width", 1) != 1:
+        parts.append(f"x{c['width']:g}")
+    if model.spiking:
+        parts.append(f"T{c['T']}")
+    if not all(c.get("residual", (True,))):
+        parts.append("res" + "".join("1" if r else "0" for r in c["residual"]))
+    if seed is not None:
+        parts.append(f"seed{seed}")
+    return " ".join(parts)
+
+
+def frames_for(spiking: bool, T: int, frames: int | None = None) -> int:
+    """Event frames per sample a model sees (the trainer's rule, Sec. 4 / Fig. 7): ``frames`` when recorded,
+    else T frames for an SNN and one integrated frame for an ANN."""
+    return int(frames) if frames is not None else (int(T) if spiking else 1)
+
+
+def check_data_root(root: str | Path) -> None:
+    """A user-given data folder must exist (checked before any model or dataset is loaded)."""
+    if not Path(root).is_dir():
+        what = "is a file, not a folder" if Path(root).exists() else "does not exist"
+        raise FileNotFoundError(f"data folder {str(root)!r} {what}; pass the folder that holds the dataset's files")
+
+
+def read_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """A checkpoint file (a run folder means its ``best.pt``: analyses study the best epoch) and its contents."""
+    p = resolve_checkpoint(path, which="best")
+    return p, load_checkpoint(p)
+
+
+def positive(value: int | None, what: str) -> int | None:
+    """``value`` if None or >= 1, else a one-line error naming the option."""
+    if value is not None and (isinstance(value, bool) or int(value) < 1):
+        raise ValueError(f"{what} must be at least 1 (or left out for all), got {value}")
+    return value
+
+
+def subject(src: Any, data_root: str | Path | None, device: str | torch.device | None) -> Subject:
+    """One subject from a checkpoint, run folder or ``Subject``."""
+    return subjects([src], data_root, device)[0]
+
+
+def subjects(
+    sources: Sequence[Any],
+    data_root: str | Path | None,
+    device: str | torch.device | None,
+    same_data: bool = True,
+) -> list[Subject]:
+    """Subjects for checkpoints / subjects; checks that all use one dataset before loading data."""
+    if data_root is not None:
+        check_data_root(data_root)
+    read: list[Any] = [s if isinstance(s, Subject) else read_checkpoint(s) for s in sources]
+    names = {}
+    for r in read:
+        name = r.data.name if isinstance(r, Subject) else (r[1].get("train_config") or {}).get("data")
+        label = r.label if isinstance(r, Subject) else str(r[0])
+        names.setdefault(name, label)
+    if same_data and len(names) > 1:
+        desc = ", ".join(f"{lab} uses {n!r}" for n, lab in names.items())
+        raise ValueError(
+            f"checkpoints of different datasets: {desc}; these analyses compare models on the same images, "
+            "so use models trained on one dataset"
+        )
+    out = []
+    for r in read:
+        if isinstance(r, Subject):
+            r.model.to(resolve_device(device)).eval()
+            out.append(r)
+        else:
+            out.append(Subject.from_checkpoint(r[1], r[0], data_root=data_root, device=device))
+    return out
+
+
+def model_input(s: Subject, x: Tensor) -> Tensor:
+    """A dataset batch as this model's input (an ANN's single event frame becomes a plain image batch)."""
+    x = to_model_input(x)
+    if x.dim() == 5 and not s.spiking and x.shape[0] == 1:
+        x = x[0]
+    return x
+
+
+def n_images_of(s: Subject, n_images: int | None) -> int:
+    """The number of test images a CKA analysis uses (all if None); at least 4 (the unbiased HSIC)."""
+    positive(n_images, "n_images (--n-images)")
+    n = len(s.data.y_test) if n_images is None else min(int(n_images), len(s.data.y_test))
+    if n < 4:
+        raise ValueError(f"need at least 4 test images for (unbiased) CKA, got {n}")
+    return n
+
+
+def first_batches(s: Subject, n: int, batch_size: int, device: torch.device) -> list[Tensor]:
+    """The first ``n`` test images in batches (a last batch of < 4 images is dropped)."""
+    positive(batch_size, "batch_size")
+    out = []
+    for i in range(0, n, batch_size):
+        j = min(i + batch_size, n)
+        if j - i < 4 and out:
+            break
+        out.append(model_input(s, s.data.x_test[i:j]).to(device))
+    return out
+
+
+def images_in(x: Tensor) -> int:
+    """Number of images in a model-input batch (``[T, B, ...]`` frames or ``[B, ...]`` images)."""
+    return int(x.shape[1]) if x.dim() == 5 else int(x.shape[0])
+
+
+def check_same_images(a: Subject, b: Subject) -> None:
+    """Raise a clear error unless ``a`` and ``b`` are evaluated on the same test images."""
+    da, db = a.data, b.data
+    if da.name != db.name:
+        raise ValueError(
+            f"checkpoints of different datasets: {a.label} uses {da.name!r}, {b.label} uses {db.name!r}; CKA "
+            "compares two models' layers on the same images, so compare models trained on one dataset"
+        )
+    if tuple(da.x_test.shape[-3:]) != tuple(db.x_test.shape[-3:]):
+        raise ValueError(
+            f"incompatible input shapes: {a.label} takes images of shape {tuple(da.x_test.shape[-3:])} "
+            f"(C, H, W), {b.label} {tuple(db.x_test.shape[-3:])}; both models must see the same images"
+        )
+    if len(da.y_test) != len(db.y_test) or not torch.equal(da.y_test.cpu(), db.y_test.cpu()):
+        raise ValueError(
+            f"{a.label} and {b.label} use different test splits of {da.name!r} (labels differ); load both "
+            "the same data settings"
+        )
+
+
+@torch.no_grad()
+def accuracy(
+    s: Subject, n_images: int | None = None, batch_size: int = 256, device: str | torch.device | None = None
+) -> float:
+    """Test accuracy (%) of the subject's model on the first ``n_images`` test images (all by default)."""
+    dev = resolve_device(device)
+    n = len(s.data.y_test) if n_images is None else min(n_images, len(s.data.y_test))
+    correct = 0
+    for i in range(0, n, batch_size):
+        j = min(i + batch_size, n)
+        x = model_input(s, s.data.x_test[i:j]).to(dev)
+        correct += int((s.model(x).argmax(-1).cpu() == s.data.y_test[i:j].cpu()).sum())
+    return 100.0 * correct / n
+
+

@@ -1,0 +1,100 @@
+"""``temporal``: the ``T x T`` CKA between the time steps of every layer of an SNN (Fig. 6, A.3, A.8, A.11,
+A.12)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ..cka import temporal as cka_temporal
+from ..results import Measured, TemporalResult
+from ..runtime import environment, resolve_device
+from .subjects import first_batches, n_images_of, subject
+
+__all__ = ["TemporalAnalysis", "temporal"]
+
+
+@dataclass
+class TemporalAnalysis(Measured):
+    """The engine's ``TemporalResult`` (``cka.matrices[l]``: the ``T x T`` CKA between the time steps of layer
+    ``l``) together with the model's label and checkpoint."""
+
+    analysis: ClassVar[str] = "temporal"
+
+    cka: TemporalResult
+    label: str
+    source: str | None = None
+
+    @classmethod
+    def from_matrices(cls, matrices: Any, layers: list[str], kinds: list[str], T: int, label: str, *,
+                      n_images: int = 0, **kw: Any) -> TemporalAnalysis:
+        """A result from ``[L, T, T]`` matrices computed elsewhere, e.g. to plot or report them."""
+        m = np.asarray(matrices, dtype=float)
+        cka = TemporalResult(layers=list(layers), kinds=list(kinds), matrices=m, T=int(T), n_images=n_images,
+                             steps=[int(T)] * len(layers))
+        return cls(cka=cka, label=label, **kw)
+
+    @property
+    def matrices(self) -> np.ndarray:
+        return self.cka.matrices
+
+    @property
+    def layers(self) -> list[str]:
+        return self.cka.layers
+
+    @property
+    def kinds(self) -> list[str]:
+        return self.cka.kinds
+
+    @property
+    def T(self) -> int:
+        return self.cka.T
+
+    @property
+    def n_images(self) -> int:
+        return self.cka.n_images
+
+    def off_diagonal_mean(self) -> np.ndarray:
+        """Mean CKA between different time steps, per layer (``TemporalResult.off_diagonal_mean``)."""
+        return self.cka.off_diagonal_mean()
+
+    def plot(self, out: str | Path, name: str | None = None) -> list[Path]:
+        return self.cka.plot(out, name or self.analysis, label=self.label)
+
+    def summary(self) -> list[dict[str, Any]]:
+        return self.cka.summary(label=self.label)
+
+    @classmethod
+    def upgrade_v1(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]
+                   ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Version 1 stored the engine's fields flat beside the label."""
+        cka = {"snncka_result": TemporalResult.analysis, **{k: meta.pop(k) for k in ("layers", "kinds", "T",
+                                                                                      "n_images") if k in meta}}
+        return {**meta, "cka": cka}, {f"cka.{k}": v for k, v in arrays.items()}
+
+
+def temporal(
+    a: Any,
+    *,
+    n_images: int | None = 4096, batch_size: int = 256, layers: Any = "paper", unbiased: bool = True,
+    kernel: str = "linear", data_root: str | Path | None = None, device: str | torch.device | None = None,
+    progress: bool = True,
+) -> TemporalAnalysis:
+    """``T x T`` CKA between time steps for every recorded layer of an SNN checkpoint (Fig. 6)."""
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    s = subject(a, data_root, dev)
+    if not s.spiking:
+        raise ValueError(f"temporal CKA needs a spiking model; {s.label} is an ANN (it has no time steps)")
+    if s.model.T < 2 and max(s.model.stage_T) < 2:
+        raise ValueError(f"temporal CKA needs T >= 2; {s.label} runs with T = 1")
+    n = n_images_of(s, n_images)
+    res = cka_temporal(s.model, first_batches(s, n, batch_size, dev), layers=layers, unbiased=unbiased,
+                       kernel=kernel, device=dev, progress=progress)
+    return TemporalAnalysis(cka=res, label=s.label, source=s.source, seconds=time.perf_counter() - t0,
+                            environment=environment())

@@ -1,0 +1,419 @@
+"""One result format for the CKA engine (``snncka.compare``/``temporal``) and the paper's analyses.
+
+Every result is a dataclass written as two files with one stem: ``<stem>.json`` (its kind, the format version
+and every non-array field, strict JSON: NaN and inf become null) and ``<stem>.npz`` (its array fields), both
+atomically. A result holding another (an analysis result holds the engine's ``CKAResult``) stores it as a
+nested JSON object and its arrays as ``<field>.<array>`` in the same ``.npz``.
+
+* ``res.save(path)``: a ``path`` ending in ``.json``/``.npz`` names the files; any other path is a folder and
+  the files are ``<folder>/<name>.json`` + ``.npz`` (``name`` defaults to the result's kind).
+* ``load_result(path)`` (either file) reads any result; ``SomeResult.load(path)`` reads a result of that
+  class, or the one of that class inside the saved result: ``CKAResult.load("runs/x/compare.json")`` returns
+  the engine result of a ``snncka compare`` run.
+* ``res.plot(folder)`` draws the result's figures (PNG + SVG) into ``folder`` and returns their paths;
+  ``iter_results(folder)`` finds every result below a folder (what ``snncka report`` shows).
+
+Files of the earlier format (version 1: analysis files tagged ``snncka_analysis``, engine files tagged
+``type``) are still read.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+
+from .files import atomic_write_bytes
+
+__all__ = ["CKAResult", "Measured", "Result", "TemporalResult", "check_output_dir", "iter_results", "load_result",
+           "result_paths"]
+
+FORMAT_VERSION = 2
+KIND_KEY = "snncka_result"
+_V1_ANALYSIS_KEY = "snncka_analysis"
+_V1_ENGINE_TYPES = {"CKAResult": "cka", "TemporalResult": "temporal-cka"}
+_REGISTRY: dict[str, type[Result]] = {}
+R = TypeVar("R", bound="Result")
+
+
+def jsonable(v: Any) -> Any:
+    """Plain JSON values; NaN/inf (an undefined CKA of a constant layer) become null."""
+    if isinstance(v, np.ndarray):
+        return jsonable(v.tolist())
+    if isinstance(v, np.generic):
+        return jsonable(v.item())
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {str(k): jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [jsonable(x) for x in v]
+    return v
+
+
+def result_paths(path: str | Path, name: str | None = None) -> tuple[Path, Path]:
+    """``(<stem>.json, <stem>.npz)`` of a result: ``path`` is a folder when ``name`` is given or when it does
+    not end in ``.json``/``.npz``."""
+    p = Path(path)
+    if name is None and p.suffix in (".json", ".npz"):
+        stem = p.with_suffix("")
+    else:
+        if not name or "/" in name or "\\" in name or name in (".", ".."):
+            raise ValueError(f"a result name must be a plain file name stem without a folder, got {name!r}")
+        stem = p / name
+    return stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".npz")
+
+
+def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
+    """``path`` if it is, or can be created as, a writable folder; else a one-line error. Commands call it
+    before computing, so a bad ``--out`` fails at once instead of after the work."""
+    p = Path(path)
+    existing = p
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        where = "is a file" if existing == p else f"cannot be created: {str(existing)!r} is a file"
+        raise ValueError(f"{what} {str(p)!r} {where}, not a folder; choose another path")
+    if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"{what} {str(p)!r} cannot be written: no write permission in {str(existing)!r}")
+    return p
+
+
+@dataclass
+class Result:
+    """Base of every result: array fields (``arrays``) go to ``.npz``, the others to ``.json``.
+
+    ``analysis`` is the result's kind (its name in the files and in the report); subclasses register by it.
+    """
+
+    analysis: ClassVar[str] = ""
+    arrays: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if cls.__dict__.get("analysis"):
+            _REGISTRY[cls.analysis] = cls
+
+    def save(self, path: str | Path, name: str | None = None) -> Path:
+        """Write ``<stem>.json`` and ``<stem>.npz`` atomically (see the module doc for ``path``/``name``);
+        returns the JSON path."""
+        if name is None and Path(path).suffix not in (".json", ".npz"):
+            name = self.analysis
+        js, npz = result_paths(path, name)
+        meta, arrays = _encode(self)
+        head = {KIND_KEY: meta.pop(KIND_KEY), "format_version": FORMAT_VERSION, "name": js.stem}
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write_bytes(npz, buf.getvalue())
+        atomic_write_bytes(js, json.dumps({**head, **meta}, indent=1, allow_nan=False).encode())
+        return js
+
+    @classmethod
+    def load(cls: type[R], path: str | Path) -> R:
+        """A saved result of this class, or the result of this class held by the saved result."""
+        res = load_result(path)
+        if isinstance(res, cls):
+            return res
+        inner = [getattr(res, f.name) for f in fields(res) if isinstance(getattr(res, f.name), cls)]
+        if len(inner) == 1:
+            return inner[0]
+        raise ValueError(f"{str(path)!r} holds a {res.analysis!r} result, not a {cls.__name__}")
+
+    @classmethod
+    def upgrade_v1(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]
+                   ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Map a version-1 file's fields to this class's (identity unless the fields moved)."""
+        return meta, arrays
+
+    def plot(self, out: str | Path, name: str | None = None) -> list[Path]:
+        """Draw the figures into folder ``out`` as ``<name>_<figure>.png``/``.svg``; returns the paths."""
+        return []
+
+    def accuracies(self) -> list[tuple[str, float, str | None]]:
+        """(model label, test accuracy %, checkpoint) for each model whose accuracy this result measured."""
+        return []
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Rows for the report's tables."""
+        return []
+
+
+@dataclass(kw_only=True)
+class Measured(Result):
+    """A result measured by an analysis: how long it took and on what machine (shown in the report)."""
+
+    seconds: float = 0.0
+    environment: dict = field(default_factory=dict)
+
+
+def _encode(res: Result, prefix: str = "") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    meta: dict[str, Any] = {KIND_KEY: res.analysis}
+    arrays: dict[str, np.ndarray] = {}
+    for f in fields(res):
+        v = getattr(res, f.name)
+        if isinstance(v, Result):
+            meta[f.name], inner = _encode(v, f"{prefix}{f.name}.")
+            arrays.update(inner)
+        elif f.name in res.arrays:
+            arrays[prefix + f.name] = np.asarray(v)
+        else:
+            meta[f.name] = jsonable(v)
+    return meta, arrays
+
+
+def _decode(meta: dict[str, Any], arrays: dict[str, np.ndarray], where: str, prefix: str = "") -> Result:
+    cls = _REGISTRY[meta[KIND_KEY]]
+    kw: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name in cls.arrays:
+            if prefix + f.name not in arrays:
+                raise ValueError(f"{where} lacks array {prefix + f.name!r}; the result is incomplete")
+            kw[f.name] = arrays[prefix + f.name]
+        elif f.name in meta:
+            v = meta[f.name]
+            if isinstance(v, dict) and v.get(KIND_KEY) in _REGISTRY:
+                v = _decode(v, arrays, where, f"{prefix}{f.name}.")
+            kw[f.name] = v
+    try:
+        return cls(**kw)
+    except TypeError as e:  # a required field is missing
+        raise ValueError(f"{where} is not a complete {cls.__name__} ({e})") from None
+
+
+def _kind_of(head: Any) -> str | None:
+    """The registered kind a JSON head declares (any format version), or None."""
+    if not isinstance(head, dict):
+        return None
+    kind = head.get(KIND_KEY, head.get(_V1_ANALYSIS_KEY, _V1_ENGINE_TYPES.get(str(head.get("type")))))
+    if isinstance(kind, str) and kind not in _REGISTRY:
+        import importlib
+
+        for module in ("snncka.analyses", "snncka.reproduce"):  # the modules that define result kinds
+            importlib.import_module(module)
+    return kind if isinstance(kind, str) and kind in _REGISTRY else None
+
+
+def load_result(path: str | Path) -> Result:
+    """Load any saved result from its ``.json`` or ``.npz`` (the other file must lie beside it)."""
+    p = Path(path)
+    if p.suffix not in (".json", ".npz"):
+        if p.is_dir():
+            raise FileNotFoundError(f"{str(p)!r} is a folder; pass a result's <name>.json (or .npz)")
+        p = p.with_name(p.name + ".json")
+    js, npz = result_paths(p)
+    if not js.is_file():
+        raise FileNotFoundError(f"no saved result at {str(js)!r} (a result is <name>.json + <name>.npz)")
+    try:
+        meta = json.loads(js.read_text())
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{str(js)!r} is not a snncka result (not JSON: {e})") from None
+    kind = _kind_of(meta)
+    if kind is None:
+        raise ValueError(f"{str(js)!r} is not a snncka result (no known {KIND_KEY!r} tag)")
+    arrays: dict[str, np.ndarray] = {}
+    if npz.is_file():
+        try:
+            with np.load(npz, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as e:
+            raise ValueError(f"cannot read {str(npz)!r}: {e}") from None
+    cls = _REGISTRY[kind]
+    if KIND_KEY not in meta:  # version 1
+        meta, arrays = cls.upgrade_v1({**meta, KIND_KEY: kind}, arrays)
+    return _decode(meta, arrays, repr(str(npz)))
+
+
+def iter_results(root: str | Path) -> Iterator[tuple[Path, Result]]:
+    """Every saved result below ``root`` (sorted by path); a file that cannot be read is skipped with a
+    warning, so one bad file does not hide the others."""
+    for p in sorted(Path(root).rglob("*.json")):
+        try:
+            head = json.loads(p.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        if _kind_of(head) is None:
+            continue
+        try:
+            yield p, load_result(p)
+        except (OSError, ValueError) as e:
+            warnings.warn(f"skipped {p}: {e}", UserWarning, stacklevel=2)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Engine results and the figures / summaries they share with the analyses that hold them
+# --------------------------------------------------------------------------------------------------------
+
+
+def curve_ylim(values: Any) -> tuple[float, float]:
+    """y range of a CKA curve: 0..1.05, extended below 0 if a value is (the unbiased estimator allows it)."""
+    v = np.asarray(values, dtype=float)
+    lo = float(np.min(v[np.isfinite(v)])) if np.isfinite(v).any() else 0.0
+    return min(0.0, lo - 0.05), 1.05
+
+
+def finite_mean(values: Any) -> float:
+    """Mean of the finite values; NaN (shown as missing) if there are none, without numpy's warning."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else float("nan")
+
+
+def _label(cfg: Any, default: str) -> str:
+    if isinstance(cfg, dict) and "name" in cfg:
+        return f"{'SNN' if cfg.get('spiking') else 'ANN'} {cfg['name']}"
+    return f"{default} ({cfg})" if isinstance(cfg, str) else default
+
+
+@dataclass
+class CKAResult(Result):
+    """Minibatch CKA between every recorded layer of model A (rows) and of model B (columns) (Sec. 3.3)."""
+
+    analysis: ClassVar[str] = "cka"
+    arrays: ClassVar[tuple[str, ...]] = ("matrix", "ci_low", "ci_high")
+
+    matrix: np.ndarray
+    layers_a: list[str]
+    layers_b: list[str]
+    kinds_a: list[str]
+    kinds_b: list[str]
+    n_images: int
+    batch_size: int
+    estimator: str
+    kernel: str
+    ci_low: np.ndarray
+    ci_high: np.ndarray
+    n_batches: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def diagonal(self) -> np.ndarray:
+        """The matrix's diagonal: layer i of A vs layer i of B (the lists must have equal length)."""
+        if self.matrix.shape[0] != self.matrix.shape[1]:
+            raise ValueError(
+                f"diagonal() needs as many layers in A as in B, got {self.matrix.shape}; "
+                "select matching layers, or use corresponding() for the same-named layers"
+            )
+        return np.diagonal(self.matrix).copy()
+
+    def corresponding(self) -> tuple[list[str], np.ndarray]:
+        """The paper's "CKA curve": CKA between same-named layers of A and B, in A's order: (names, values)."""
+        jb = {n: j for j, n in enumerate(self.layers_b)}
+        ia = {n: i for i, n in enumerate(self.layers_a)}
+        names = [n for n in self.layers_a if n in jb]
+        return names, np.array([self.matrix[ia[n], jb[n]] for n in names], dtype=float)
+
+    def plot(self, out: str | Path, name: str | None = None, *, label_a: str | None = None,
+             label_b: str | None = None, snn_on_x: bool = False) -> list[Path]:
+        """Cross-layer heatmap (``<name>_heatmap``) and CKA curve (``<name>_curve``). By the paper's convention
+        (Fig. 2) ``snn_on_x`` puts model A (an SNN) on x; otherwise model B's layers are on x."""
+        from . import plots
+
+        name = name or self.analysis
+        la = label_a or _label(self.meta.get("model_a"), "model A")
+        lb = label_b or _label(self.meta.get("model_b"), "model B")
+        if snn_on_x:
+            m, xl, yl, xlab, ylab = self.matrix.T, self.layers_a, self.layers_b, la, lb
+        else:
+            m, xl, yl, xlab, ylab = self.matrix, self.layers_b, self.layers_a, lb, la
+        paths = plots.heatmap(m, xl, yl, Path(out) / f"{name}_heatmap", x_label=xlab, y_label=ylab,
+                              title=f"CKA ({self.n_images} test images)")
+        names, d = self.corresponding()
+        if names:
+            kinds = dict(zip(self.layers_a, self.kinds_a, strict=False))
+            paths += plots.curves({f"{la} vs {lb}": d}, names, Path(out) / f"{name}_curve",
+                                  kinds=[kinds[n] for n in names], title="CKA of corresponding layers",
+                                  ylim=curve_ylim(d))
+        return paths
+
+    def summary(self) -> list[dict[str, Any]]:
+        names, d = self.corresponding()
+        row: dict[str, Any] = {
+            "layers": f"{len(self.layers_a)} x {len(self.layers_b)}",
+            "images": self.n_images,
+            "mean CKA (matrix)": finite_mean(self.matrix),
+        }
+        if names and np.isfinite(d).any():
+            k = int(np.nanargmin(d))
+            row.update({
+                "mean CKA (diagonal)": finite_mean(d),
+                "min diagonal": f"{d[k]:.3f} ({names[k]})",
+                "last layer": f"{d[-1]:.3f} ({names[-1]})" if np.isfinite(d[-1]) else f"- ({names[-1]})",
+            })
+        if np.isnan(self.matrix).any():
+            row["undefined entries"] = int(np.isnan(self.matrix).sum())
+        return [row]
+
+
+@dataclass
+class TemporalResult(Result):
+    """Per layer, the ``T x T`` CKA between its time steps (NaN-padded to the largest T) (Fig. 6)."""
+
+    analysis: ClassVar[str] = "temporal-cka"
+    arrays: ClassVar[tuple[str, ...]] = ("matrices",)
+
+    layers: list[str]
+    kinds: list[str]
+    matrices: np.ndarray
+    T: int
+    n_images: int
+    estimator: str = "unbiased"
+    kernel: str = "linear"
+    steps: list[int] = field(default_factory=list)
+
+    def off_diagonal_mean(self) -> np.ndarray:
+        """Mean CKA between different time steps, per layer (1 = the layer is static in time)."""
+        m = np.asarray(self.matrices, dtype=float)
+        T = m.shape[-1]
+        if T < 2:
+            return np.full(m.shape[0], np.nan)
+        mask = ~np.eye(T, dtype=bool)
+        out = np.full(m.shape[0], np.nan)
+        for i, x in enumerate(m):
+            v = x[mask]
+            v = v[np.isfinite(v)]
+            if v.size:
+                out[i] = v.mean()
+        return out
+
+    def plot(self, out: str | Path, name: str | None = None, *, label: str = "") -> list[Path]:
+        """A grid of the residual-block outputs' ``T x T`` matrices (or the first 36 layers) and the mean CKA
+        across time steps per layer."""
+        from . import plots
+
+        name = name or self.analysis
+        idx = [i for i, k in enumerate(self.kinds) if k == "block"] or list(range(min(len(self.layers), 36)))
+        if not idx:
+            return []
+        paths = plots.temporal_grid(np.asarray(self.matrices)[idx], [self.layers[i] for i in idx],
+                                    Path(out) / f"{name}_grid",
+                                    title="CKA across time steps" + (f": {label}" if label else ""))
+        od = self.off_diagonal_mean()
+        paths += plots.curves({label or "model": od}, self.layers, Path(out) / f"{name}_curve", kinds=self.kinds,
+                              ylabel="mean CKA between time steps", ylim=curve_ylim(od),
+                              title="Similarity across time steps (1 = static in time)")
+        return paths
+
+    def summary(self, label: str = "") -> list[dict[str, Any]]:
+        od = self.off_diagonal_mean()
+        rows = []
+        for i, (n, k) in enumerate(zip(self.layers, self.kinds, strict=False)):
+            if k == "block":
+                m = np.asarray(self.matrices[i], dtype=float)
+                rows.append({**({"model": label} if label else {}), "layer": n, "T": self.T,
+                             "mean CKA across steps": float(od[i]),
+                             "min": float(np.min(m[np.isfinite(m)])) if np.isfinite(m).any() else None})
+        return rows
+
+
+def labelled(labels: Sequence[str], accs: Sequence[float | None], sources: Sequence[str | None] | None
+             ) -> list[tuple[str, float, str | None]]:
+    """(label, accuracy, source) triples of the models whose accuracy was measured."""
+    srcs = list(sources) if sources else [None] * len(labels)
+    return [(lb, a, src) for lb, a, src in zip(labels, accs, srcs, strict=False) if a is not None]
