@@ -286,11 +286,11 @@ def cifar10_dvs_root(tmp_path_factory):
     return root, recs
 
 
-def test_aedat4_fixture_reads_back_with_tonic(cifar10_dvs_root):
+def test_aedat4_fixture_reads_back(cifar10_dvs_root):
     _, recs = cifar10_dvs_root
     path, (t, x, y, p) = next(iter(recs.items()))
     ev = D.read_recording("cifar10-dvs", path)
-    assert ev.dtype.names == ("t", "x", "y", "p")
+    assert ev.dtype == np.dtype([("x", "<i2"), ("y", "<i2"), ("t", "<i8"), ("p", "?")])
     for k, v in zip("txyp", (t, x, y, p), strict=True):
         np.testing.assert_array_equal(ev[k], v)
 
@@ -325,10 +325,14 @@ def test_parallel_integration_equals_serial(cifar10_dvs_root, monkeypatch):
     _, recs = cifar10_dvs_root
     files = sorted(recs)[:6]
     serial, outside = D._integrate_all("cifar10-dvs", files, 3, workers=1)
-    monkeypatch.setattr(D, "_MIN_PARALLEL", 0)
     parallel, _ = D._integrate_all("cifar10-dvs", files, 3, workers=2)
     assert serial.shape == (6, 3, 2, 48, 48) and serial.sum() > 0 and outside == 0
     np.testing.assert_array_equal(parallel, serial)
+    # one process unless the machine has >= 4 cores and the dataset is large enough to repay the workers
+    monkeypatch.setattr(D.os, "sched_getaffinity", lambda pid: set(range(2)))
+    assert D._default_workers(10**5) == 1
+    monkeypatch.setattr(D.os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert D._default_workers(10**5) == 8 and D._default_workers(D._MIN_PARALLEL - 1) == 1
 
 
 def test_event_datasets_missing_or_corrupt(tmp_path, cifar10_dvs_root):
