@@ -711,19 +711,19 @@ def _integrate_all(name: str, files: list[Path], T: int, workers: int | None) ->
 
 @register("cifar10-dvs", reads_root=True)
 def load_cifar10_dvs(root=None, frames=None, download=False, seed=0, normalisation="dataset") -> Dataset:
-    """CIFAR10-DVS: 10000 DVS recordings (128x128), 10 classes, read from ``root`` with tonic.
+    """CIFAR10-DVS: 10000 DVS recordings (128x128), 10 classes, AEDAT4 files in tonic's folder layout.
 
-    ``frames`` equal-duration frames (default 10; 1 for an ANN: all events), area-resized to 48x48,
-    standardised per polarity channel with the training statistics; fixed 9:1 per-class split.
-    Preprocessed frames are cached."""
+    Read from ``root`` (AEDAT4 needs the ``snncka[events]`` extra) into ``frames`` equal-duration frames
+    (default 10; 1 for an ANN: all events), area-resized to 48x48, standardised per polarity channel with
+    the training statistics; fixed 9:1 per-class split. Integrated frames are cached."""
     return _load_events("cifar10-dvs", root, frames, download)
 
 
 @register("ncaltech101", reads_root=True)
 def load_ncaltech101(root=None, frames=None, download=False, seed=0, normalisation="dataset") -> Dataset:
-    """N-Caltech101: 8709 ATIS recordings, 101 class folders, read from ``root`` with tonic.
+    """N-Caltech101: 8709 ATIS recordings, 101 class folders, .bin files in tonic's folder layout.
 
-    All 101 folders (incl. BACKGROUND_Google) are classes, in sorted order. Events are shifted to start at
-    (0, 0) (as tonic does) and integrated on a fixed 240x180 sensor (N-Caltech101's image size bound), then
-    like CIFAR10-DVS: ``frames`` frames area-resized to 48x48, standardised, 9:1 per-class split."""
+    Read from ``root``. All 101 folders (incl. BACKGROUND_Google) are classes, in sorted order. Events are
+    shifted to start at (0, 0) (as tonic does) and integrated on a fixed 240x180 sensor (N-Caltech101's image
+    size bound), then like CIFAR10-DVS: ``frames`` frames area-resized to 48x48, standardised, 9:1 split."""
     return _load_events("ncaltech101", root, frames, download)
