@@ -17,6 +17,7 @@ from snncka.events import (
     Saccades,
     area_bounds,
     event_counts,
+    event_frames,
     events_to_frames,
     read_aedat4,
     read_nmnist_bin,
@@ -224,6 +225,29 @@ def test_events_to_frames_equals_tonic_to_frame():
         ref = ToFrame(sensor_size=(31, 17, 2), time_window=window, start_time=t0, end_time=t0 + T * window)(srt)
         np.testing.assert_array_equal(events_to_frames(ev, (31, 17, 2), T), ref)
         assert event_counts(ev, (31, 17, 2), T).dtype == np.int64
+
+
+@pytest.mark.parametrize(("sensor", "size"), [((240, 180, 2), (48, 48)), ((128, 128, 2), (48, 48)),
+                                              ((13, 7, 2), (7, 13)), ((20, 20, 1), (20, 20)), ((9, 6, 2), (2, 3))])
+def test_event_frames_equal_counts_then_the_old_resize(sensor, size):
+    """Counting events straight into the resized frames = full-resolution counts, then the old matmul resize
+    (and the dense resize) -- the frames the datasets got before."""
+    rng = np.random.default_rng(sum(sensor))
+    w, h, p = sensor
+    for T in (1, 3):
+        ev = np.zeros(4000, EVENT_DTYPE)
+        ev["t"] = rng.integers(0, 10**6, ev.size)
+        ev["x"], ev["y"], ev["p"] = rng.integers(0, w, ev.size), rng.integers(0, h, ev.size), rng.random(ev.size) < 0.5
+        if p == 1:
+            ev["p"] = False
+        counts = event_counts(ev, sensor, T)
+        got = event_frames(ev, sensor, T, size)
+        assert got.shape == (T, p, *size) and got.dtype == np.float32
+        np.testing.assert_allclose(got, _old_resize(counts, size), rtol=1e-6, atol=0)
+        np.testing.assert_array_equal(got, resize_frames(counts, size))
+    assert event_frames(ev[:0], sensor, 2, size).shape == (2, p, *size)
+    with pytest.raises(ValueError, match="n_frames must be a positive integer"):
+        event_frames(ev[:0], sensor, 0, size)
 
 
 def test_event_counts_rejects_bad_input():

@@ -551,7 +551,7 @@ def read_recording(name: str, path: str | Path) -> np.ndarray:
 def _recording_frames(args: tuple[str, str, int]) -> tuple[np.ndarray, int]:
     """One recording -> ``[T, 2, H, W]`` float32 frames at the dataset's frame size, and the number of its
     events that fell outside the sensor and were dropped (also the worker function of the process pool)."""
-    from .events import event_counts, resize_frames
+    from .events import event_frames
 
     name, path, T = args
     src = EVENT_SOURCES[name]
@@ -567,7 +567,7 @@ def _recording_frames(args: tuple[str, str, int]) -> tuple[np.ndarray, int]:
     n_inside = int(np.count_nonzero(inside))
     if n_inside < ev.size:
         ev = ev[inside]
-    return resize_frames(event_counts(ev, src.sensor, T), src.size), int(inside.size - n_inside)
+    return event_frames(ev, src.sensor, T, src.size), int(inside.size - n_inside)
 
 
 def _find_recordings(src: EventSource, root: Path) -> tuple[Path, list[Path]]:
