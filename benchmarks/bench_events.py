@@ -13,8 +13,8 @@ Prints, per dataset and condition, the process wall time (interpreter, imports a
 waits for) and the recordings/s it implies, side by side for old and new. A run over ``--timeout`` s is
 stopped; its rate is then the recordings its progress bar had reached by then.
 
-Usage: ``flock /tmp/heavy.lock python benchmarks/bench_events.py [--n 500] [--events 120000]
-[--old-rev 1509f1f] [--timeout 240]`` (run it from the repository; it needs git and the dev extra).
+Usage: ``flock /tmp/heavy.lock python benchmarks/bench_events.py [--n 600] [--events 120000]
+[--old-rev 1509f1f] [--timeout 150]`` (run it from the repository; it needs git and the dev extra).
 """
 
 from __future__ import annotations
@@ -96,10 +96,10 @@ NEIGHBOUR = "import numpy as np\na = np.random.rand(1500, 1500)\nwhile True:\n  
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=500, help="recordings per dataset")
+    ap.add_argument("--n", type=int, default=600, help="recordings per dataset")
     ap.add_argument("--events", type=int, default=120_000, help="events per recording")
     ap.add_argument("--old-rev", default="1509f1f", help="git revision of the old path (empty: skip it)")
-    ap.add_argument("--timeout", type=float, default=240.0, help="seconds before a run is stopped")
+    ap.add_argument("--timeout", type=float, default=150.0, help="seconds before a run is stopped")
     ap.add_argument("--conditions", default="quiet,busy")
     ap.add_argument("--datasets", default="ncaltech101,cifar10-dvs")
     args = ap.parse_args()

@@ -438,11 +438,13 @@ def test_parallel_integration_equals_serial(cifar10_dvs_root, monkeypatch):
     parallel, _ = D._integrate_all("cifar10-dvs", files, 3, workers=2)
     assert serial.shape == (6, 3, 2, 48, 48) and serial.sum() > 0 and outside == 0
     np.testing.assert_array_equal(parallel, serial)
-    # one process unless the machine has >= 4 cores and the dataset is large enough to repay the workers
-    monkeypatch.setattr(D.os, "sched_getaffinity", lambda pid: set(range(2)))
+    # one worker per core (at most 8) once the dataset is large enough to repay starting them
+    monkeypatch.setattr(D.os, "sched_getaffinity", lambda pid: {0})
     assert D._default_workers(10**5) == 1
     monkeypatch.setattr(D.os, "sched_getaffinity", lambda pid: set(range(16)))
     assert D._default_workers(10**5) == 8 and D._default_workers(D._MIN_PARALLEL - 1) == 1
+    monkeypatch.setattr(D.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert D._default_workers(10**5) == 2
 
 
 def test_event_datasets_missing_or_corrupt(tmp_path, cifar10_dvs_root):

@@ -654,31 +654,56 @@ def _load_events(name: str, root, frames: int | None, download: bool, workers: i
                          "events_outside_sensor": outside})
 
 
+def _pool_context():
+    """How pool workers start: ``fork`` where the OS has it (instant, nothing re-imported; the workers run
+    numpy only, never torch, as PyTorch's own DataLoader workers fork), else ``spawn`` (each worker imports
+    snncka and torch, ~1.5 s, and the main script needs an ``if __name__ == "__main__"`` guard)."""
+    import multiprocessing
+
+    return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+
+
 def _default_workers(n_recordings: int) -> int:
-    """Worker processes for integrating ``n_recordings``: one process (no pool) unless the machine has 4 or
-    more cores for this process and there are enough recordings to repay starting the workers (each
-    imports snncka and torch, ~1.5 s); in-process integration runs at several hundred recordings/s."""
+    """Worker processes for integrating ``n_recordings``: one per core available to this process (at most
+    8) when there are enough recordings to repay starting them, else 1 (in-process; several hundred
+    recordings/s)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         cores = os.cpu_count() or 1
-    return min(8, cores) if cores >= 4 and n_recordings >= _MIN_PARALLEL else 1
+    enough = _MIN_PARALLEL if _pool_context().get_start_method() == "fork" else 10 * _MIN_PARALLEL
+    return min(8, cores) if cores >= 2 and n_recordings >= enough else 1
 
 
-_MIN_PARALLEL = 2000  # fewer recordings than this are integrated in-process
+_MIN_PARALLEL = 256  # fewer recordings than this are integrated in-process (10x that where workers spawn)
 
 
-def _one_thread() -> None:
+def _keep_freed_memory() -> None:
+    """Let the allocator keep a recording's temporaries between recordings.
+
+    Integrating one recording allocates ~10-20 MB of event-sized temporaries. glibc's malloc hands blocks
+    over its mmap threshold (128 KiB at start) back to the system when they are freed, so every recording
+    page-faults them in again: that tripled the time per recording. Freeing one block of 24 MiB makes glibc
+    raise its mmap and trim thresholds to that size (its documented dynamic threshold, mallopt(3)), after
+    which freed temporaries stay in the heap for the next recording. The block is never touched (no
+    memory is used), and other allocators simply ignore it. Any large numpy temporary has the same effect.
+    """
+    block = np.empty(3 << 20)
+    del block
+
+
+def _worker_setup() -> None:
     """Pool worker set-up: one BLAS/OpenMP thread, so the workers do not oversubscribe the cores."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
+    _keep_freed_memory()
 
 
 def _integrate_all(name: str, files: list[Path], T: int, workers: int | None) -> tuple[np.ndarray, int]:
     """All recordings -> ``[N, T, 2, H, W]`` and the number of dropped out-of-sensor events; in this
-    process, or in ``workers`` processes (default: ``_default_workers``) started with ``spawn`` (no fork of
-    a process that may hold torch's threads), each with one BLAS/OpenMP thread."""
+    process, or in ``workers`` processes (default: ``_default_workers``; see ``_pool_context``), each with
+    one BLAS/OpenMP thread so that they never oversubscribe the cores."""
     from tqdm.auto import tqdm
 
     src = EVENT_SOURCES[name]
@@ -689,14 +714,13 @@ def _integrate_all(name: str, files: list[Path], T: int, workers: int | None) ->
     bar = tqdm(total=len(jobs), desc=f"{name}: events -> {T} frames", unit="rec")
     with bar:
         if workers <= 1:
+            _keep_freed_memory()
             results = map(_recording_frames, jobs)
             pool = None
         else:
-            import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_one_thread)
+            pool = ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_worker_setup)
             results = pool.map(_recording_frames, jobs, chunksize=max(1, min(64, len(jobs) // (4 * workers))))
         try:
             for i, (frames, n) in enumerate(results):
