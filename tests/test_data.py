@@ -6,6 +6,7 @@ import hashlib
 import io
 import pickle
 import struct
+import sys
 import tarfile
 from pathlib import Path
 
@@ -223,6 +224,115 @@ def test_cifar_unpickler_refuses_code(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
+def _reduce_to(fn, args):
+    """An object that pickles as the call ``fn(*args)`` (a crafted pickle, without running it here)."""
+    class Crafted:
+        def __reduce__(self):
+            return fn, args
+
+    return Crafted()
+
+
+def _ndarray_state(shape, dtype, data: bytes):
+    """A pickled "array": numpy's own reduction (an empty array, then its state) with a crafted state."""
+    class Crafted:
+        def __reduce__(self):
+            return np.ndarray.__reduce__(np.zeros(0))[0], (np.ndarray, (0,), b"b"), (1, shape, dtype, False, data)
+
+    return Crafted()
+
+
+def test_cifar_crafted_arrays_are_refused_before_allocating(tmp_path):
+    reconstruct = np.ndarray.__reduce__(np.zeros(0))[0]
+    crafted = {
+        # 32 TiB requested by the constructor's shape (numpy would try to allocate it: MemoryError)
+        "shape of 2**45": _reduce_to(reconstruct, (np.ndarray, (2**45,), b"B")),
+        # a state claiming a huge shape with a few bytes of data
+        "state of 2**45 x 3072": _ndarray_state((2**45, 3072), np.dtype("u1"), bytes(8)),
+        "object dtype": _ndarray_state((2**40,), np.dtype("O"), bytes(8)),
+        "wrong data length": _ndarray_state((2, 3072), np.dtype("u1"), bytes(3072)),
+    }
+    for why, obj in crafted.items():
+        folder = tmp_path / why.replace(" ", "_") / "cifar-10-batches-py"
+        folder.mkdir(parents=True)
+        for f in D.CIFAR["cifar10"].train + D.CIFAR["cifar10"].test:
+            (folder / f).write_bytes(pickle.dumps({b"data": obj, b"labels": [0, 1]}, protocol=2))
+        with pytest.raises(ValueError, match=r"data_batch_1 is corrupt \(UnpicklingError: .*\); extract"):
+            D.get("cifar10", root=folder.parent)
+    # arrays of the right format but the wrong shape, and labels that do not match, are named
+    (tmp_path / "bad" / "cifar-10-batches-py").mkdir(parents=True)
+    for data, labels, msg in [(np.zeros((2, 3, 1024), np.uint8), [0, 1], r"expected uint8 data \[N, 3072\]"),
+                              (np.zeros((2, 3072), np.float32), [0, 1], r"expected uint8 data \[N, 3072\]"),
+                              (np.zeros((2, 3072), np.uint8), [0, 1, 2], "expected 2 labels"),
+                              (np.zeros((2, 3072), np.uint8), [0, 2**70], "labels must be integers in 0..9"),
+                              (np.zeros((2, 3072), np.uint8), np.array([0.0, 1.0]), "labels must be a flat")]:
+        for f in D.CIFAR["cifar10"].train + D.CIFAR["cifar10"].test:
+            (tmp_path / "bad" / "cifar-10-batches-py" / f).write_bytes(
+                pickle.dumps({b"data": data, b"labels": labels}, protocol=2))
+        with pytest.raises(ValueError, match=msg):
+            D.get("cifar10", root=tmp_path / "bad")
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_fixed_normalisation_uses_the_released_constants(tmp_path, name):
+    xtr, _, xte, _ = make_cifar(tmp_path, name, as_archive=False)
+    mean, std = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+                 "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))}[name]
+    d = D.get(name, root=tmp_path, normalisation="fixed")
+    m, s = np.array(mean).reshape(1, 3, 1, 1), np.array(std).reshape(1, 3, 1, 1)
+    np.testing.assert_allclose(d.x_train.numpy(), (xtr / 255.0 - m) / s, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(d.x_test.numpy(), (xte / 255.0 - m) / s, rtol=1e-5, atol=1e-5)
+    assert d.meta["normalisation"]["mode"] == "fixed"
+    np.testing.assert_allclose(d.meta["normalisation"]["mean"], 255 * np.array(mean))  # in the raw units
+    assert D.get(name, root=tmp_path).meta["normalisation"]["mode"] == "dataset"
+
+
+def test_normalisation_errors():
+    with pytest.raises(ValueError, match=r"normalisation='fixed' .* defined for cifar10, cifar100 only, not "
+                                         r"digits-dvs; use normalisation='dataset'"):
+        D.get("digits-dvs", normalisation="fixed")
+    with pytest.raises(ValueError, match="normalisation must be one of dataset, fixed, got 'imagenet'"):
+        D.get("digits", normalisation="imagenet")
+
+
+def test_missing_data_folder_is_named(tmp_path):
+    for name in ("cifar10", "cifar100", "cifar10-dvs", "ncaltech101"):
+        with pytest.raises(FileNotFoundError, match=f"data folder '{tmp_path}/nope' does not exist; pass "
+                                                    f"the folder that holds the {name} files"):
+            D.get(name, root=tmp_path / "nope")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileNotFoundError, match="'.*file' is not a folder"):
+        D.get("cifar10", root=tmp_path / "file")
+
+
+def test_frames_for():
+    assert D.frames_for(spiking=True, T=4) == 4 and D.frames_for(spiking=False, T=4) == 1
+    assert D.frames_for(spiking=False, T=4, frames=7) == 7 == D.frames_for(spiking=True, T=4, frames=7)
+    with pytest.raises(ValueError, match="frames must be a positive integer"):
+        D.frames_for(spiking=True, T=0)
+
+
+def test_without_the_events_extra(monkeypatch, tmp_path, cifar10_dvs_root):
+    """CKA-only installs have neither tonic nor aedat: digits, digits-dvs and N-Caltech101 work, and
+    CIFAR10-DVS and downloads say in one line what to install."""
+    monkeypatch.setitem(sys.modules, "tonic", None)  # `import tonic` now raises ImportError
+    monkeypatch.setitem(sys.modules, "tonic.datasets", None)
+    monkeypatch.setitem(sys.modules, "aedat", None)
+    assert D.get("digits-dvs", frames=2).x_train.shape == (1437, 2, 2, 20, 20)
+    folder = tmp_path / "Caltech101" / "ant"
+    folder.mkdir(parents=True)
+    write_ncaltech_bin(folder / "image_0001.bin", *_random_events(np.random.default_rng(0), 50, 20, 20)[1:3],
+                       np.arange(50), np.ones(50, bool))
+    assert D.get("ncaltech101", root=tmp_path / "Caltech101", frames=2).x_test.shape == (0, 2, 2, 48, 48)
+    root, _ = cifar10_dvs_root
+    with pytest.raises(D.MissingExtraError, match=r"^cifar10-dvs needs the aedat package .*: pip install "
+                                                  r"'snncka\[events\]'$"):
+        D.get("cifar10-dvs", root=root, frames=7)
+    with pytest.raises(D.MissingExtraError, match=r"^downloading ncaltech101 needs tonic: pip install "
+                                                  r"'snncka\[events\]'$"):
+        D.get("ncaltech101", root=tmp_path / "empty", download=True)
+
+
 def test_cifar_download_verified_and_atomic(tmp_path, monkeypatch):
     make_cifar(tmp_path / "server", "cifar10", as_archive=True)
     served = tmp_path / "server" / "cifar-10-python.tar.gz"
@@ -286,11 +396,11 @@ def cifar10_dvs_root(tmp_path_factory):
     return root, recs
 
 
-def test_aedat4_fixture_reads_back_with_tonic(cifar10_dvs_root):
+def test_aedat4_fixture_reads_back(cifar10_dvs_root):
     _, recs = cifar10_dvs_root
     path, (t, x, y, p) = next(iter(recs.items()))
     ev = D.read_recording("cifar10-dvs", path)
-    assert ev.dtype.names == ("t", "x", "y", "p")
+    assert ev.dtype == np.dtype([("x", "<i2"), ("y", "<i2"), ("t", "<i8"), ("p", "?")])
     for k, v in zip("txyp", (t, x, y, p), strict=True):
         np.testing.assert_array_equal(ev[k], v)
 
@@ -325,10 +435,16 @@ def test_parallel_integration_equals_serial(cifar10_dvs_root, monkeypatch):
     _, recs = cifar10_dvs_root
     files = sorted(recs)[:6]
     serial, outside = D._integrate_all("cifar10-dvs", files, 3, workers=1)
-    monkeypatch.setattr(D, "_MIN_PARALLEL", 0)
     parallel, _ = D._integrate_all("cifar10-dvs", files, 3, workers=2)
     assert serial.shape == (6, 3, 2, 48, 48) and serial.sum() > 0 and outside == 0
     np.testing.assert_array_equal(parallel, serial)
+    # one worker per core (at most 8) once the dataset is large enough to repay starting them
+    monkeypatch.setattr(D.os, "sched_getaffinity", lambda pid: {0})
+    assert D._default_workers(10**5) == 1
+    monkeypatch.setattr(D.os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert D._default_workers(10**5) == 8 and D._default_workers(D._MIN_PARALLEL - 1) == 1
+    monkeypatch.setattr(D.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert D._default_workers(10**5) == 2
 
 
 def test_event_datasets_missing_or_corrupt(tmp_path, cifar10_dvs_root):
@@ -462,8 +578,16 @@ def test_cli_data(tmp_path):
     assert listed >= {"cifar10", "cifar100", "cifar10-dvs", "digits", "digits-dvs", "ncaltech101"}
     r = CliRunner().invoke(main, ["data", "digits"])
     assert r.exit_code == 0 and "digits: 10 classes, train (1437, 1, 8, 8), test (360, 1, 8, 8)" in r.output
+    assert "`" not in r.output and "``" not in (D.DATASETS["cifar10-dvs"].__doc__ or "").splitlines()[0]
+    r = CliRunner().invoke(main, ["data", "digits"])
+    assert "normalisation: training-set statistics, per-channel mean/std 0.3054/0.3761" in r.output
+    assert "augmentation: random crop with 1-pixel padding, no flip" in r.output and "{" not in r.output
     r = CliRunner().invoke(main, ["data", "cifar10", "--data-root", str(tmp_path)])
     assert r.exit_code == 1 and "put cifar-10-python.tar.gz" in r.output
+    r = CliRunner().invoke(main, ["data", "cifar10", "--data-root", str(tmp_path / "nonexist")])
+    assert r.exit_code == 1 and f"Error: data folder '{tmp_path / 'nonexist'}' does not exist" in r.output
+    r = CliRunner().invoke(main, ["data", "digits", "--normalisation", "fixed"])
+    assert r.exit_code == 1 and "defined for cifar10, cifar100 only, not digits" in r.output
     r = CliRunner().invoke(main, ["data", "imagenet"])
     assert r.exit_code == 1 and "unknown dataset 'imagenet'" in r.output
 

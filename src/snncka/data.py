@@ -4,32 +4,33 @@ Every dataset loads into a ``Dataset``: normalised float32 inputs and int64 labe
 split. Static images are ``[N, C, H, W]``; event data integrated into frames is ``[N, T, C, H, W]``
 (``to_model_input`` turns a batch into the ``[T, B, C, H, W]`` that the models take).
 
-Datasets (``get(name, root=, frames=, download=, seed=)``):
+Datasets (``get(name, root=, frames=, download=, seed=, normalisation=)``):
 
 * ``digits`` (embedded, scikit-learn) and ``digits-dvs`` (its simulated event-camera recording, generated
   once per seed and cached): stratified 80/20 split.
 * ``cifar10``, ``cifar100``: the "python version" archives (or their extracted folders) in ``root``, read
   by a restricted unpickler; ``download=True`` fetches them with the published MD5 checked.
-* ``cifar10-dvs``, ``ncaltech101``: recordings in ``root`` in tonic's layout, read by tonic's readers;
-  9:1 split per class (seed 0, the same for every run).
+* ``cifar10-dvs``, ``ncaltech101``: recordings in ``root`` in tonic's layout, read with numpy (AEDAT4:
+  the ``aedat`` package of the ``snncka[events]`` extra; ``download=True``: tonic, same extra); 9:1 split
+  per class (seed 0, the same for every run).
 
-Normalisation: per channel (image channel or event polarity), with the mean and std of the training set
-over samples, frames and pixels; the statistics are in ``Dataset.meta["normalisation"]``. Event frames
-hold event counts per pixel before normalisation. Caches (generated events, integrated frames) live in
+Normalisation: per channel (image channel or event polarity). ``normalisation="dataset"`` (the default)
+uses the mean and std of the training set over samples, frames and pixels; ``"fixed"`` uses the constants
+of the authors' released code (CIFAR-10/100 only, ``FIXED_NORMALISATION``). The mode and the statistics
+(in the raw data's units) are in ``Dataset.meta["normalisation"]``. Event frames hold event counts per pixel
+before normalisation. Caches (generated events, integrated frames: both before normalisation) live in
 ``cache_dir()`` (``$SNNCKA_CACHE`` or ``~/.cache/snncka``) and are written atomically.
 """
 
 from __future__ import annotations
 
-import codecs
 import hashlib
-import io
 import os
 import pickle
 import tarfile
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
@@ -38,11 +39,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .cifar_batches import read_batch
+from .events import MissingExtraError
 from .files import atomic_write_stream
 
-__all__ = ["CIFAR", "DATASETS", "EVENT_SOURCES", "Augment", "Dataset", "augment_batch", "augment_draws", "cache_dir",
-           "digits_dvs_events", "download_file", "get", "read_recording", "register", "split_per_class",
-           "to_model_input"]
+__all__ = ["CIFAR", "DATASETS", "EVENT_SOURCES", "FIXED_NORMALISATION", "NORMALISATIONS", "Augment", "Dataset",
+           "MissingExtraError", "augment_batch", "augment_draws", "cache_dir", "digits_dvs_events", "download_file",
+           "frames_for", "get", "read_recording", "register", "split_per_class", "to_model_input"]
 
 
 @dataclass(frozen=True)
@@ -136,25 +139,63 @@ def augment_batch(x: Tensor, aug: Augment, generator: torch.Generator | None = N
 
 Loader = Callable[..., Dataset]
 DATASETS: dict[str, Loader] = {}
+_READS_ROOT: set[str] = set()
 
 
-def register(name: str) -> Callable[[Loader], Loader]:
+def register(name: str, *, reads_root: bool = False) -> Callable[[Loader], Loader]:
+    """Register a loader ``fn(root, frames, download, seed, normalisation) -> Dataset`` as dataset ``name``.
+    ``reads_root``: its files are read from ``root`` (``get`` then checks that the folder exists)."""
     def deco(fn: Loader) -> Loader:
         DATASETS[name] = fn
+        if reads_root:
+            _READS_ROOT.add(name)
         return fn
 
     return deco
 
 
+#: ``normalisation="fixed"``: per-channel (mean, std) of pixel values in [0, 1] from the authors' released
+#: code (its CIFAR loaders' ``Normalize``), which differ from the training sets' own statistics (e.g. the
+#: CIFAR-10 std there is ~0.20, the data's ~0.25).
+FIXED_NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
+}
+NORMALISATIONS = ("dataset", "fixed")
+
+
 def get(name: str, *, root: str | Path | None = None, frames: int | None = None, download: bool = False,
-        seed: int = 0) -> Dataset:
+        seed: int = 0, normalisation: str = "dataset") -> Dataset:
     """Load dataset ``name``. ``root``: folder with the real dataset's files; ``frames``: number of event
-    frames per sample for event datasets (SNN: T, ANN: 1); ``seed``: for generated datasets."""
+    frames per sample for event datasets (SNN: T, ANN: 1; see ``frames_for``); ``seed``: for generated
+    datasets; ``normalisation``: ``"dataset"`` (the training set's per-channel mean and std) or ``"fixed"``
+    (the released code's constants, ``FIXED_NORMALISATION``; CIFAR only)."""
     try:
         loader = DATASETS[name]
     except KeyError:
         raise ValueError(f"unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}") from None
-    return loader(root=root, frames=frames, download=download, seed=seed)
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"normalisation must be one of {', '.join(NORMALISATIONS)}, got {normalisation!r}")
+    if normalisation == "fixed" and name not in FIXED_NORMALISATION:
+        raise ValueError(f"normalisation='fixed' (the released code's constants) is defined for "
+                         f"{', '.join(FIXED_NORMALISATION)} only, not {name}; use normalisation='dataset' "
+                         "(the training set's statistics)")
+    if root is not None and not download and name in _READS_ROOT:
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            what = "is not a folder" if root.exists() else "does not exist"
+            raise FileNotFoundError(f"data folder {str(root)!r} {what}; pass the folder that holds the {name} "
+                                    f"files as root= (--data-root), or download=True (--download)")
+    return loader(root=root, frames=frames, download=download, seed=seed, normalisation=normalisation)
+
+
+def frames_for(spiking: bool, T: int, frames: int | None = None) -> int:
+    """How many frames an event dataset gives a model: ``frames`` if set, else T for an SNN (one frame per
+    time step) and 1 for an ANN (all events integrated into one frame), as the paper's Fig. 7 setup does.
+    The trainer and the analyses load a model's data with it."""
+    if frames is not None:
+        return _frames_arg(frames)
+    return _frames_arg(int(T)) if spiking else 1
 
 
 def cache_dir() -> Path:
@@ -170,15 +211,33 @@ def _frames_arg(frames: int | None, default: int = 10) -> int:
     return int(frames)
 
 
-def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[Tensor, Tensor, dict]:
+def _standardise(train: np.ndarray, test: np.ndarray,
+                 fixed: tuple[Sequence[float], Sequence[float]] | None = None) -> tuple[Tensor, Tensor, dict]:
     """Per-channel mean/std of the training set (channel axis -3, statistics over every other axis, i.e.
     samples, frames and pixels) applied to both splits; float32 tensors plus the statistics for ``meta``.
+    ``fixed``: use these (mean, std) instead (in the inputs' units; ``meta`` says which mode).
 
     The statistics are accumulated in float64 over chunks of samples (two passes: mean, then squared
     deviations), so large datasets need no float64 copy. Float32 inputs are standardised in place: pass
     arrays the caller owns (fresh copies).
     """
     ax, channels = train.ndim - 3, train.shape[train.ndim - 3]
+    shape = [1] * train.ndim
+    shape[ax] = -1
+
+    def f(a: np.ndarray, m: np.ndarray, s: np.ndarray) -> Tensor:
+        out = a.astype(np.float32, copy=False)
+        out -= m.reshape(shape).astype(np.float32)
+        out /= s.reshape(shape).astype(np.float32)
+        return torch.from_numpy(out)
+
+    if fixed is not None:
+        mean, std = (np.asarray(v, np.float64) for v in fixed)
+        if mean.shape != (channels,) or std.shape != (channels,) or not np.all(std > 0):
+            raise ValueError(f"fixed normalisation needs {channels} means and {channels} positive stds, got "
+                             f"{fixed}")
+        return f(train, mean, std), f(test, mean, std), {"mode": "fixed", "mean": mean.tolist(),
+                                                         "std": std.tolist()}
     step = max(1, (1 << 22) // max(1, train[:1].size))  # ~4M values (32 MB in float64) per chunk
 
     def chunks():  # [channels, values] per chunk of samples
@@ -192,18 +251,8 @@ def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[Tensor, Tensor, d
         d = c.astype(np.float64) - mean[:, None]
         sq += np.einsum("ij,ij->i", d, d)
     std = np.sqrt(sq / n)
-    shape = [1] * train.ndim
-    shape[ax] = -1
-    m = mean.reshape(shape).astype(np.float32)
-    s = (std + 1e-8).reshape(shape).astype(np.float32)
-
-    def f(a: np.ndarray) -> Tensor:
-        out = a.astype(np.float32, copy=False)
-        out -= m
-        out /= s
-        return torch.from_numpy(out)
-
-    return f(train), f(test), {"mean": mean.tolist(), "std": std.tolist()}
+    return (f(train, mean, std + 1e-8), f(test, mean, std + 1e-8),
+            {"mode": "dataset", "mean": mean.tolist(), "std": std.tolist()})
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -224,7 +273,7 @@ def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 @register("digits")
-def load_digits(root=None, frames=None, download=False, seed=0) -> Dataset:
+def load_digits(root=None, frames=None, download=False, seed=0, normalisation="dataset") -> Dataset:
     """scikit-learn's bundled 8x8 digits (1797 images, 10 classes), a fixed stratified 80/20 split.
 
     The embedded default: ships with scikit-learn, so every command runs without a network. Intensities
@@ -279,7 +328,7 @@ def _frames_of(recordings: list[np.ndarray], sensor: tuple[int, int, int], T: in
 
 
 @register("digits-dvs")
-def load_digits_dvs(root=None, frames=None, download=False, seed=0) -> Dataset:
+def load_digits_dvs(root=None, frames=None, download=False, seed=0, normalisation="dataset") -> Dataset:
     """Synthetic event-camera digits: scikit-learn's digits recorded by a simulated DVS (embedded).
 
     Every digit, upsampled to 16x16, moves along three saccades in front of a simulated 20x20 DVS (see
@@ -329,39 +378,6 @@ CIFAR: dict[str, CifarSource] = {
 }
 
 
-class _CifarUnpickler(pickle.Unpickler):
-    """Unpickles the CIFAR batches (dicts of numpy arrays, lists, bytes) and refuses any other global, so a
-    tampered archive cannot run code."""
-
-    _allowed = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-                ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
-
-    def find_class(self, module: str, name: str):  # noqa: ANN201
-        if (module, name) not in self._allowed:
-            raise pickle.UnpicklingError(f"unexpected object {module}.{name} in a CIFAR batch")
-        if name == "_reconstruct":
-            return np.ndarray.__reduce__(np.zeros(0))[0]
-        if name == "scalar":
-            return np.float64(0).__reduce__()[0]
-        return {"ndarray": np.ndarray, "dtype": np.dtype, "encode": codecs.encode}[name]
-
-
-def _parse_cifar_batch(raw: bytes, label_key: bytes, num_classes: int,
-                       what: str) -> tuple[np.ndarray, np.ndarray]:
-    d = _CifarUnpickler(io.BytesIO(raw), encoding="bytes").load()
-    if not isinstance(d, dict) or b"data" not in d or label_key not in d:
-        raise ValueError(f"{what} is not a CIFAR batch (needs keys b'data' and {label_key!r})")
-    x = np.asarray(d[b"data"])
-    y = np.asarray(d[label_key], dtype=np.int64)
-    if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072 or len(y) != len(x):
-        raise ValueError(f"{what}: expected uint8 data [N, 3072] and N labels, got {x.dtype} {x.shape} and "
-                         f"{len(y)} labels")
-    if len(y) and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"{what}: labels outside 0..{num_classes - 1}")
-    return x.reshape(-1, 3, 32, 32), y
-
-
 def _md5(path: Path) -> str:
     h = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as f:
@@ -407,7 +423,7 @@ def _cifar_help(src: CifarSource, root: Path | None) -> str:
             "machine with a network")
 
 
-def _load_cifar(name: str, root, download: bool) -> Dataset:
+def _load_cifar(name: str, root, download: bool, normalisation: str = "dataset") -> Dataset:
     src = CIFAR[name]
     if root is None:
         raise ValueError(f"{name} needs a data folder: {_cifar_help(src, None)}")
@@ -423,7 +439,7 @@ def _load_cifar(name: str, root, download: bool) -> Dataset:
     if folder is not None:
         for f in files:
             try:
-                parts[f] = _parse_cifar_batch((folder / f).read_bytes(), src.label_key, src.num_classes,
+                parts[f] = read_batch((folder / f).read_bytes(), src.label_key, src.num_classes,
                                               str(folder / f))
             except (EOFError, OSError, ValueError, pickle.UnpicklingError) as e:
                 raise ValueError(f"{folder / f} is corrupt ({type(e).__name__}: {e}); extract {src.folder}/ "
@@ -435,7 +451,7 @@ def _load_cifar(name: str, root, download: bool) -> Dataset:
                     member = tar.extractfile(f"{src.folder}/{f}")
                     if member is None:
                         raise KeyError(f"{src.folder}/{f}")
-                    parts[f] = _parse_cifar_batch(member.read(), src.label_key, src.num_classes,
+                    parts[f] = read_batch(member.read(), src.label_key, src.num_classes,
                                                   f"{archive}:{src.folder}/{f}")
         except (tarfile.TarError, EOFError, OSError, KeyError, ValueError, pickle.UnpicklingError) as e:
             raise ValueError(f"{archive} is corrupt or incomplete ({type(e).__name__}: {e}; its MD5 is "
@@ -445,31 +461,34 @@ def _load_cifar(name: str, root, download: bool) -> Dataset:
     ytr = np.concatenate([parts[f][1] for f in src.train])
     xte = np.concatenate([parts[f][0] for f in src.test])
     yte = np.concatenate([parts[f][1] for f in src.test])
-    xtr_t, xte_t, stats = _standardise(xtr, xte)
+    fixed = None
+    if normalisation == "fixed":  # the constants are for pixels in [0, 1]; the arrays hold 0..255
+        fixed = tuple(tuple(255.0 * v for v in vs) for vs in FIXED_NORMALISATION[name])
+    xtr_t, xte_t, stats = _standardise(xtr, xte, fixed)
     return Dataset(name, xtr_t, torch.from_numpy(ytr), xte_t, torch.from_numpy(yte), src.num_classes,
                    augment=Augment(pad=4, flip=True),
                    meta={"normalisation": stats, "source": str(folder or archive), "split": "official"})
 
 
-@register("cifar10")
-def load_cifar10(root=None, frames=None, download=False, seed=0) -> Dataset:
+@register("cifar10", reads_root=True)
+def load_cifar10(root=None, frames=None, download=False, seed=0, normalisation="dataset") -> Dataset:
     """CIFAR-10: 50000/10000 32x32 RGB images, 10 classes, the official split.
 
     Read from ``cifar-10-python.tar.gz`` or ``cifar-10-batches-py/`` in ``root``; per-channel standardised
-    with the training mean/std."""
-    return _load_cifar("cifar10", root, download)
+    with the training mean/std, or the released code's constants (``normalisation="fixed"``)."""
+    return _load_cifar("cifar10", root, download, normalisation)
 
 
-@register("cifar100")
-def load_cifar100(root=None, frames=None, download=False, seed=0) -> Dataset:
+@register("cifar100", reads_root=True)
+def load_cifar100(root=None, frames=None, download=False, seed=0, normalisation="dataset") -> Dataset:
     """CIFAR-100: 50000/10000 32x32 RGB images, 100 (fine) classes, the official split.
 
     Read from ``cifar-100-python.tar.gz`` or ``cifar-100-python/`` in ``root``, standardised like CIFAR-10."""
-    return _load_cifar("cifar100", root, download)
+    return _load_cifar("cifar100", root, download, normalisation)
 
 
 # --------------------------------------------------------------------------------------------------------
-# CIFAR10-DVS and N-Caltech101: event recordings read with tonic, integrated into frames
+# CIFAR10-DVS and N-Caltech101: event recordings in tonic's layout, integrated into frames
 # --------------------------------------------------------------------------------------------------------
 
 
@@ -501,36 +520,27 @@ EVENT_SOURCES: dict[str, EventSource] = {
 }
 CIFAR10_DVS_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                        "truck")
-_EVENT_VERSION = 1
-
-
-def _import_tonic():
-    try:
-        import tonic  # noqa: F401
-    except ImportError as e:  # pragma: no cover - tonic is a dependency
-        raise ImportError("event datasets need tonic: pip install tonic aedat") from e
+_EVENT_VERSION = 1  # frames are unchanged by the numpy readers and the area pool: old caches stay valid
 
 
 def read_recording(name: str, path: str | Path) -> np.ndarray:
-    """One recording of event dataset ``name`` as a structured array with fields x, y, t, p, read by tonic.
+    """One recording of event dataset ``name`` as a structured array in ``events.EVENT_DTYPE`` (x, y,
+    t [us], p), as tonic's dataset classes return it.
 
-    CIFAR10-DVS: ``tonic.io.read_aedat4`` (needs the ``aedat`` package). N-Caltech101:
-    ``tonic.io.read_mnist_file``, then shifted so the smallest x and y are 0 (as tonic's NCALTECH101 does).
+    CIFAR10-DVS: ``events.read_aedat4`` (needs the ``aedat`` package: ``pip install 'snncka[events]'``).
+    N-Caltech101: ``events.read_nmnist_bin``, then shifted so the smallest x and y are 0 (as tonic's
+    NCALTECH101 does).
     """
-    _import_tonic()
-    from tonic.io import read_aedat4, read_mnist_file
+    from .events import read_aedat4, read_nmnist_bin
 
     if name == "cifar10-dvs":
         try:
-            ev = read_aedat4(str(path))
-        except ImportError as e:
-            raise ImportError("reading CIFAR10-DVS needs the aedat package: pip install aedat") from e
-        ev.dtype.names = ("t", "x", "y", "p")
-        return ev
+            return read_aedat4(path)[0]
+        except MissingExtraError as e:
+            raise MissingExtraError(f"{name} needs the aedat package to read its AEDAT4 recordings: pip "
+                                    "install 'snncka[events]'") from e
     if name == "ncaltech101":
-        from tonic.datasets import NCALTECH101
-
-        ev = read_mnist_file(str(path), dtype=NCALTECH101.dtype)
+        ev = read_nmnist_bin(path)
         if ev.size:
             ev["x"] -= ev["x"].min()
             ev["y"] -= ev["y"].min()
@@ -539,22 +549,25 @@ def read_recording(name: str, path: str | Path) -> np.ndarray:
 
 
 def _recording_frames(args: tuple[str, str, int]) -> tuple[np.ndarray, int]:
-    """One recording -> ``[T, 2, H, W]`` frames at the dataset's frame size, and the number of its events
-    that fell outside the sensor and were dropped (worker function)."""
-    from .events import events_to_frames, resize_frames
+    """One recording -> ``[T, 2, H, W]`` float32 frames at the dataset's frame size, and the number of its
+    events that fell outside the sensor and were dropped (also the worker function of the process pool)."""
+    from .events import event_frames
 
     name, path, T = args
     src = EVENT_SOURCES[name]
     try:
         ev = read_recording(name, path)
-    except ImportError:
+    except MissingExtraError:
         raise
     except Exception as e:
         raise ValueError(f"cannot read {path} as a {name} recording ({type(e).__name__}: {e}); replace the "
                          "file with an intact copy") from e
     w, h, _ = src.sensor
     inside = (ev["x"] < w) & (ev["y"] < h)
-    return resize_frames(events_to_frames(ev[inside], src.sensor, T), src.size), int(ev.size - inside.sum())
+    n_inside = int(np.count_nonzero(inside))
+    if n_inside < ev.size:
+        ev = ev[inside]
+    return event_frames(ev, src.sensor, T, src.size), int(inside.size - n_inside)
 
 
 def _find_recordings(src: EventSource, root: Path) -> tuple[Path, list[Path]]:
@@ -590,8 +603,10 @@ def _load_events(name: str, root, frames: int | None, download: bool, workers: i
     root = Path(root).expanduser()
     base, files = _find_recordings(src, root)
     if not files and download:
-        _import_tonic()
-        import tonic.datasets
+        try:
+            import tonic.datasets
+        except ImportError as e:
+            raise MissingExtraError(f"downloading {name} needs tonic: pip install 'snncka[events]'") from e
 
         {"cifar10-dvs": tonic.datasets.CIFAR10DVS, "ncaltech101": tonic.datasets.NCALTECH101}[name](str(root))
         base, files = _find_recordings(src, root)
@@ -639,42 +654,100 @@ def _load_events(name: str, root, frames: int | None, download: bool, workers: i
                          "events_outside_sensor": outside})
 
 
-_MIN_PARALLEL = 64  # fewer recordings than this are integrated in-process
+def _pool_context():
+    """How pool workers start: ``fork`` where the OS has it (instant, nothing re-imported; the workers run
+    numpy only, never torch, as PyTorch's own DataLoader workers fork), else ``spawn`` (each worker imports
+    snncka and torch, ~1.5 s, and the main script needs an ``if __name__ == "__main__"`` guard)."""
+    import multiprocessing
+
+    return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+
+
+def _default_workers(n_recordings: int) -> int:
+    """Worker processes for integrating ``n_recordings``: one per core available to this process (at most
+    8) when there are enough recordings to repay starting them, else 1 (in-process; several hundred
+    recordings/s)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    enough = _MIN_PARALLEL if _pool_context().get_start_method() == "fork" else 10 * _MIN_PARALLEL
+    return min(8, cores) if cores >= 2 and n_recordings >= enough else 1
+
+
+_MIN_PARALLEL = 256  # fewer recordings than this are integrated in-process (10x that where workers spawn)
+
+
+def _keep_freed_memory() -> None:
+    """Let the allocator keep a recording's temporaries between recordings.
+
+    Integrating one recording allocates ~10-20 MB of event-sized temporaries. glibc's malloc hands blocks
+    over its mmap threshold (128 KiB at start) back to the system when they are freed, so every recording
+    page-faults them in again: that tripled the time per recording. Freeing one block of 24 MiB makes glibc
+    raise its mmap and trim thresholds to that size (its documented dynamic threshold, mallopt(3)), after
+    which freed temporaries stay in the heap for the next recording. The block is never touched (no
+    memory is used), and other allocators simply ignore it. Any large numpy temporary has the same effect.
+    """
+    block = np.empty(3 << 20)
+    del block
+
+
+def _worker_setup() -> None:
+    """Pool worker set-up: one BLAS/OpenMP thread, so the workers do not oversubscribe the cores."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    _keep_freed_memory()
 
 
 def _integrate_all(name: str, files: list[Path], T: int, workers: int | None) -> tuple[np.ndarray, int]:
-    """All recordings -> ``[N, T, 2, H, W]`` and the number of dropped out-of-sensor events; in worker
-    processes (tonic's readers and ``ToFrame`` hold the GIL) for real datasets."""
+    """All recordings -> ``[N, T, 2, H, W]`` and the number of dropped out-of-sensor events; in this
+    process, or in ``workers`` processes (default: ``_default_workers``; see ``_pool_context``), each with
+    one BLAS/OpenMP thread so that they never oversubscribe the cores."""
     from tqdm.auto import tqdm
 
+    src = EVENT_SOURCES[name]
     jobs = [(name, str(p), T) for p in files]
-    workers = workers if workers is not None else min(8, os.cpu_count() or 1)
-    bar = dict(total=len(jobs), desc=f"{name}: events -> {T} frames", unit="rec")
-    if workers <= 1 or len(jobs) < _MIN_PARALLEL:
-        out = [_recording_frames(j) for j in tqdm(jobs, **bar)]
-    else:
-        from concurrent.futures import ProcessPoolExecutor
+    workers = _default_workers(len(jobs)) if workers is None else workers
+    out = np.empty((len(jobs), T, src.sensor[2], *src.size), np.float32)
+    outside = 0
+    bar = tqdm(total=len(jobs), desc=f"{name}: events -> {T} frames", unit="rec")
+    with bar:
+        if workers <= 1:
+            _keep_freed_memory()
+            results = map(_recording_frames, jobs)
+            pool = None
+        else:
+            from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(workers) as pool:
-            out = list(tqdm(pool.map(_recording_frames, jobs, chunksize=16), **bar))
-    return np.stack([f for f, _ in out]), sum(n for _, n in out)
+            pool = ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_worker_setup)
+            results = pool.map(_recording_frames, jobs, chunksize=max(1, min(64, len(jobs) // (4 * workers))))
+        try:
+            for i, (frames, n) in enumerate(results):
+                out[i] = frames
+                outside += n
+                bar.update()
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+    return out, outside
 
 
-@register("cifar10-dvs")
-def load_cifar10_dvs(root=None, frames=None, download=False, seed=0) -> Dataset:
-    """CIFAR10-DVS: 10000 DVS recordings (128x128), 10 classes, read from ``root`` with tonic.
+@register("cifar10-dvs", reads_root=True)
+def load_cifar10_dvs(root=None, frames=None, download=False, seed=0, normalisation="dataset") -> Dataset:
+    """CIFAR10-DVS: 10000 DVS recordings (128x128), 10 classes, AEDAT4 files in tonic's folder layout.
 
-    ``frames`` equal-duration frames (default 10; 1 for an ANN: all events), area-resized to 48x48,
-    standardised per polarity channel with the training statistics; fixed 9:1 per-class split.
-    Preprocessed frames are cached."""
+    Read from ``root`` (AEDAT4 needs the ``snncka[events]`` extra) into ``frames`` equal-duration frames
+    (default 10; 1 for an ANN: all events), area-resized to 48x48, standardised per polarity channel with
+    the training statistics; fixed 9:1 per-class split. Integrated frames are cached."""
     return _load_events("cifar10-dvs", root, frames, download)
 
 
-@register("ncaltech101")
-def load_ncaltech101(root=None, frames=None, download=False, seed=0) -> Dataset:
-    """N-Caltech101: 8709 ATIS recordings, 101 class folders, read from ``root`` with tonic.
+@register("ncaltech101", reads_root=True)
+def load_ncaltech101(root=None, frames=None, download=False, seed=0, normalisation="dataset") -> Dataset:
+    """N-Caltech101: 8709 ATIS recordings, 101 class folders, .bin files in tonic's folder layout.
 
-    All 101 folders (incl. BACKGROUND_Google) are classes, in sorted order. Events are shifted to start at
-    (0, 0) (as tonic does) and integrated on a fixed 240x180 sensor (N-Caltech101's image size bound), then
-    like CIFAR10-DVS: ``frames`` frames area-resized to 48x48, standardised, 9:1 per-class split."""
+    Read from ``root``. All 101 folders (incl. BACKGROUND_Google) are classes, in sorted order. Events are
+    shifted to start at (0, 0) (as tonic does) and integrated on a fixed 240x180 sensor (N-Caltech101's image
+    size bound), then like CIFAR10-DVS: ``frames`` frames area-resized to 48x48, standardised, 9:1 split."""
     return _load_events("ncaltech101", root, frames, download)

@@ -7,21 +7,31 @@ model follows v2e (Hu, Liu, Delbruck 2021): per-pixel threshold mismatch (a fixe
 reference reset on every event, a refractory period during which the pixel is held in reset, and shot
 noise. Events are numpy structured arrays in tonic's dtype (``tonic.io.events_struct``: x, y, t [us], p).
 
-``events_to_frames`` integrates events into ``T`` frames of equal duration with tonic's ``ToFrame``.
+``event_counts`` / ``events_to_frames`` integrate events into ``T`` frames of equal duration (tonic's
+``ToFrame`` semantics, in one ``bincount``), ``resize_frames`` area-resamples frames, and ``read_nmnist_bin``
+/ ``read_aedat4`` read the recording formats of N-Caltech101 and CIFAR10-DVS. Numpy only (AEDAT4 needs the
+``aedat`` package, in the ``snncka[events]`` extra): importing this module and simulating recordings need
+neither tonic nor torch.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["EVENT_DTYPE", "PixelModel", "Saccades", "area_matrix", "events_to_frames", "resize_frames",
-           "simulate_saccades"]
+__all__ = ["EVENT_DTYPE", "MissingExtraError", "PixelModel", "Saccades", "area_bounds", "event_counts",
+           "event_frames", "events_to_frames", "read_aedat4", "read_nmnist_bin", "resize_frames", "simulate_saccades"]
 
 #: tonic's event dtype (``tonic.io.events_struct``), spelled out so that importing this module stays cheap.
 EVENT_DTYPE = np.dtype([("x", np.int16), ("y", np.int16), ("t", np.int64), ("p", bool)])
+
+
+class MissingExtraError(ImportError):
+    """An optional dependency of snncka is not installed; the message names the extra that brings it."""
 
 
 @dataclass(frozen=True)
@@ -160,60 +170,198 @@ def simulate_saccades(
     return [ev[bounds[i]:bounds[i + 1]] for i in range(n)]
 
 
-def events_to_frames(events: np.ndarray, sensor_size: tuple[int, int, int], n_frames: int) -> np.ndarray:
-    """Integrate events into ``n_frames`` frames of equal duration: ``[T, P, H, W]`` float32 event counts.
+def _check_frames(n_frames: int) -> None:
+    if isinstance(n_frames, bool) or not isinstance(n_frames, int | np.integer) or n_frames < 1:
+        raise ValueError(f"n_frames must be a positive integer, got {n_frames!r}")
 
-    Uses tonic's ``ToFrame`` with a time window of ``floor(span / T) + 1`` us starting at the first event,
-    so the T windows cover the whole recording and every event lands in exactly one frame (tonic's
-    ``n_time_bins`` floors the window to ``span // T`` and drops the events after the last whole window).
-    ``sensor_size`` is tonic's ``(width, height, polarities)``; events outside it raise an error.
-    """
-    from tonic.transforms import ToFrame
 
-    if n_frames < 1:
-        raise ValueError(f"n_frames must be >= 1, got {n_frames}")
+def _frame_index(events: np.ndarray, sensor_size: tuple[int, int, int],
+                 n_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per event: ``frame * P + polarity``, x and y (int64), after checking them against the sensor.
+
+    The T frames are time windows of ``floor(span / T) + 1`` us starting at the first event."""
+    _check_frames(n_frames)
     w, h, p = sensor_size
-    frames = np.zeros((n_frames, p, h, w), np.float32)
-    if events.size == 0:
-        return frames
-    x, y = events["x"].astype(np.int64), events["y"].astype(np.int64)
+    x, y, t, pol = (events[k].astype(np.int64) for k in ("x", "y", "t", "p"))
     if x.min() < 0 or y.min() < 0 or x.max() >= w or y.max() >= h:
         raise ValueError(f"events span x {x.min()}..{x.max()}, y {y.min()}..{y.max()}, outside the "
                          f"{w}x{h} sensor; give the right sensor_size")
-    t = events["t"].astype(np.int64)
-    if np.any(np.diff(t) < 0):
-        events = events[np.argsort(t, kind="stable")]
-        t = events["t"].astype(np.int64)
-    t0, span = int(t[0]), int(t[-1] - t[0])
-    window = span // n_frames + 1
-    to_frame = ToFrame(sensor_size=(w, h, p), time_window=window, start_time=t0,
-                       end_time=t0 + n_frames * window)
-    out = to_frame(events)
-    if out.shape != frames.shape:
-        raise RuntimeError(f"tonic's ToFrame returned shape {out.shape}, expected {frames.shape}")
-    if out.min() >= 0 and int(out.sum(dtype=np.int64)) == events.size:
-        return out.astype(np.float32)
-    # tonic counts in int16: a pixel with more than 32767 events (a hot pixel) wraps; count in int64
-    b = np.minimum((t - t0) // window, n_frames - 1)
-    pol = events["p"].astype(np.int64)
-    flat = ((b * p + pol) * h + y) * w + x
-    return np.bincount(flat, minlength=frames.size).reshape(frames.shape).astype(np.float32)
+    if pol.min() < 0 or pol.max() >= p:
+        raise ValueError(f"event polarities {pol.min()}..{pol.max()} do not fit a {p}-polarity sensor")
+    t -= t.min()
+    t //= t.max() // n_frames + 1
+    t *= p
+    t += pol
+    return t, x, y
 
 
-def area_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """``[n_out, n_in]`` averaging weights of area resampling (torch's ``interpolate(mode='area')``, i.e.
-    adaptive average pooling: output i averages inputs floor(i*n_in/n_out) .. ceil((i+1)*n_in/n_out)-1)."""
-    m = np.zeros((n_out, n_in), np.float64)
+def event_counts(events: np.ndarray, sensor_size: tuple[int, int, int], n_frames: int) -> np.ndarray:
+    """Integrate events into ``n_frames`` frames of equal duration: ``[T, P, H, W]`` int64 event counts.
+
+    The time window is ``floor(span / T) + 1`` us starting at the first event, so the T windows cover the
+    whole recording and every event lands in exactly one frame (as tonic's ``ToFrame`` with that
+    ``time_window``; its ``n_time_bins`` floors the window to ``span // T`` and drops the events after the
+    last whole window). ``sensor_size`` is tonic's ``(width, height, polarities)``; events outside it raise
+    an error. One ``bincount``: no per-frame loop, no sorting, counts never wrap (tonic counts in int16).
+    """
+    w, h, p = sensor_size
+    shape = (int(n_frames), p, h, w)
+    if events.size == 0:
+        _check_frames(n_frames)
+        return np.zeros(shape, np.int64)
+    fp, x, y = _frame_index(events, sensor_size, n_frames)
+    return np.bincount((fp * h + y) * w + x, minlength=math.prod(shape)).reshape(shape)
+
+
+def event_frames(events: np.ndarray, sensor_size: tuple[int, int, int], n_frames: int,
+                 size: tuple[int, int]) -> np.ndarray:
+    """``resize_frames(event_counts(events, sensor_size, n_frames), size)`` without the full-resolution
+    frames: each event is counted directly into the output pixels whose area windows hold it (one or two
+    per axis when shrinking by a fractional ratio), then every output pixel is divided by its window's
+    area. Float32 ``[T, P, size[0], size[1]]``.
+
+    Exact (integer counts until the one division), and its arrays are the size of the event list and of the
+    output: the dense route allocates ``T x P x H x W`` int64 counts and their cumulative sums per
+    recording (7 MB each for N-Caltech101 at T = 10), which the allocator returns to the system and
+    page-faults back in for every recording.
+    """
+    w, h, p = sensor_size
+    ho, wo = size
+    ny, nx = (b - a for a, b in (area_bounds(h, ho), area_bounds(w, wo)))
+    out_size = int(n_frames) * p * ho * wo
+    if events.size == 0:
+        _check_frames(n_frames)
+        return np.zeros((int(n_frames), p, ho, wo), np.float32)
+    fp, x, y = _frame_index(events, sensor_size, n_frames)
+    idx, x = _spread(fp, y, _windows_of(h, ho), ho, x)  # (frame * P + polarity) * ho + output row
+    idx, _ = _spread(idx, x, _windows_of(w, wo), wo)  # ... * wo + output column
+    counts = np.bincount(idx, minlength=out_size)
+    frames = counts.reshape(int(n_frames), p, ho, wo) / (ny[:, None] * nx[None, :])
+    return frames.astype(np.float32)
+
+
+def _spread(idx: np.ndarray, coord: np.ndarray, windows: tuple[np.ndarray, ...], n_out: int,
+            carry: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """``idx * n_out + window`` for every (event, window holding the event's ``coord``) pair: the events
+    once per window they fall in (``windows`` from ``_windows_of``), with ``carry`` (another per-event
+    array) repeated alike."""
+    idx = idx * n_out
+    out, carried = [idx + windows[0][coord]], [carry]  # every input lies in at least one window
+    for table in windows[1:]:
+        w = table[coord]
+        more = np.flatnonzero(w >= 0)
+        out.append(idx[more] + w[more])
+        carried.append(None if carry is None else carry[more])
+    if len(out) == 1:
+        return out[0], carry
+    return np.concatenate(out), None if carry is None else np.concatenate(carried)
+
+
+@functools.lru_cache(maxsize=32)
+def _windows_of(n_in: int, n_out: int) -> tuple[np.ndarray, ...]:
+    """For area resampling ``n_in -> n_out``: the k-th output window that holds each input index, one
+    array per k (-1 where an input is in fewer than k + 1 windows)."""
+    a, b = area_bounds(n_in, n_out)
+    per_input: list[list[int]] = [[] for _ in range(n_in)]
     for i in range(n_out):
-        a, b = (i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)
-        m[i, a:b] = 1.0 / (b - a)
-    return m
+        for r in range(int(a[i]), int(b[i])):
+            per_input[r].append(i)
+    k = max(len(v) for v in per_input)
+    table = np.full((k, n_in), -1, np.int64)
+    for r, v in enumerate(per_input):
+        table[: len(v), r] = v
+    return tuple(table)
+
+
+def events_to_frames(events: np.ndarray, sensor_size: tuple[int, int, int], n_frames: int) -> np.ndarray:
+    """``event_counts`` as float32 frames ``[T, P, H, W]``."""
+    return event_counts(events, sensor_size, n_frames).astype(np.float32)
+
+
+def area_bounds(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """The input ranges ``[a_i, b_i)`` that area resampling averages for each output i: torch's
+    ``interpolate(mode='area')``, i.e. adaptive average pooling, ``a_i = floor(i*n_in/n_out)``,
+    ``b_i = ceil((i+1)*n_in/n_out)`` (neighbouring ranges overlap by a pixel when the ratio is fractional)."""
+    if n_in < 1 or n_out < 1:
+        raise ValueError(f"area resampling needs sizes >= 1, got {n_in} -> {n_out}")
+    i = np.arange(n_out, dtype=np.int64)
+    return (i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)
+
+
+def _pool_axis(x: np.ndarray, n_out: int, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Window sums of ``x`` along ``axis`` for area resampling to ``n_out``, from one cumulative sum (exact
+    for integers), and the window lengths."""
+    a, b = area_bounds(x.shape[axis], n_out)
+    c = np.cumsum(x, axis=axis, dtype=np.int64 if x.dtype.kind in "biu" else np.float64)
+    hi = np.take(c, b - 1, axis=axis)
+    lo = np.take(c, np.maximum(a - 1, 0), axis=axis)
+    lo *= (a > 0).reshape((-1,) + (1,) * (x.ndim - 1 - axis))  # windows starting at 0: nothing before
+    return hi - lo, b - a
 
 
 def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Area-resample frames ``[..., H, W]`` to ``size = (height, width)`` (float32)."""
+    """Area-resample frames ``[..., H, W]`` to ``size = (height, width)``, as float32.
+
+    Equal to torch's ``interpolate(mode='area')`` (adaptive average pooling): each output pixel is the mean
+    of its window of input pixels. Computed as window sums of cumulative sums along W, then H (integer
+    counts stay exact in int64; floats are summed in float64): a few passes over the frames, no matrix
+    product (so no BLAS threads to contend with other jobs for the cores).
+    """
+    if frames.ndim < 2:
+        raise ValueError(f"frames must be [..., H, W], got shape {frames.shape}")
     h, w = frames.shape[-2:]
     if (h, w) == tuple(size):
         return frames.astype(np.float32, copy=False)
-    ry, rx = area_matrix(h, size[0]), area_matrix(w, size[1])
-    return (ry @ frames.astype(np.float64) @ rx.T).astype(np.float32)
+    sums, nx = _pool_axis(frames, size[1], frames.ndim - 1)
+    sums, ny = _pool_axis(sums, size[0], frames.ndim - 2)
+    return (sums / (ny[:, None] * nx[None, :])).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Recording formats
+# --------------------------------------------------------------------------------------------------------
+
+
+def read_nmnist_bin(path: str | Path) -> np.ndarray:
+    """An N-MNIST / N-Caltech101 recording (Orchard et al. 2015) in ``EVENT_DTYPE``: 40 bits per event,
+    x (8 bits), y (8), polarity (1), time in us (23). Events with y = 240 are not events but time-stamp
+    overflow markers: each adds 2**13 us to the times of the events after it (as the format's reference
+    reader, and tonic's ``read_mnist_file``, do) and is dropped."""
+    raw = np.fromfile(path, np.uint8)
+    if raw.size % 5:
+        raise ValueError(f"{path} holds {raw.size} bytes, not a whole number of 5-byte events")
+    raw = raw.reshape(-1, 5)
+    t = (raw[:, 2] & 127).astype(np.int64) << 16
+    t |= raw[:, 3].astype(np.int64) << 8
+    t |= raw[:, 4]
+    x, y, p = raw[:, 0], raw[:, 1], raw[:, 2] >= 128
+    overflow = y == 240
+    if overflow.any():
+        t += np.cumsum(overflow, dtype=np.int64) << 13
+        keep = ~overflow
+        x, y, t, p = x[keep], y[keep], t[keep], p[keep]
+    ev = np.empty(t.size, EVENT_DTYPE)
+    ev["x"], ev["y"], ev["t"], ev["p"] = x, y, t, p
+    return ev
+
+
+def read_aedat4(path: str | Path) -> tuple[np.ndarray, tuple[int, int]]:
+    """The events of an AEDAT4 file (iniVation's container; CIFAR10-DVS as tonic ships it) in
+    ``EVENT_DTYPE``, and the recording sensor's (width, height). Reads the lowest-numbered event stream
+    (as tonic's ``read_aedat4`` does) with the ``aedat`` package, which decompresses LZ4/zstd packets."""
+    try:
+        import aedat
+    except ImportError as e:
+        raise MissingExtraError("reading AEDAT4 recordings needs the aedat package: pip install "
+                                "'snncka[events]'") from e
+    decoder = aedat.Decoder(str(path))
+    streams = {i: s for i, s in decoder.id_to_stream().items() if s.get("type") == "events"}
+    if not streams:
+        raise ValueError(f"{path} holds no event stream")
+    sid = min(streams)
+    packets = [p["events"] for p in decoder if p["stream_id"] == sid and "events" in p]
+    ev = np.empty(sum(len(p) for p in packets), EVENT_DTYPE)
+    if packets:
+        raw = np.concatenate(packets)
+        ev["x"], ev["y"], ev["t"], ev["p"] = raw["x"], raw["y"], raw["t"], raw["on"]
+    return ev, (int(streams[sid].get("width", 0)), int(streams[sid].get("height", 0)))

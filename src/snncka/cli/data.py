@@ -8,6 +8,18 @@ from .. import data as data_mod
 from .errors import USER_ERRORS, one_line
 
 
+def _summary(doc: str | None) -> str:
+    """A loader's one-line description (its docstring's first line) as plain text."""
+    return (doc or "").strip().splitlines()[0].replace("``", "") if doc else ""
+
+
+def _normalisation(stats: dict) -> str:
+    mode = {"dataset": "training-set statistics", "fixed": "the released code's constants"}.get(
+        stats.get("mode"), str(stats.get("mode")))
+    channels = ", ".join(f"{m:.4g}/{s:.4g}" for m, s in zip(stats["mean"], stats["std"], strict=True))
+    return f"{mode}, per-channel mean/std {channels}"
+
+
 @click.command("data")
 @click.argument("name", required=False)
 @click.option("--data-root", type=click.Path(file_okay=False), default=None,
@@ -16,21 +28,32 @@ from .errors import USER_ERRORS, one_line
 @click.option("--frames", type=click.IntRange(min=1), default=None,
               help="Event datasets: frames per sample (SNN: T; ANN: 1). Default 10.")
 @click.option("--seed", default=0, show_default=True, help="Seed of generated datasets (digits-dvs).")
-def data_cmd(name: str | None, data_root: str | None, download: bool, frames: int | None, seed: int) -> None:
+@click.option("--normalisation", type=click.Choice(data_mod.NORMALISATIONS), default="dataset", show_default=True,
+              help="Per-channel statistics: the training set's, or the released code's constants (CIFAR).")
+def data_cmd(name: str | None, data_root: str | None, download: bool, frames: int | None, seed: int,
+             normalisation: str) -> None:
     """Without NAME: list the datasets. With NAME: load it once (so later runs find it prepared and
     cached) and print its shapes, classes and normalisation."""
     if name is None:
         for key, loader in sorted(data_mod.DATASETS.items()):
-            click.echo(f"{key:<12} {(loader.__doc__ or '').strip().splitlines()[0]}")
+            click.echo(f"{key:<12} {_summary(loader.__doc__)}")
         return
     try:
-        ds = data_mod.get(name, root=data_root, frames=frames, download=download, seed=seed)
-    except USER_ERRORS as e:
+        ds = data_mod.get(name, root=data_root, frames=frames, download=download, seed=seed,
+                          normalisation=normalisation)
+    except (*USER_ERRORS, data_mod.MissingExtraError) as e:
         raise click.ClickException(one_line(e)) from e
     kind = f"{ds.frames} frames" if ds.frames else "static images"
     click.echo(f"{ds.name}: {ds.num_classes} classes, train {tuple(ds.x_train.shape)}, "
                f"test {tuple(ds.x_test.shape)}, {kind}")
-    click.echo(f"augmentation: pad {ds.augment.pad}, flip {ds.augment.flip}")
+    aug = ds.augment
+    click.echo(f"augmentation: {f'random crop with {aug.pad}-pixel padding' if aug.pad else 'no crop'}, "
+               f"{'horizontal flip' if aug.flip else 'no flip'}")
     for key, value in ds.meta.items():
-        text = str(value)
-        click.echo(f"{key}: {text if len(text) <= 200 else text[:197] + '...'}")
+        if key == "normalisation":
+            text = _normalisation(value)
+        elif isinstance(value, list | tuple):
+            text = ", ".join(str(v) for v in value)
+        else:
+            text = str(value)
+        click.echo(f"{key.replace('_', ' ')}: {text if len(text) <= 200 else text[:197] + '...'}")

@@ -1,0 +1,127 @@
+"""Reading a batch file of the CIFAR-10/100 "python version" archives without trusting it.
+
+The batches are pickles (a dict with ``data``, a uint8 ``[N, 3072]`` numpy array, and a list of labels).
+Unpickling runs whatever callables a file names, so a restricted unpickler admits only the few numpy and
+codec globals these files use, and builds arrays through a checked stand-in: a tampered file can neither
+run code nor make numpy allocate more memory than the file's own bytes (a crafted shape would otherwise ask
+for terabytes). Every problem is a ``ValueError`` or ``pickle.UnpicklingError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import pickle
+
+import numpy as np
+
+__all__ = ["read_batch"]
+
+
+class _PickledArray:
+    """Stands in for a pickled numpy array while a CIFAR batch is unpickled: numpy's reduction creates an
+    empty array (``_reconstruct(ndarray, (0,), ...)``) and then sets its shape, dtype and bytes. Here the
+    state is checked first (a plain numeric dtype, at most 4 dimensions, exactly as many bytes as the shape
+    needs), so the array can only be built from bytes that are in the file: a crafted shape cannot make
+    numpy allocate terabytes."""
+
+    array: np.ndarray | None = None
+
+    def __setstate__(self, state: object) -> None:
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise pickle.UnpicklingError("malformed numpy array state in a CIFAR batch")
+        _, shape, dtype, fortran, data = state
+        if isinstance(data, str):
+            data = data.encode("latin1")
+        if not (isinstance(shape, tuple) and len(shape) <= 4 and all(type(n) is int and n >= 0 for n in shape)):
+            raise pickle.UnpicklingError(f"a CIFAR batch holds an array of shape {shape!r}")
+        dtype = _plain_dtype(dtype)
+        if not isinstance(data, bytes) or len(data) != math.prod(shape) * dtype.itemsize:
+            size = len(data) if isinstance(data, bytes | bytearray) else type(data).__name__
+            raise pickle.UnpicklingError(f"a CIFAR batch's array of shape {shape} and dtype {dtype} comes with "
+                                         f"{size} bytes of data, not {math.prod(shape) * dtype.itemsize}")
+        self.array = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def _plain_dtype(dtype: object) -> np.dtype:
+    """``dtype`` if it is a plain numeric numpy dtype (bool, integer, float of at most 8 bytes)."""
+    if not isinstance(dtype, np.dtype) or dtype.kind not in "biuf" or dtype.itemsize > 8 or dtype.shape:
+        raise pickle.UnpicklingError(f"a CIFAR batch holds an array of dtype {dtype!r}; expected plain numbers")
+    return dtype
+
+
+def _new_array(cls: object, shape: object, code: object) -> _PickledArray:
+    if cls is not np.ndarray or shape != (0,):
+        raise pickle.UnpicklingError(f"unexpected array construction ({shape!r}) in a CIFAR batch")
+    return _PickledArray()
+
+
+def _scalar(dtype: object, data: object) -> np.generic:
+    dtype = _plain_dtype(dtype)
+    if isinstance(data, str):
+        data = data.encode("latin1")
+    if not isinstance(data, bytes) or len(data) != dtype.itemsize:
+        raise pickle.UnpicklingError("malformed numpy scalar in a CIFAR batch")
+    return np.frombuffer(data, dtype)[0]
+
+
+def _latin1(text: object, encoding: object = "utf-8") -> bytes:
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("unexpected encoding call in a CIFAR batch")
+    return text.encode("latin1")
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles the CIFAR batches (dicts of numpy arrays, lists, bytes) and refuses any other global, so a
+    tampered archive cannot run code; arrays and scalars are built by checked stand-ins, so it cannot make
+    numpy allocate more than the file holds either."""
+
+    _allowed = {("numpy.core.multiarray", "_reconstruct"): _new_array,
+                ("numpy._core.multiarray", "_reconstruct"): _new_array,
+                ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+                ("numpy.core.multiarray", "scalar"): _scalar, ("numpy._core.multiarray", "scalar"): _scalar,
+                ("_codecs", "encode"): _latin1}
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201
+        try:
+            return self._allowed[module, name]
+        except KeyError:
+            raise pickle.UnpicklingError(f"unexpected object {module}.{name} in a CIFAR batch") from None
+
+
+def _as_array(v: object) -> object:
+    if isinstance(v, _PickledArray):
+        if v.array is None:
+            raise pickle.UnpicklingError("a CIFAR batch holds an array without data")
+        return v.array
+    return v
+
+
+def read_batch(raw: bytes, label_key: bytes, num_classes: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """One batch file of the "python version" archives: ``data`` uint8 ``[N, 3072]`` (3 x 32 x 32, channel
+    planes) and N labels in ``label_key``, checked against that format."""
+    try:
+        d = _CifarUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError):
+        raise
+    except Exception as e:  # a malformed stream can fail in many ways (TypeError, IndexError, ...)
+        raise pickle.UnpicklingError(f"malformed pickle ({type(e).__name__}: {e})") from e
+    if not isinstance(d, dict) or b"data" not in d or label_key not in d:
+        raise ValueError(f"{what} is not a CIFAR batch (needs keys b'data' and {label_key!r})")
+    x, labels = _as_array(d[b"data"]), _as_array(d[label_key])
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072:
+        got = f"{x.dtype} {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
+        raise ValueError(f"{what}: expected uint8 data [N, 3072], got {got}")
+    if not isinstance(labels, list | np.ndarray) or len(labels) != len(x):
+        n = len(labels) if isinstance(labels, list | np.ndarray) else type(labels).__name__
+        raise ValueError(f"{what}: expected {len(x)} labels (one per image), got {n}")
+    if isinstance(labels, np.ndarray) and (labels.dtype.kind not in "iu" or labels.ndim != 1):
+        raise ValueError(f"{what}: labels must be a flat list of integers, got {labels.dtype} {labels.shape}")
+    y = labels.astype(np.int64) if isinstance(labels, np.ndarray) else None
+    if y is None:
+        if not all(type(v) is int and 0 <= v < num_classes for v in labels):
+            raise ValueError(f"{what}: labels must be integers in 0..{num_classes - 1}")
+        y = np.array(labels, np.int64)
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"{what}: labels outside 0..{num_classes - 1}")
+    return x.reshape(-1, 3, 32, 32), y
