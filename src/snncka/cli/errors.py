@@ -2,7 +2,8 @@
 and keeps its traceback.
 
 User errors are ``ValueError`` (bad arguments, bad data, ``CheckpointError``, non-finite numbers) and
-``OSError`` (missing files, permissions, a full disk). Library code raises those with a message that says what
+``OSError`` (missing files, permissions, a full disk) and ``MissingExtraError`` (an optional dependency
+such as ``snncka[events]`` is not installed). Library code raises those with a message that says what
 was wrong and how to fix it; commands wrap their work in ``user_errors()``.
 """
 
@@ -13,7 +14,9 @@ from collections.abc import Iterator
 
 import click
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
+from ..data import MissingExtraError
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, MissingExtraError)
 
 
 def one_line(e: BaseException) -> str:
