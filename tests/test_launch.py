@@ -22,7 +22,6 @@ from snncka.launch import (
     ModelJob,
     SlurmLauncher,
     TrainTask,
-    ensure_trained,
     parse_minutes,
     run_folder,
 )
@@ -137,3 +136,19 @@ def test_slurm_submission_of_a_whole_experiment(tmp_path: Path) -> None:
     assert len(trained) == 2
     report = Path(analysis.result())
     assert report.is_file() and (tmp_path / "out" / "results" / "blocks-resnet20-for-resnet110.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_large_model_trains_with_ddp_over_the_jobs_tasks(tmp_path: Path) -> None:
+    """A model above ``ddp_min_hours`` is one job of ``gpus_per_model`` tasks (here: CPU processes, gloo)."""
+    pytest.importorskip("submitit")
+    slurm = SlurmLauncher(tmp_path / "slurm", cluster="local", gpus_per_model=2, ddp_min_hours=1.0, time_min=10,
+                          cpus_per_task=1)
+    big, small = _jobs(tmp_path / "cache")
+    big.hours, small.hours = 2.0, 0.5
+    array, ddp = slurm.submit([big, small])  # the array of small models first, then one job per large one
+    assert array.num_tasks == 1 and ddp.num_tasks == 2
+    assert array.result() == str(small.run_dir) and ddp.results() == [str(big.run_dir)] * 2
+    lines = (big.run_dir / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["epoch"] for ln in lines if ln.strip()] == [1]  # only rank 0 writes
+    assert load_checkpoint(big.run_dir / "last.pt")["epoch"] == 1 and (small.run_dir / "last.pt").is_file()
