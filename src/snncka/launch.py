@@ -110,7 +110,7 @@ class InlineLauncher:
 def _init_worker(slots: Any, threads: int, use_gpus: bool) -> None:
     slot = slots.get()
     if use_gpus:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(slot)
+        os.environ["CUDA_VISIBLE_DEVICES"] = slot
     import torch
 
     torch.set_num_threads(threads)
@@ -141,9 +141,11 @@ class LocalLauncher:
             return InlineLauncher(self.progress).train(jobs)
         threads = max(1, torch.get_num_threads() // workers)
         ctx = mp.get_context("spawn")  # fresh interpreters: CUDA_VISIBLE_DEVICES and threads set before use
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        gpu_ids = visible.split(",") if visible else [str(i) for i in range(workers)]
         slots = ctx.Queue()
         for i in range(workers):
-            slots.put(i)
+            slots.put(gpu_ids[i] if use_gpus else str(i))
         _say(f"training {len(jobs)} models, {workers} at a time "
              f"({'one GPU each' if use_gpus else f'{threads} CPU thread(s) each'})")
         quiet = [replace(j, cfg=replace(j.cfg, progress=False)) for j in jobs]
@@ -202,8 +204,8 @@ class TrainTask:
 def _require_submitit() -> Any:
     try:
         import submitit
-    except ImportError as e:
-        raise ImportError("--launcher slurm needs submitit: pip install 'snncka[slurm]'") from e
+    except ImportError as e:  # a ValueError: the CLI prints it as one line
+        raise ValueError("--launcher slurm needs submitit: pip install 'snncka[slurm]'") from e
     return submitit
 
 

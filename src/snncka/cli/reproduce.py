@@ -37,7 +37,7 @@ LAUNCHERS = ("inline", "local", "slurm")
 @click.option("--launcher", type=click.Choice(LAUNCHERS), default="inline", show_default=True,
               help="How the models train: inline (one after another here), local (--jobs processes at once: one "
                    "per GPU, or CPU slots), slurm (a job array through submitit; the analyses follow as a job).")
-@click.option("--jobs", type=int, default=1, show_default=True, help="local: models trained at once.")
+@click.option("--jobs", type=int, default=1, show_default=True, help="Models trained at once (local launcher; implies --launcher local).")
 @click.option("--partition", default=None, help="slurm: partition.")
 @click.option("--time", "time_limit", default="24:00:00", show_default=True,
               help="slurm: time limit per job (minutes or [D-]H:MM:SS); a job that runs out requeues and resumes.")
@@ -84,8 +84,10 @@ def reproduce_cmd(exp_id, show_list, show_plan, scale, out, cache, data_root, do
             if not wait:
                 return _submit(slurm, exp_id, scale, out, kwargs)
             chosen = slurm
+        elif launcher == "local" or jobs != 1:  # --jobs N alone means the local launcher
+            chosen = LocalLauncher(jobs, not no_progress)
         else:
-            chosen = LocalLauncher(jobs, not no_progress) if launcher == "local" else InlineLauncher(not no_progress)
+            chosen = InlineLauncher(not no_progress)
         report = run(exp_id, scale, out, launcher=chosen, **kwargs)
     click.echo(f"{exp_id} ({scale}) done in {time.perf_counter() - t0:.0f} s; report: {report}")
 
