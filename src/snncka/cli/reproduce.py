@@ -37,7 +37,8 @@ LAUNCHERS = ("inline", "local", "slurm")
 @click.option("--launcher", type=click.Choice(LAUNCHERS), default="inline", show_default=True,
               help="How the models train: inline (one after another here), local (--jobs processes at once: one "
                    "per GPU, or CPU slots), slurm (a job array through submitit; the analyses follow as a job).")
-@click.option("--jobs", type=int, default=1, show_default=True, help="Models trained at once (local launcher; implies --launcher local).")
+@click.option("--jobs", type=int, default=1, show_default=True,
+              help="Models trained at once (local launcher; implies --launcher local).")
 @click.option("--partition", default=None, help="slurm: partition.")
 @click.option("--time", "time_limit", default="24:00:00", show_default=True,
               help="slurm: time limit per job (minutes or [D-]H:MM:SS); a job that runs out requeues and resumes.")
