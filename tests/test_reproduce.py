@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from snncka import analyses, reproduce
+from snncka import analyses, launch, reproduce
 from snncka.cli import main
 from snncka.models import create
+from snncka.models import load as load_model
 from snncka.reproduce import (
     cache_key,
     list_experiments,
@@ -174,8 +175,8 @@ def test_interrupted_reproduce_resumes_without_retraining(tmp_path: Path, monkey
     monkeypatch.undo()
 
     calls = []
-    real_train = reproduce.train
-    monkeypatch.setattr(reproduce, "train", lambda *a, **k: calls.append(a) or real_train(*a, **k))
+    real_train = launch.train
+    monkeypatch.setattr(launch, "train", lambda *a, **k: calls.append(a) or real_train(*a, **k))
     run("appC", "smoke", out, cache=cache, **SMOKE)
     assert calls == []  # every model came from the cache
     assert (out / "results" / "seeds.json").is_file() and (out / "report.html").is_file()
@@ -191,3 +192,70 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     cmp = analyses.load_result(tmp_path / "demo" / "results" / "compare-resnet20.json")
     assert cmp.matrix.shape == (len(cmp.layers_a), len(cmp.layers_b)) and len(cmp.layers_a) > 60
     assert list((tmp_path / "demo" / "figures").glob("compare-resnet20_heatmap.png"))
+    # the trained checkpoints lie where the demo says, and other commands take them
+    for kind in ("ann", "snn"):
+        ckpt = tmp_path / "demo" / "models" / f"resnet20-{kind}" / "last.pt"
+        assert f"model:   {ckpt}" in res.output
+        assert load_model(ckpt).spiking == (kind == "snn")
+    res = CliRunner().invoke(main, ["compare", str(tmp_path / "demo" / "models" / "resnet20-snn" / "last.pt"),
+                                    str(tmp_path / "demo" / "models" / "resnet20-ann" / "last.pt"),
+                                    "--n-images", "64", "--out", str(tmp_path / "cmp"), "--quiet", "--no-plot"])
+    assert res.exit_code == 0, res.output
+
+
+def test_scale_settings_are_shared_and_overridden_per_experiment() -> None:
+    for exp in list_experiments():
+        paper, smoke = exp.settings("paper"), exp.settings("smoke")
+        assert paper["epochs"] == 300 and paper["cka_images"] == 4096 and smoke["data"] == "digits"
+        assert paper["data"] == ("cifar100" if exp.id == "appA2" else "cifar10")
+        assert paper["batch_size"] == (128 if exp.id == "fig7" else 256)
+    assert load_experiment("demo").settings("smoke")["epochs"] != load_experiment("fig2").settings("smoke")["epochs"]
+
+
+def test_names_say_what_was_trained_and_what_the_paper_used() -> None:
+    smoke = {s.id: s.name for s in load_experiment("fig3").resolve("smoke")}
+    assert smoke == {"resnet110": "resnet20-for-resnet110"}
+    fig2 = {s.id: s.name for s in load_experiment("fig2").resolve("smoke")}
+    assert fig2["resnet20x2"] == "resnet8x2-for-resnet20x2" and fig2["resnet56"] == "resnet20-for-resnet56"
+    fig5 = {s.id: s.name for s in load_experiment("fig5").resolve("smoke")}
+    assert fig5["resnet20-T8"] == "resnet20-T4-for-resnet20-T8"
+    assert {s.id: s.name for s in load_experiment("fig6").resolve("smoke")}["snn-T4-first1"] == "snn-T4-first1"
+    for exp in list_experiments():  # at paper scale every model is what the paper trained
+        assert all(s.name == s.id for s in exp.resolve("paper"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cka-images", "0"], "--cka-images must be an integer >= 4"),
+    (["--epochs", "0"], "--epochs must be an integer >= 1"),
+    (["--launcher", "local", "--jobs", "0"], "--jobs must be >= 1"),
+    (["--launcher", "slurm", "--time", "soon"], "--time 'soon'"),
+])
+def test_bad_overrides_are_rejected_before_any_training(tmp_path: Path, args: list[str], message: str) -> None:
+    res = CliRunner().invoke(main, ["reproduce", "fig3", "--out", str(tmp_path / "out"), "--cache",
+                                    str(tmp_path / "cache"), "--no-progress", *args])
+    assert res.exit_code == 1 and message in res.output, res.output
+    assert not (tmp_path / "cache").exists()
+
+
+def test_an_output_folder_below_a_file_is_rejected_before_training(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    res = CliRunner().invoke(main, ["reproduce", "fig3", "--out", str(tmp_path / "file" / "out"), "--cache",
+                                    str(tmp_path / "cache")])
+    assert res.exit_code == 1 and "a file is in the way" in res.output, res.output
+    assert not (tmp_path / "cache").exists()
+
+
+def test_every_analysis_kind_has_a_function() -> None:
+    kinds = {a["kind"] for e in list_experiments() for a in e.analyses}
+    assert kinds <= set(reproduce.ANALYSES)
+
+
+def test_paper_numbers_are_a_reference_only_below_paper_scale() -> None:
+    rows = [{"model": "resnet20", "type": "SNN", "paper setting": "model=resnet20", "ours (%)": 95.0,
+             "paper (%)": 91.0}]
+    at_paper = reproduce.PaperComparison(table="table1", caption="", rows=rows, scale="paper").summary()
+    assert at_paper[0]["difference"] == pytest.approx(4.0)
+    smoke = reproduce.PaperComparison(table="table1", caption="", rows=rows, scale="smoke").summary()
+    assert not any("difference" in k for k in smoke[0])
+    assert smoke[0]["ours, smoke scale (%)"] == 95.0
+    assert any("not comparable" in k for k in smoke[0])

@@ -1,37 +1,38 @@
 """The paper's experiments as declarative configs (``snncka/experiments/*.toml``) and the one runner for them.
 
-An experiment file names the models to train (``[[model]]``: an ANN/SNN pair of one architecture, or one of them),
-the settings of each scale (``[scale.paper]``: the paper's data and 300 epochs; ``[scale.smoke]``: ``digits``, a few
-epochs, shallower variants), and the analyses to run (``[[analysis]]``). A model's ``smoke = {...}`` table overrides
-its fields at smoke scale (``skip = true`` leaves it out). Trained models are cached by their full training config,
-so every experiment that needs the same model reuses it, and a rerun resumes what was interrupted.
+An experiment file names the models to train (``[[model]]``: an ANN/SNN pair of one architecture, or one of them)
+and the analyses to run (``[[analysis]]``). The settings of each scale (paper: the paper's data and 300 epochs;
+smoke: ``digits``, a few epochs) are shared by all experiments (``experiments/_scales.toml``); an experiment's own
+``[scale.<name>]`` table overrides single keys. A model's ``smoke = {...}`` table overrides its fields at smoke
+scale (``skip = true`` leaves it out); such a model's files are named ``<what was trained>-for-<paper model>``.
+Trained models are cached by their full training config (``snncka.launch``), so every experiment that needs the
+same model reuses it, a rerun resumes what was interrupted, and the models can train as parallel or Slurm jobs.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
 import shutil
 import tomllib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from . import analyses, data
 from .analyses import Result, load_result
-from .checkpoint import load_checkpoint
 from .files import atomic_write, atomic_write_text
+from .launch import InlineLauncher, ModelJob, cache_key, ensure_trained, run_folder
 from .report import build_report
 from .runtime import environment
-from .training import RESUMABLE_CHANGES, TrainConfig, train
+from .training import TrainConfig
 
-__all__ = ["SCALES", "Experiment", "ModelSpec", "cache_key", "list_experiments", "load_experiment", "paper_numbers",
-           "paper_row"]
+__all__ = ["ANALYSES", "SCALES", "Experiment", "ModelSpec", "cache_key", "ensure_trained", "list_experiments",
+           "load_experiment", "model_jobs", "paper_numbers", "paper_row", "run", "run_folder", "train_config"]
 
 SCALES = ("smoke", "paper")
 _MODEL_FIELDS = {"id", "arch", "width", "T", "residual", "stage_T", "spiking", "seed", "data", "frames",
@@ -54,6 +55,7 @@ class ModelSpec:
     frames: int | None = None
     neuron: dict = field(default_factory=dict)
     paper_key: dict | None = None  # keys of the paper table row this model corresponds to
+    name: str = ""  # file name: the id, or "<trained>-for-<id>" where the scale changed what is trained
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -72,9 +74,10 @@ class Experiment:
     source: str = ""
 
     def settings(self, scale: str) -> dict[str, Any]:
+        """The scale's settings: the shared defaults (``_scales.toml``) updated by the experiment's own."""
         if scale not in SCALES:
             raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
-        return dict(self.scales.get(scale, {}))
+        return {**_default_scales().get(scale, {}), **self.scales.get(scale, {})}
 
     def resolve(self, scale: str) -> list[ModelSpec]:
         """Model specs at ``scale`` (smoke overrides applied, skipped models dropped)."""
@@ -84,7 +87,8 @@ class Experiment:
             entry.update(raw.get(scale, {}))
             if entry.pop("skip", False):
                 continue
-            specs.append(_spec(entry, self.id))
+            spec = _spec(entry, self.id)
+            specs.append(replace(spec, name=_trained_name(spec, self.paper_spec(spec.id))))
         return specs
 
     def paper_spec(self, model_id: str) -> ModelSpec:
@@ -107,9 +111,36 @@ def _spec(entry: dict[str, Any], exp_id: str) -> ModelSpec:
     return ModelSpec(**entry)
 
 
+def _arch_name(s: ModelSpec) -> str:
+    return s.arch + (f"x{s.width:g}" if s.width != 1 else "")
+
+
+def _trained_name(spec: ModelSpec, paper: ModelSpec) -> str:
+    """``spec.id`` when ``spec`` trains what the paper trained, else ``<what is trained>-for-<id>`` (e.g.
+    ``resnet20-for-resnet110``, ``resnet20-T4-for-resnet20-T8``), so no file claims a model it isn't."""
+    what = ("arch", "width", "T", "stage_T", "residual", "data", "frames", "neuron", "spiking")
+    if all(getattr(spec, k) == getattr(paper, k) for k in what):
+        return spec.id
+    parts = [_arch_name(spec)]
+    if spec.T != paper.T or spec.stage_T != paper.stage_T:
+        parts.append(f"T{'-'.join(map(str, spec.stage_T)) if spec.stage_T else spec.T}")
+    if spec.residual != paper.residual:
+        parts.append("res" + "".join("1" if r else "0" for r in spec.residual))
+    if spec.data != paper.data and spec.data:
+        parts.append(spec.data)
+    return "-".join(parts) + f"-for-{spec.id}"
+
+
 def _experiment_files() -> dict[str, Any]:
+    """The experiment files by ID (files starting with ``_`` hold shared settings, not experiments)."""
     root = resources.files("snncka") / "experiments"
-    return {p.name[:-5]: p for p in root.iterdir() if p.name.endswith(".toml")}
+    return {p.name[:-5]: p for p in root.iterdir() if p.name.endswith(".toml") and not p.name.startswith("_")}
+
+
+def _default_scales() -> dict[str, dict[str, Any]]:
+    """The settings every experiment shares per scale (``experiments/_scales.toml``)."""
+    text = (resources.files("snncka") / "experiments" / "_scales.toml").read_text()
+    return tomllib.loads(text)["scale"]
 
 
 def list_experiments() -> list[Experiment]:
@@ -149,14 +180,6 @@ def paper_row(table: str, key: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def cache_key(cfg: Any) -> str:
-    """A short hash of a training config; identical configs share one trained model."""
-    d = asdict(cfg)
-    for k in RESUMABLE_CHANGES:  # where and how a run goes, not what it trains
-        d.pop(k, None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
 
 # --------------------------------------------------------------------------------------------------------
 # Results that only an experiment has: the paper's numbers beside ours, and an overview across its models.
@@ -165,18 +188,25 @@ def cache_key(cfg: Any) -> str:
 
 @dataclass
 class PaperComparison(Result):
-    """Our accuracies next to the paper's (one row per model and type), with the difference."""
+    """Our accuracies next to the paper's (one row per model and type). At paper scale with the difference;
+    at other scales (other data, fewer epochs) the paper's numbers are shown as a reference only."""
 
     analysis: ClassVar[str] = "paper"
 
     table: str
     caption: str
-    rows: list[dict]
+    rows: list[dict]  # model, type, paper setting, "ours (%)", "paper (%)"
     scale: str
     seconds: float = 0.0
 
     def summary(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.rows]
+        if self.scale == "paper":
+            return [{**r, "difference": None if r["paper (%)"] is None else r["ours (%)"] - r["paper (%)"]}
+                    for r in self.rows]
+        ours = f"ours, {self.scale} scale (%)"
+        return [{"model": r["model"], "type": r["type"], ours: r["ours (%)"],
+                 "paper's setting (reference only)": r["paper setting"],
+                 "paper (%) (other data and epochs: not comparable)": r["paper (%)"]} for r in self.rows]
 
     def plot(self, out: str | Path, name: str | None = None) -> list[Path]:
         from . import plots
@@ -184,12 +214,14 @@ class PaperComparison(Result):
         rows = [r for r in self.rows if r.get("ours (%)") is not None]
         if not rows:
             return []
+        paper_scale = self.scale == "paper"
         return plots.paper_bars(
             [f"{r['model']} {r['type']}" for r in rows],
             [r["ours (%)"] for r in rows],
-            [r.get("paper (%)") for r in rows],
+            [r.get("paper (%)") if paper_scale else None for r in rows],
             Path(out) / f"{name or self.analysis}_accuracy",
-            title=f"Accuracy: ours ({self.scale} scale) vs paper ({self.table})",
+            title=(f"Accuracy: ours vs paper ({self.table})" if paper_scale else
+                   f"Accuracy at {self.scale} scale (the paper's {self.table} numbers: table, reference only)"),
         )
 
 
@@ -245,19 +277,36 @@ def train_config(spec: ModelSpec, kind: str, settings: dict[str, Any], **run_opt
     )
 
 
-def ensure_trained(cfg: TrainConfig, cache: Path) -> Path:
-    """Train ``cfg`` into the cache unless it is there; resume it if a previous run was interrupted.
+def scale_settings(exp: Experiment, scale: str, epochs: int | None = None,
+                   cka_images: int | None = None) -> dict[str, Any]:
+    """The scale's settings with the command line's overrides, checked before any work starts."""
+    settings = exp.settings(scale)
+    for key, value, least in (("epochs", epochs, 1), ("cka_images", cka_images, 4)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            flag = "--" + key.replace("_", "-")
+            why = " (unbiased CKA needs 4 images per batch)" if key == "cka_images" else ""
+            raise ValueError(f"{flag} must be an integer >= {least}{why}, got {value!r}")
+        settings[key] = value
+    return settings
 
-    Returns the run folder (``last.pt`` holds the final weights)."""
-    run = cache / f"{cfg.model}-{'snn' if cfg.spiking else 'ann'}-{cache_key(cfg)}"
-    last = run / "last.pt"
-    if last.is_file():
-        if int(load_checkpoint(last, mmap=True)["epoch"]) >= cfg.epochs:  # metadata only: tensors stay on disk
-            return run
-        train(cfg, run, resume=True)
-    else:
-        train(cfg, run, force=run.exists())
-    return run
+
+def model_jobs(exp: Experiment, scale: str, settings: dict[str, Any], cache: str | Path,
+               **run_opts: Any) -> tuple[list[ModelJob], dict[str, dict[str, Path]]]:
+    """Every model the experiment trains at ``scale`` as a job (each cache entry once), and the run folder of
+    each spec's ANN/SNN by spec name. Every training config is validated here, before any training."""
+    jobs: dict[Path, ModelJob] = {}
+    runs: dict[str, dict[str, Path]] = {}
+    for spec in exp.resolve(scale):
+        runs[spec.name] = {}
+        for kind in spec.kinds:
+            cfg = train_config(spec, kind, settings, **run_opts)
+            cfg.validate()
+            job = ModelJob(f"{spec.name}-{kind}", cfg, Path(cache))
+            jobs.setdefault(job.run_dir, job)
+            runs[spec.name][kind] = job.run_dir
+    return list(jobs.values()), runs
 
 
 def _paper_key(spec: ModelSpec) -> dict[str, Any]:
@@ -272,49 +321,137 @@ def _final_accuracy(run: Path) -> float:
     return 100.0 * float(json.loads(lines[-1])["test_acc"])
 
 
-def _paper_comparison(exp: Experiment, table: str, scale: str, runs: dict[str, dict[str, Path]]) -> PaperComparison:
-    """Final test accuracy of every trained model beside the paper's row for the model's paper-scale setting."""
-    c100 = exp.settings("paper").get("data") == "cifar100"
-    rows = []
-    for model_id, kinds in runs.items():
-        key = _paper_key(exp.paper_spec(model_id))
-        row = paper_row(table, key)
-        for kind, run in kinds.items():
-            theirs = None if row is None else row.get(kind, row.get(f"{kind}_{'c100' if c100 else 'c10'}"))
-            rows.append(_row(model_id, kind, _describe_key(key), _final_accuracy(run), theirs))
-    return PaperComparison(table=table, caption=paper_numbers()[table]["caption"], rows=rows, scale=scale)
-
-
-def _robustness_comparison(table: str, scale: str, model_id: str, res: Any) -> PaperComparison:
-    """PGD robust accuracy per eps beside the paper's (Fig. 8 / Fig. A.9)."""
-    rows = []
-    for label, clean, accs in zip(res.labels, res.clean_accuracy, res.accuracy, strict=True):
-        kind = "snn" if label.startswith("SNN") else "ann"
-        for eps, ours in zip([0.0, *res.eps], [clean, *accs], strict=True):
-            row = paper_row(table, {"eps": eps})
-            rows.append(_row(model_id, kind, f"eps={eps:g}", ours, None if row is None else row.get(kind)))
-    return PaperComparison(table=table, caption=paper_numbers()[table]["caption"], rows=rows, scale=scale)
-
-
 def _row(model: str, kind: str, setting: str, ours: float, theirs: float | None) -> dict[str, Any]:
-    return {"model": model, "type": kind.upper(), "paper setting": setting, "ours (%)": ours,
-            "paper (%)": theirs, "difference": None if theirs is None else ours - theirs}
+    return {"model": model, "type": kind.upper(), "paper setting": setting, "ours (%)": ours, "paper (%)": theirs}
 
 
 def _describe_key(key: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in key.items())
 
 
-def _models_of(analysis: dict[str, Any], specs: list[ModelSpec], need: tuple[str, ...]) -> list[ModelSpec]:
-    """The specs an analysis applies to (its ``models`` list, or all) that have the kinds it needs."""
-    wanted = analysis.get("models")
-    chosen = [s for s in specs if wanted is None or s.id in wanted]
-    return [s for s in chosen if all(k in s.kinds for k in need)]
+# --------------------------------------------------------------------------------------------------------
+# The analyses: one function per ``kind`` of an experiment's ``[[analysis]]`` entries
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Context:
+    """What every analysis of one experiment run needs."""
+
+    exp: Experiment
+    scale: str
+    specs: list[ModelSpec]
+    runs: dict[str, dict[str, Path]]
+    out: Path
+    common: dict[str, Any]  # n_images, data_root, device, progress
+
+    def ckpt(self, spec: ModelSpec, kind: str) -> Path:
+        return self.runs[spec.name][kind] / "last.pt"
+
+    def models(self, analysis: dict[str, Any], need: tuple[str, ...]) -> list[ModelSpec]:
+        """The specs an analysis applies to (its ``models`` list of ids, or all) that have the kinds it needs."""
+        wanted = analysis.get("models")
+        chosen = [s for s in self.specs if wanted is None or s.id in wanted]
+        return [s for s in chosen if all(k in s.kinds for k in need)]
+
+    def cached(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Result:
+        """``fn(*args, **kwargs)`` saved as ``results/<name>``, or loaded from there if a run already did it."""
+        path = self.out / "results" / f"{name}.json"
+        if path.is_file():
+            return load_result(path)
+        res = fn(*args, **kwargs)
+        res = res[0] if isinstance(res, tuple) else res
+        _save(res, self.out, name)
+        return res
 
 
 def _layers(analysis: dict[str, Any]) -> Any:
     layers = analysis.get("layers", "paper")
     return layers if isinstance(layers, str) else list(layers)
+
+
+def _suffix(analysis: dict[str, Any]) -> str:
+    return f"-{analysis['name']}" if "name" in analysis else ""
+
+
+def _compare_pairs(c: _Context, a: dict[str, Any]) -> list[tuple[ModelSpec, Result]]:
+    return [(s, c.cached(f"compare-{s.name}", analyses.compare, c.ckpt(s, "snn"), c.ckpt(s, "ann"),
+                         layers=_layers(a), **c.common)) for s in c.models(a, ("ann", "snn"))]
+
+
+def _run_compare(c: _Context, a: dict[str, Any]) -> None:
+    """SNN vs ANN heatmap and curve of every pair; an overview of the curves when there are several."""
+    pairs = _compare_pairs(c, a)
+    if len(pairs) > 1:
+        c.cached(f"overview{_suffix(a)}", _overview, c.exp, [r for _, r in pairs], [s.name for s, _ in pairs])
+
+
+def _run_blocks(c: _Context, a: dict[str, Any]) -> None:
+    """Per-layer-type CKA inside the residual blocks (Fig. 3), from each pair's comparison."""
+    for s, cmp in _compare_pairs(c, a):
+        c.cached(f"blocks-{s.name}", analyses.blocks, cmp)
+
+
+def _run_self(c: _Context, a: dict[str, Any]) -> None:
+    for s in c.models(a, ("snn",)):
+        c.cached(f"self-{s.name}", analyses.compare, c.ckpt(s, "snn"), None, layers=_layers(a), **c.common)
+
+
+def _run_temporal(c: _Context, a: dict[str, Any]) -> None:
+    for s in c.models(a, ("snn",)):
+        c.cached(f"temporal{_suffix(a)}-{s.name}", analyses.temporal, c.ckpt(s, "snn"), layers=_layers(a),
+                 **c.common)
+
+
+def _run_robustness(c: _Context, a: dict[str, Any]) -> None:
+    """PGD accuracy and clean-vs-adversarial CKA; beside the paper's bars (Fig. 8 / A.9) where it has them."""
+    table = a.get("paper", c.exp.paper if c.exp.paper in ("fig8", "figA9") else None)
+    for s in c.models(a, ("ann", "snn")):
+        res = c.cached(f"robustness-{s.name}", analyses.robustness, [c.ckpt(s, "ann"), c.ckpt(s, "snn")],
+                       eps=a.get("eps", analyses.DEFAULT_EPS), steps=a.get("steps", 10), layers=_layers(a),
+                       **c.common)
+        if table:
+            rows = []
+            for label, clean, accs in zip(res.labels, res.clean_accuracy, res.accuracy, strict=True):
+                kind = "snn" if label.startswith("SNN") else "ann"
+                for eps, ours in zip([0.0, *res.eps], [clean, *accs], strict=True):
+                    row = paper_row(table, {"eps": eps})
+                    rows.append(_row(s.name, kind, f"eps={eps:g}", ours, None if row is None else row.get(kind)))
+            _save(PaperComparison(table=table, caption=paper_numbers()[table]["caption"], rows=rows,
+                                  scale=c.scale), c.out, f"paper-robustness-{s.name}")
+
+
+def _run_probe(c: _Context, a: dict[str, Any]) -> None:
+    chosen = [c.ckpt(s, k) for s in c.models(a, ()) for k in s.kinds]
+    c.cached(f"probe{_suffix(a)}", analyses.probe, chosen, data_root=c.common["data_root"],
+             device=c.common["device"], progress=c.common["progress"])
+
+
+def _run_seeds(c: _Context, a: dict[str, Any]) -> None:
+    chosen = [c.ckpt(s, k) for k in ("ann", "snn") for s in c.models(a, ("ann", "snn"))]
+    c.cached(f"seeds{_suffix(a)}", analyses.seeds, chosen, **c.common)
+
+
+def _run_accuracy(c: _Context, a: dict[str, Any]) -> None:
+    """Final test accuracy of every trained model beside the paper's row for the model's paper-scale setting."""
+    table = a.get("paper", c.exp.paper)
+    c100 = c.exp.settings("paper").get("data") == "cifar100"
+    rows = []
+    for spec in c.specs:
+        key = _paper_key(c.exp.paper_spec(spec.id))
+        row = paper_row(table, key)
+        for kind, run_dir in c.runs[spec.name].items():
+            theirs = None if row is None else row.get(kind, row.get(f"{kind}_{'c100' if c100 else 'c10'}"))
+            rows.append(_row(spec.name, kind, _describe_key(key), _final_accuracy(run_dir), theirs))
+    _save(PaperComparison(table=table, caption=paper_numbers()[table]["caption"], rows=rows, scale=c.scale),
+          c.out, f"paper-{table}")
+
+
+#: analysis kind (``[[analysis]] kind = ...``) -> the function that runs it
+ANALYSES: dict[str, Callable[[_Context, dict[str, Any]], None]] = {
+    "compare": _run_compare, "blocks": _run_blocks, "self": _run_self, "temporal": _run_temporal,
+    "robustness": _run_robustness, "probe": _run_probe, "seeds": _run_seeds, "accuracy": _run_accuracy,
+}
 
 
 def run(
@@ -329,82 +466,31 @@ def run(
     epochs: int | None = None,
     cka_images: int | None = None,
     progress: bool = True,
+    launcher: Any = None,
 ) -> Path:
     """Run experiment ``exp_id`` at ``scale``: train (or reuse) its models, run its analyses, write figures and
-    the HTML report into ``out``; returns the report's path. Finished analyses are not recomputed."""
-    exp = load_experiment(exp_id)
-    settings = exp.settings(scale)
-    if epochs is not None:
-        settings["epochs"] = epochs
-    if cka_images is not None:
-        settings["cka_images"] = cka_images
-    out = Path(out) if out is not None else Path("runs") / f"{exp.id}-{scale}"
+    the HTML report into ``out``; returns the report's path. Finished analyses are not recomputed.
+
+    ``launcher`` trains the models (``snncka.launch``: ``InlineLauncher`` by default, ``LocalLauncher(jobs)``
+    for parallel processes, ``SlurmLauncher(...)`` for a Slurm array); the analyses run here once all exist."""
+    out = Path(out) if out is not None else Path("runs") / f"{exp_id}-{scale}"
     cache = Path(cache) if cache is not None else default_cache()
+    exp, settings, jobs, runs = _prepare(exp_id, scale, out, cache, epochs, cka_images, data_root=data_root,
+                                         download=download, device=device, progress=progress)
     specs = exp.resolve(scale)
+    (launcher or InlineLauncher(progress)).train(jobs)
+    for job in jobs:  # all trained now; a concurrent run may still hold a lock for the same model: wait for it
+        ensure_trained(job.cfg, job.cache)
+    for spec in specs:  # training logs and checkpoints beside the results (for the report and `snncka compare`)
+        for k, run_dir in runs[spec.name].items():
+            _export_run(run_dir, out / "models" / f"{spec.name}-{k}")
+
     dev = None if device == "auto" else device
-    opts = dict(data_root=data_root, download=download, device=device, progress=progress)
-
-    for name in sorted({s.data or settings["data"] for s in specs}):
-        check_available(name, data_root, download)
-
-    runs: dict[str, dict[str, Path]] = {}
-    for spec in tqdm(specs, desc=f"{exp.id}: models", unit="model", disable=not progress or len(specs) < 2):
-        runs[spec.id] = {k: ensure_trained(train_config(spec, k, settings, **opts), cache) for k in spec.kinds}
-        for k, run_dir in runs[spec.id].items():  # training logs beside the results, for the report
-            for f in ("config.json", "metrics.jsonl"):
-                _copy(run_dir / f, out / "models" / f"{spec.id}-{k}" / f)
-
-    res_dir = out / "results"
-    ckpt = lambda sid, k: runs[sid][k] / "last.pt"  # noqa: E731
-    common = dict(n_images=settings.get("cka_images", 4096), data_root=data_root, device=dev, progress=progress)
-
-    def cached(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Result:
-        """``fn(*args, **kwargs)`` saved as ``results/<name>``, or loaded from there if a run already did it."""
-        path = res_dir / f"{name}.json"
-        if path.is_file():
-            return load_result(path)
-        res = fn(*args, **kwargs)
-        res = res[0] if isinstance(res, tuple) else res
-        _save(res, out, name)
-        return res
-
+    ctx = _Context(exp, scale, specs, runs, out,
+                   dict(n_images=settings.get("cka_images", 4096), data_root=data_root, device=dev,
+                        progress=progress))
     for a in exp.analyses:
-        kind, layers = a["kind"], _layers(a)
-        suffix = f"-{a['name']}" if "name" in a else ""
-        if kind in ("compare", "blocks"):
-            pairs = _models_of(a, specs, ("ann", "snn"))
-            results = [cached(f"compare-{s.id}", analyses.compare, ckpt(s.id, "snn"), ckpt(s.id, "ann"),
-                              layers=layers, **common) for s in pairs]
-            if kind == "blocks":
-                for s, cmp in zip(pairs, results, strict=True):
-                    cached(f"blocks-{s.id}", analyses.blocks, cmp)
-            elif len(results) > 1:
-                cached(f"overview{suffix}", _overview, exp, results, [s.id for s in pairs])
-        elif kind == "self":
-            for s in _models_of(a, specs, ("snn",)):
-                cached(f"self-{s.id}", analyses.compare, ckpt(s.id, "snn"), None, layers=layers, **common)
-        elif kind == "temporal":
-            for s in _models_of(a, specs, ("snn",)):
-                cached(f"temporal{suffix}-{s.id}", analyses.temporal, ckpt(s.id, "snn"), layers=layers, **common)
-        elif kind == "robustness":
-            table = a.get("paper", exp.paper if exp.paper in ("fig8", "figA9") else None)
-            for s in _models_of(a, specs, ("ann", "snn")):
-                res = cached(f"robustness-{s.id}", analyses.robustness, [ckpt(s.id, "ann"), ckpt(s.id, "snn")],
-                             eps=a.get("eps", analyses.DEFAULT_EPS), steps=a.get("steps", 10), layers=layers,
-                             **common)
-                if table:
-                    _save(_robustness_comparison(table, scale, s.id, res), out, f"paper-robustness-{s.id}")
-        elif kind == "probe":
-            chosen = [ckpt(s.id, k) for s in _models_of(a, specs, ()) for k in s.kinds]
-            cached(f"probe{suffix}", analyses.probe, chosen, data_root=data_root, device=dev, progress=progress)
-        elif kind == "seeds":
-            chosen = [ckpt(s.id, k) for k in ("ann", "snn") for s in _models_of(a, specs, ("ann", "snn"))]
-            cached(f"seeds{suffix}", analyses.seeds, chosen, **common)
-        elif kind == "accuracy":
-            table = a.get("paper", exp.paper)
-            _save(_paper_comparison(exp, table, scale, runs), out, f"paper-{table}")
-        else:
-            raise ValueError(f"experiment {exp.id}: unknown analysis kind {kind!r}")
+        ANALYSES[a["kind"]](ctx, a)
 
     _write_json(out / "experiment.json", {
         "id": exp.id, "title": exp.title, "description": exp.description, "scale": scale,
@@ -413,6 +499,53 @@ def run(
         "environment": environment(),
     })
     return build_report(out, title=f"snncka {exp.id} ({scale} scale): {exp.title}")
+
+
+def _prepare(exp_id: str, scale: str, out: Path, cache: Path, epochs: int | None, cka_images: int | None,
+             **run_opts: Any) -> tuple[Experiment, dict[str, Any], list[ModelJob], dict[str, dict[str, Path]]]:
+    """Everything checked before any training: the experiment, the overrides, every training config, the
+    datasets' availability and the output folder."""
+    exp = load_experiment(exp_id)
+    settings = scale_settings(exp, scale, epochs, cka_images)
+    bad = [a["kind"] for a in exp.analyses if a["kind"] not in ANALYSES]
+    if bad:
+        raise ValueError(f"experiment {exp.id}: unknown analysis kind(s) {bad}; known: {', '.join(ANALYSES)}")
+    jobs, runs = model_jobs(exp, scale, settings, cache, **run_opts)
+    for name in sorted({j.cfg.data for j in jobs}):
+        check_available(name, run_opts.get("data_root"), bool(run_opts.get("download")))
+    _check_writable(out)
+    return exp, settings, jobs, runs
+
+
+def submit(exp_id: str, scale: str, out: str | Path, slurm: Any, *, cache: str | Path | None = None,
+           **kwargs: Any) -> tuple[list[Any], Any]:
+    """Submit experiment ``exp_id``'s models to ``slurm`` (a ``snncka.launch.SlurmLauncher``) and its analyses as
+    a job that runs ``run`` once they are all trained; returns (training jobs, analysis job). ``kwargs``: as
+    ``run``'s (data_root, download, device, epochs, cka_images)."""
+    from .plan import model_cost
+
+    out, cache = Path(out), Path(cache) if cache is not None else default_cache()
+    run_opts = {k: kwargs.get(k) for k in ("data_root", "download", "device")}
+    _, _, jobs, _ = _prepare(exp_id, scale, out, cache, kwargs.get("epochs"), kwargs.get("cka_images"),
+                             **run_opts, progress=False)
+    for j in jobs:
+        j.hours = model_cost(j.cfg).gpu_hours(j.cfg.epochs)
+    return slurm.submit_experiment(jobs, _analyse_job, exp_id, scale, str(out),
+                                   {**kwargs, "cache": str(cache), "progress": False})
+
+
+def _analyse_job(exp_id: str, scale: str, out: str, kwargs: dict[str, Any]) -> str:
+    """The analysis job of ``submit``: every model is in the cache by now, so ``run`` only analyses."""
+    return str(run(exp_id, scale, out, **kwargs))
+
+
+def _check_writable(out: Path) -> None:
+    """Fail before training when the output folder can't be created (e.g. a file is in the way)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:
+        raise OSError(f"cannot create the output folder {str(out)!r}: a file is in the way ({e.strerror}); "
+                      "choose another --out") from e
 
 
 def _save(res: Result, out: Path, name: str) -> None:
@@ -435,9 +568,22 @@ def check_available(name: str, data_root: str | None, download: bool) -> None:
     data.get(name, root=data_root, download=download)  # raises for an unknown name, listing the known ones
 
 
-def _copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
+def _export_run(run_dir: Path, dst: Path) -> None:
+    """The run's logs (copies) and checkpoints (hard links where possible, else copies) into ``dst``."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in ("config.json", "metrics.jsonl"):
+        atomic_write(dst / f, lambda tmp, f=f: shutil.copyfile(run_dir / f, tmp))
+    for f in ("last.pt", "best.pt"):
+        if (run_dir / f).is_file():
+            atomic_write(dst / f, lambda tmp, f=f: _link_or_copy(run_dir / f, tmp))
+
+
+def _link_or_copy(src: Path, tmp: Path) -> None:
+    tmp.unlink()
+    try:
+        os.link(src, tmp)  # same file, no disk: the cache replaces (never rewrites) its checkpoints
+    except OSError:
+        shutil.copyfile(src, tmp)
 
 
 def _write_json(path: Path, obj: Any) -> None:

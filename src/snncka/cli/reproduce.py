@@ -1,4 +1,5 @@
-"""``snncka reproduce`` (every experiment of the paper, one command each) and ``snncka demo`` (the main job)."""
+"""``snncka reproduce`` (every experiment of the paper, one command each; ``--plan`` for its cost; local or Slurm
+launchers for its models) and ``snncka demo`` (the main job)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,19 @@ from pathlib import Path
 
 import click
 
-from ..reproduce import SCALES, list_experiments, run
-from .errors import USER_ERRORS, one_line
+from ..launch import InlineLauncher, LocalLauncher, SlurmLauncher, parse_minutes
+from ..reproduce import SCALES, list_experiments, run, submit
+from .errors import user_errors
+
+LAUNCHERS = ("inline", "local", "slurm")
 
 
 @click.command("reproduce")
 @click.argument("exp_id", required=False)
 @click.option("--list", "show_list", is_flag=True, help="List the experiments and exit.")
+@click.option("--plan", "show_plan", is_flag=True,
+              help="Print the compute plan (models, cache state, GPU-hours, disk, CKA memory) and exit; trains "
+                   "nothing, needs no GPU and no data. Without ID or with ID 'all': every experiment.")
 @click.option("--scale", type=click.Choice(SCALES), default="smoke", show_default=True,
               help="smoke: digits, a few epochs, minutes on a CPU; paper: the paper's data and 300 epochs (GPU).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
@@ -27,9 +34,33 @@ from .errors import USER_ERRORS, one_line
 @click.option("--epochs", type=int, default=None, help="Override the scale's number of epochs.")
 @click.option("--cka-images", type=int, default=None, help="Override the number of test images for CKA.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def reproduce_cmd(exp_id, show_list, scale, out, cache, data_root, download, device, epochs, cka_images,
-                  no_progress) -> None:
+@click.option("--launcher", type=click.Choice(LAUNCHERS), default="inline", show_default=True,
+              help="How the models train: inline (one after another here), local (--jobs processes at once: one "
+                   "per GPU, or CPU slots), slurm (a job array through submitit; the analyses follow as a job).")
+@click.option("--jobs", type=int, default=1, show_default=True,
+              help="Models trained at once (local launcher; implies --launcher local).")
+@click.option("--partition", default=None, help="slurm: partition.")
+@click.option("--time", "time_limit", default="24:00:00", show_default=True,
+              help="slurm: time limit per job (minutes or [D-]H:MM:SS); a job that runs out requeues and resumes.")
+@click.option("--gpus-per-model", type=int, default=1, show_default=True,
+              help="slurm: GPUs per model; > 1 trains models estimated at >= --ddp-min-hours with DDP.")
+@click.option("--ddp-min-hours", type=float, default=4.0, show_default=True,
+              help="slurm: plan estimate (GPU-hours) from which a model gets --gpus-per-model GPUs.")
+@click.option("--cpus-per-task", type=int, default=8, show_default=True, help="slurm: CPUs per job.")
+@click.option("--slurm-folder", type=click.Path(file_okay=False), default=None,
+              help="slurm: submitit's scripts and logs (default <out>/slurm).")
+@click.option("--wait", is_flag=True, help="slurm: wait for the models here and run the analyses here.")
+def reproduce_cmd(exp_id, show_list, show_plan, scale, out, cache, data_root, download, device, epochs,
+                  cka_images, no_progress, launcher, jobs, partition, time_limit, gpus_per_model, ddp_min_hours,
+                  cpus_per_task, slurm_folder, wait) -> None:
     """Reproduce one experiment of the paper (see --list): train or reuse its models, analyse, report."""
+    if show_plan:
+        from ..plan import format_plan, plan
+
+        ids = [e.id for e in list_experiments()] if exp_id in (None, "all") else [exp_id]
+        with user_errors():
+            click.echo(format_plan(plan(ids, scale, cache, epochs), scale))
+        return
     if show_list or not exp_id:
         for exp in list_experiments():
             smoke = exp.resolve("smoke")
@@ -40,12 +71,33 @@ def reproduce_cmd(exp_id, show_list, scale, out, cache, data_root, download, dev
             raise click.UsageError("give an experiment ID (listed above)")
         return
     t0 = time.perf_counter()
-    try:
-        report = run(exp_id, scale, out, cache=cache, data_root=data_root, download=download, device=device,
-                     epochs=epochs, cka_images=cka_images, progress=not no_progress)
-    except USER_ERRORS as e:
-        raise click.ClickException(one_line(e)) from e
+    out = out or str(Path("runs") / f"{exp_id}-{scale}")
+    kwargs = dict(cache=cache, data_root=data_root, download=download, device=device, epochs=epochs,
+                  cka_images=cka_images, progress=not no_progress)
+    with user_errors():
+        if launcher == "slurm":
+            for name, v in (("--gpus-per-model", gpus_per_model), ("--cpus-per-task", cpus_per_task)):
+                if v < 1:
+                    raise ValueError(f"{name} must be >= 1, got {v}")
+            slurm = SlurmLauncher(Path(slurm_folder or Path(out) / "slurm"), partition=partition,
+                                  time_min=parse_minutes(time_limit), gpus_per_model=gpus_per_model,
+                                  ddp_min_hours=ddp_min_hours, cpus_per_task=cpus_per_task)
+            if not wait:
+                return _submit(slurm, exp_id, scale, out, kwargs)
+            chosen = slurm
+        elif launcher == "local" or jobs != 1:  # --jobs N alone means the local launcher
+            chosen = LocalLauncher(jobs, not no_progress)
+        else:
+            chosen = InlineLauncher(not no_progress)
+        report = run(exp_id, scale, out, launcher=chosen, **kwargs)
     click.echo(f"{exp_id} ({scale}) done in {time.perf_counter() - t0:.0f} s; report: {report}")
+
+
+def _submit(slurm: SlurmLauncher, exp_id: str, scale: str, out: str, kwargs: dict) -> None:
+    """Submit the models as a job array and the analyses as a job after them; print the job ids."""
+    trained, analysis = submit(exp_id, scale, out, slurm, **kwargs)
+    click.echo(f"{exp_id}: {len(trained)} training job(s) and analysis job {analysis.job_id} submitted (logs: "
+               f"{slurm.folder}); the report will be {Path(out) / 'report.html'}")
 
 
 @click.command("demo")
@@ -58,13 +110,13 @@ def demo_cmd(out: str, cache: str | None, epochs: int | None, no_progress: bool)
     """Train ResNet-20 ANN and SNN (T=4) on the embedded digits data, compare every layer with CKA, write
     the figures and an HTML report."""
     t0 = time.perf_counter()
-    try:
+    with user_errors():
         report = run("demo", "smoke", out, cache=cache, epochs=epochs, progress=not no_progress)
-    except USER_ERRORS as e:
-        raise click.ClickException(one_line(e)) from e
     figures = sorted(str(p) for p in Path(out).rglob("*.png"))
     click.echo(f"demo done in {time.perf_counter() - t0:.0f} s")
     click.echo(f"report:  {report}")
     click.echo(f"results: {Path(out) / 'results'}")
+    for f in sorted((Path(out) / "models").glob("*/last.pt")):
+        click.echo(f"model:   {f}")
     for f in figures:
         click.echo(f"figure:  {f}")

@@ -1,0 +1,276 @@
+"""Training an experiment's models as independent jobs: one after another here, in parallel local processes, or
+as a Slurm job array through submitit.
+
+Every model lives in the shared model cache under a folder named by its training config's hash
+(``<arch>-<ann|snn>-<hash>``), guarded by an OS file lock (``<folder>/.lock``): whichever process holds it trains
+or resumes the model; another process that needs the same model waits (and says so) and then reuses the
+finished one. A killed job leaves a valid ``last.pt`` behind (written atomically every epoch), and the next
+job that needs the model resumes from it, so a preempted or timed-out Slurm job simply runs again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import load_checkpoint
+from .files import file_lock, remove_stale_temps
+from .training import RESUMABLE_CHANGES, TrainConfig, train
+
+__all__ = ["InlineLauncher", "LocalLauncher", "ModelJob", "SlurmLauncher", "cache_key", "ensure_trained",
+           "parse_minutes", "run_folder", "trained_epochs"]
+
+
+def cache_key(cfg: TrainConfig) -> str:
+    """A short hash of a training config; identical configs share one trained model."""
+    d = asdict(cfg)
+    for k in RESUMABLE_CHANGES:  # where and how a run goes, not what it trains
+        d.pop(k, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def run_folder(cfg: TrainConfig, cache: str | Path) -> Path:
+    """The cache folder of the model ``cfg`` trains."""
+    return Path(cache) / f"{cfg.model}-{'snn' if cfg.spiking else 'ann'}-{cache_key(cfg)}"
+
+
+def trained_epochs(run: Path) -> int:
+    """Epochs finished in the run folder ``run`` (0 without a ``last.pt``); reads only the checkpoint's metadata."""
+    last = Path(run) / "last.pt"
+    if not last.is_file():
+        return 0
+    return int(load_checkpoint(last, mmap=True)["epoch"])
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def ensure_trained(cfg: TrainConfig, cache: str | Path) -> Path:
+    """Train ``cfg`` into the cache unless it is there; resume it if a previous run was interrupted.
+
+    Holds the cache entry's lock meanwhile: a second process that needs the same model waits for the first
+    and then reuses its result. Under torchrun only rank 0 locks (the other ranks follow it into training).
+    Returns the run folder (``last.pt`` holds the final weights)."""
+    run = run_folder(cfg, cache)
+    if int(os.environ.get("RANK", "0")) != 0:
+        _train_or_resume(cfg, run)
+        return run
+    with file_lock(run / ".lock", on_wait=lambda: _say(
+            f"waiting for another process that is training {cfg.model} ({'SNN' if cfg.spiking else 'ANN'}) "
+            f"in {run} ...")):
+        _train_or_resume(cfg, run)
+    return run
+
+
+def _train_or_resume(cfg: TrainConfig, run: Path) -> None:
+    if (run / "last.pt").is_file():
+        if trained_epochs(run) >= cfg.epochs:
+            return
+        remove_stale_temps(run, older_than_s=0)  # we hold the lock: no live writer
+        train(cfg, run, resume=True)
+    else:
+        remove_stale_temps(run, older_than_s=0)
+        train(cfg, run, force=True)  # files of a run killed in its first epoch are stale
+
+
+@dataclass
+class ModelJob:
+    """One model to train into ``cache`` (``hours``: the plan's GPU-hour estimate, used to pick DDP)."""
+
+    label: str
+    cfg: TrainConfig
+    cache: Path
+    hours: float = 0.0
+
+    @property
+    def run_dir(self) -> Path:
+        return run_folder(self.cfg, self.cache)
+
+
+class InlineLauncher:
+    """Train the models one after another in this process."""
+
+    def __init__(self, progress: bool = True) -> None:
+        self.progress = progress
+
+    def train(self, jobs: Sequence[ModelJob]) -> None:
+        from tqdm.auto import tqdm
+
+        for job in tqdm(jobs, desc="models", unit="model", disable=not self.progress or len(jobs) < 2):
+            ensure_trained(job.cfg, job.cache)
+
+
+def _init_worker(slots: Any, threads: int, use_gpus: bool) -> None:
+    slot = slots.get()
+    if use_gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = slot
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _train_job(job: ModelJob) -> str:
+    return str(ensure_trained(job.cfg, job.cache))
+
+
+class LocalLauncher:
+    """Train up to ``jobs`` models at once in separate processes: one per GPU when GPUs exist (each sees only
+    its own), else one per CPU slot with this process's threads split between them."""
+
+    def __init__(self, jobs: int, progress: bool = True) -> None:
+        if jobs < 1:
+            raise ValueError(f"--jobs must be >= 1, got {jobs}")
+        self.jobs, self.progress = jobs, progress
+
+    def train(self, jobs: Sequence[ModelJob]) -> None:
+        import multiprocessing as mp
+        from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+        import torch
+
+        use_gpus = any(j.cfg.device != "cpu" for j in jobs) and torch.cuda.is_available()
+        workers = min(self.jobs, len(jobs), torch.cuda.device_count() if use_gpus else self.jobs)
+        if workers <= 1:
+            return InlineLauncher(self.progress).train(jobs)
+        threads = max(1, torch.get_num_threads() // workers)
+        ctx = mp.get_context("spawn")  # fresh interpreters: CUDA_VISIBLE_DEVICES and threads set before use
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        gpu_ids = visible.split(",") if visible else [str(i) for i in range(workers)]
+        slots = ctx.Queue()
+        for i in range(workers):
+            slots.put(gpu_ids[i] if use_gpus else str(i))
+        _say(f"training {len(jobs)} models, {workers} at a time "
+             f"({'one GPU each' if use_gpus else f'{threads} CPU thread(s) each'})")
+        quiet = [replace(j, cfg=replace(j.cfg, progress=False)) for j in jobs]
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(slots, threads, use_gpus)) as pool:
+            futures = {pool.submit(_train_job, j): j for j in quiet}
+            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            for f in pending:
+                f.cancel()
+            for f in done | pending:
+                if not f.cancelled() and f.exception() is not None:
+                    raise f.exception()
+            for f in done:
+                _say(f"trained {futures[f].label}: {f.result()}")
+
+
+def parse_minutes(text: str | int) -> int:
+    """A Slurm time limit in minutes from ``90``, ``"90"``, ``"1:30:00"`` or ``"2-00:00:00"``."""
+    s = str(text).strip()
+    try:
+        days, _, rest = s.rpartition("-") if "-" in s else ("0", "", s)
+        parts = [int(p) for p in rest.split(":")]
+        if len(parts) == 1:
+            minutes = parts[0]
+        elif len(parts) in (2, 3):
+            h, m = parts[0], parts[1]
+            minutes = h * 60 + m + (1 if len(parts) == 3 and parts[2] > 0 else 0)
+        else:
+            raise ValueError
+        minutes += int(days) * 24 * 60
+    except ValueError:
+        raise ValueError(f"--time {text!r}: give minutes (90) or [D-]H:MM:SS (1:30:00, 2-00:00:00)") from None
+    if minutes < 1:
+        raise ValueError(f"--time {text!r} must be at least one minute")
+    return minutes
+
+
+class TrainTask:
+    """The function a Slurm job runs: ``ensure_trained``; on preemption or timeout submitit calls
+    ``checkpoint`` and requeues the same task, which then resumes from ``last.pt``."""
+
+    def __call__(self, cfg: TrainConfig, cache: str, ddp: bool = False) -> str:
+        if ddp:
+            import submitit
+
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+            os.environ.setdefault("LOCAL_RANK", "0")
+        return str(ensure_trained(cfg, cache))
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(TrainTask(), *args, **kwargs)
+
+
+def _require_submitit() -> Any:
+    try:
+        import submitit
+    except ImportError as e:  # a ValueError: the CLI prints it as one line
+        raise ValueError("--launcher slurm needs submitit: pip install 'snncka[slurm]'") from e
+    return submitit
+
+
+@dataclass
+class SlurmLauncher:
+    """Submit every model as a task of a Slurm job array (one GPU each), or, for models whose plan estimate is
+    at least ``ddp_min_hours``, as its own ``gpus_per_model``-GPU job running DDP (one task per GPU).
+
+    ``cluster``: None lets submitit pick (Slurm where ``sbatch`` exists), ``"local"`` runs the jobs as local
+    processes (tests). ``folder`` holds submitit's scripts and logs."""
+
+    folder: Path
+    partition: str | None = None
+    time_min: int = 24 * 60
+    gpus_per_model: int = 1
+    ddp_min_hours: float = float("inf")
+    cpus_per_task: int = 8
+    max_parallel: int | None = None
+    cluster: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # more slurm_* parameters for submitit
+
+    def executor(self, gpus: int, tasks: int = 1, name: str = "snncka-train", **more: Any) -> Any:
+        submitit = _require_submitit()
+        ex = submitit.AutoExecutor(folder=str(self.folder), cluster=self.cluster)
+        params: dict[str, Any] = dict(timeout_min=self.time_min, gpus_per_node=gpus, tasks_per_node=tasks,
+                                      cpus_per_task=self.cpus_per_task, nodes=1, name=name, **self.extra)
+        if self.partition:
+            params["slurm_partition"] = self.partition
+        if self.max_parallel:
+            params["slurm_array_parallelism"] = self.max_parallel
+        params.update(more)
+        ex.update_parameters(**params)
+        return ex
+
+    def submit(self, jobs: Sequence[ModelJob]) -> list[Any]:
+        """Submit the models' training; returns submitit's jobs (``job.result()`` waits for one)."""
+        big = [j for j in jobs if self.gpus_per_model > 1 and j.hours >= self.ddp_min_hours]
+        small = [j for j in jobs if j not in big]
+        submitted: list[Any] = []
+        if small:
+            ex = self.executor(gpus=min(self.gpus_per_model, 1))
+            submitted += ex.map_array(TrainTask(), [j.cfg for j in small], [str(j.cache) for j in small])
+        for j in big:
+            ex = self.executor(gpus=self.gpus_per_model, tasks=self.gpus_per_model, name=f"snncka-{j.label}")
+            submitted.append(ex.submit(TrainTask(), j.cfg, str(j.cache), True))
+        for j, s in zip(small + big, submitted, strict=True):
+            _say(f"submitted {j.label}: job {s.job_id}")
+        return submitted
+
+    def train(self, jobs: Sequence[ModelJob]) -> None:
+        """Submit and wait until every model is trained (raises with the job's log on a failure)."""
+        for job in self.submit(jobs):
+            job.result()
+
+    def submit_experiment(self, jobs: Sequence[ModelJob], analyse: Any, *args: Any) -> tuple[list[Any], Any]:
+        """Submit the training jobs and ``analyse(*args)`` as a job that starts once they all succeeded (a
+        Slurm ``afterok`` dependency; other clusters: after waiting for them here)."""
+        trained = self.submit(jobs)
+        more: dict[str, Any] = {}
+        if trained and self.executor(0).cluster == "slurm":
+            ids = sorted({str(j.job_id).split("_")[0] for j in trained})
+            more["slurm_additional_parameters"] = {**self.extra.get("slurm_additional_parameters", {}),
+                                                   "dependency": "afterok:" + ":".join(ids)}
+        else:
+            for job in trained:
+                job.result()
+        ex = self.executor(gpus=min(self.gpus_per_model, 1), name="snncka-analyse", **more)
+        return trained, ex.submit(analyse, *args)
