@@ -630,7 +630,7 @@ class _Run:
                         os.fsync(f.fileno())
                     self._checkpoint(epoch, metrics, improved)
                     bar.write(f"{label} epoch {epoch}/{cfg.epochs}: loss {metrics['loss']:.4f} "
-                              f"train {metrics['train_acc']:.4f} test {metrics['test_acc']:.4f} "
+                              f"train {100 * metrics['train_acc']:.2f} % test {100 * metrics['test_acc']:.2f} % "
                               f"lr {metrics['lr']:.4g} ({metrics['seconds']:.1f}s)")
                 if self.on_epoch_end is not None:
                     self.on_epoch_end(epoch, metrics)
