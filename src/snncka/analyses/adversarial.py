@@ -164,21 +164,27 @@ def robustness(
         cka_x = first_batches(s, nc, cka_batch, dev)
         cka_b = [(x, s.data.y_test[i:i + images_in(x)].to(dev))
                  for i, x in zip(range(0, nc, cka_batch), cka_x, strict=False)]
+        # an eval-mode CKA attack is the robust-accuracy attack: its examples are reused, not recomputed
+        reuse = cka_opts["mode"] == acc_opts["mode"] and not cka_opts["keep_bn_updates"]
         with torch.no_grad():
             clean_ok = sum(int((s.model(x).argmax(-1) == y).sum()) for x, y in batches)
         accs, ckas, lay, kin = [], [], [], []
-        bar = tqdm(total=len(eps) * (len(batches) + len(cka_b)), desc=f"PGD {s.label}", disable=not progress,
-                   unit="batch")
+        bar = tqdm(total=len(eps) * (len(batches) + (0 if reuse else len(cka_b))), desc=f"PGD {s.label}",
+                   disable=not progress, unit="batch")
         for e in eps:
             e_t: float | Tensor = e if pixel_std is None else to_normalised_eps(e, pixel_std).to(dev)
-            ok = 0
-            for x, y in batches:
+            ok, kept = 0, []
+            for k, (x, y) in enumerate(batches):
                 xa = pgd(s.model, x, y, eps=e_t, generator=g, **acc_opts)
                 with torch.no_grad():
                     ok += int((s.model(xa).argmax(-1) == y).sum())
+                if reuse and k < len(cka_b):  # the CKA batch k holds the first images of batch k
+                    kept.append(xa.narrow(1 if xa.dim() == 5 else 0, 0, images_in(cka_b[k][0])))
                 bar.update(1)
             accs.append(100.0 * ok / na)
-            lay, kin, values = _clean_vs_adversarial(s, cka_b, e_t, layers, cka_opts, g, unbiased, kernel, bar)
+            done = kept if len(kept) == len(cka_b) else None
+            lay, kin, values = _clean_vs_adversarial(s, cka_b, e_t, layers, cka_opts, g, unbiased, kernel, bar,
+                                                     done)
             ckas.append(values)
         bar.close()
         out["labels"].append(s.label)
@@ -209,13 +215,14 @@ def robustness(
 
 
 def _clean_vs_adversarial(s: Subject, batches: list[tuple[Tensor, Tensor]], eps: float | Tensor, layers: Any,
-                          opts: dict[str, Any], g: torch.Generator, unbiased: bool, kernel: str, bar: Any
+                          opts: dict[str, Any], g: torch.Generator, unbiased: bool, kernel: str, bar: Any,
+                          adversarial_batches: list[Tensor] | None = None
                           ) -> tuple[list[str], list[str], list[float]]:
     """Per-layer CKA between the model's features of the clean images and of their adversarial versions
-    (layers, kinds, values), minibatch by minibatch. An attack that keeps BatchNorm updates (the released
-    train-mode attack) runs on a copy of the model, batch by batch, and each batch's adversarial features come
-    from the copy's statistics right after that batch's attack, as released; the clean features come from the
-    model itself, which is never changed."""
+    (layers, kinds, values), minibatch by minibatch (``adversarial_batches``: already attacked, eval mode).
+    An attack that keeps BatchNorm updates (the released train-mode attack) runs on a copy of the model, batch
+    by batch, and each batch's adversarial features come from the copy's statistics right after that batch's
+    attack, as released; the clean features come from the model itself, which is never changed."""
     from ..attacks import pgd
 
     clean = [x for x, _ in batches]
@@ -230,6 +237,8 @@ def _clean_vs_adversarial(s: Subject, batches: list[tuple[Tensor, Tensor]], eps:
                 yield xa
 
         model_b, data_b = viewer, adversarial()
+    elif adversarial_batches is not None:
+        model_b, data_b = s.model, adversarial_batches
     else:
         model_b, data_b = s.model, []
         for x, y in batches:
