@@ -31,6 +31,7 @@ from typing import Any
 from .files import atomic_write_bytes
 from .results import Result, iter_results
 from .runtime import environment
+from .training import read_metrics
 
 __all__ = ["TrainingRun", "build_report", "find_training_runs", "recipe_of"]
 
@@ -92,7 +93,7 @@ def find_training_runs(root: str | Path) -> list[TrainingRun]:
             continue
         try:
             config = json.loads(cfg.read_text())
-            lines = (d / "metrics.jsonl").read_text().splitlines()
+            metrics = read_metrics(d / "metrics.jsonl")  # a torn last line (a killed run) is ignored
         except (OSError, ValueError) as e:
             warnings.warn(f"skipped training run {d}: {e}", UserWarning, stacklevel=2)
             continue
@@ -100,17 +101,6 @@ def find_training_runs(root: str | Path) -> list[TrainingRun]:
             warnings.warn(f"skipped training run {d}: {cfg.name} holds a JSON {type(config).__name__}, not an "
                           "object", UserWarning, stacklevel=2)
             continue
-        metrics = []
-        for k, line in enumerate(lines):
-            try:
-                m = json.loads(line) if line.strip() else None
-            except ValueError:
-                m = None
-                if k < len(lines) - 1:  # a torn last line (a killed run) is expected; others are reported
-                    warnings.warn(f"{d / 'metrics.jsonl'}: line {k + 1} is not JSON; ignored", UserWarning,
-                                  stacklevel=2)
-            if isinstance(m, dict):
-                metrics.append(m)
         runs.append(TrainingRun(d, config, metrics))
     return runs
 

@@ -477,15 +477,15 @@ def _build(cfg: TrainConfig, ds: data_mod.Dataset) -> SNNCKAModel:
 
 def load_dataset(cfg: TrainConfig) -> data_mod.Dataset:
     """The run's dataset (frames: ``cfg.frames``, or T for an SNN / 1 for an ANN on event data): the one place
-    a TrainConfig becomes data (pass ``cfg.recipe`` on here)."""
+    a TrainConfig becomes data, normalised as the recipe says (Sec. 4; docs/FIDELITY.md)."""
     if cfg.data_root is not None and not cfg.download and not Path(cfg.data_root).exists():
         raise FileNotFoundError(
             f"--data-root {cfg.data_root!r} does not exist; point it at the folder that holds the "
             f"{cfg.data!r} files (or pass --download where a network exists)"
         )
-    frames = cfg.frames if cfg.frames is not None else (cfg.T if cfg.spiking else 1)
-    return data_mod.get(cfg.data, root=cfg.data_root, frames=frames, download=cfg.download,
-                        seed=cfg.data_seed)
+    return data_mod.get(cfg.data, root=cfg.data_root, frames=data_mod.frames_for(cfg.spiking, cfg.T, cfg.frames),
+                        download=cfg.download, seed=cfg.data_seed,
+                        normalisation=cfg.resolved_recipe.normalisation_for(cfg.data))
 
 
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, force: bool = False,

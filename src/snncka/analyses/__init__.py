@@ -35,7 +35,7 @@ from .firing import RatesResult, rates
 from .pairwise import CompareAnalysis, compare
 from .probes import ProbeResult, fit_linear_probe, pooled_features, probe, probe_layers
 from .seedpairs import SeedsResult, seeds
-from .subjects import RecipeMeasured, Subject, accuracy, check_same_images, describe, frames_for, resolve_recipe
+from .subjects import RecipeMeasured, Subject, accuracy, check_same_images, describe, resolve_recipe
 from .timesteps import TemporalAnalysis, temporal
 
 __all__ = [
@@ -60,7 +60,6 @@ __all__ = [
     "compare",
     "describe",
     "fit_linear_probe",
-    "frames_for",
     "iter_results",
     "load_result",
     "pooled_features",

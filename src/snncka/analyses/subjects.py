@@ -24,15 +24,14 @@ from torch import Tensor
 
 from .. import recipes
 from ..checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
-from ..data import Dataset, to_model_input
+from ..data import Dataset, frames_for, to_model_input
 from ..data import get as get_dataset
 from ..models import SNNCKAModel
 from ..models import from_checkpoint as models_from_checkpoint
 from ..results import Measured
 from ..runtime import resolve_device
 
-__all__ = ["RecipeMeasured", "Subject", "accuracy", "check_same_images", "describe", "frames_for",
-           "resolve_recipe"]
+__all__ = ["RecipeMeasured", "Subject", "accuracy", "check_same_images", "describe", "resolve_recipe"]
 
 _DATA_CACHE: dict[tuple, Dataset] = {}  # the datasets of recent checkpoints, most recent last
 _DATA_CACHE_SIZE = 4  # an experiment pairs a few (e.g. event data as 1 frame for the ANN, T frames for the SNN)
@@ -119,8 +118,10 @@ class Subject:
                     f"the data folder {str(root)!r} recorded in {str(p)!r} does not exist here; pass the folder "
                     "that holds the dataset's files (--data-root / data_root=)"
                 )
-        key = (name, str(root), frames, tc.get("data_seed", 0))
-        ds = _cached_dataset(key, lambda: get_dataset(name, root=root, frames=frames, seed=tc.get("data_seed", 0)))
+        norm = recipes.get(model.config.get("recipe", "paper")).normalisation_for(name)
+        key = (name, str(root), frames, tc.get("data_seed", 0), norm)
+        ds = _cached_dataset(key, lambda: get_dataset(name, root=root, frames=frames, seed=tc.get("data_seed", 0),
+                                                      normalisation=norm))
         return cls(model, ds, label or describe(model, tc.get("seed")), str(p))
 
 
@@ -137,12 +138,6 @@ def describe(model: SNNCKAModel, seed: int | None = None) -> str:
     if seed is not None:
         parts.append(f"seed{seed}")
     return " ".join(parts)
-
-
-def frames_for(spiking: bool, T: int, frames: int | None = None) -> int:
-    """Event frames per sample a model sees (the trainer's rule, Sec. 4 / Fig. 7): ``frames`` when recorded,
-    else T frames for an SNN and one integrated frame for an ANN."""
-    return int(frames) if frames is not None else (int(T) if spiking else 1)
 
 
 def check_data_root(root: str | Path) -> None:

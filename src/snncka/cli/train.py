@@ -82,9 +82,9 @@ def _config_from_cli(ctx: click.Context, p: dict[str, Any], base: TrainConfig | 
               help=f"Global batch size [default: {DEFAULT_BATCH['digits']} on {' and '.join(DEFAULT_BATCH)}, 256 "
                    "otherwise].")
 @click.option("--lr", type=float, default=None, help="Peak learning rate [default: 0.1 * batch_size / 256].")
-@click.option("--recipe", type=click.Choice(list(RECIPES)), default=_D.recipe, show_default=True,
-              help="paper: the paper's text; code: the authors' released code (momentum, weight decay, "
-                   "cosine per epoch).")
+@click.option("--recipe", default=_D.recipe, show_default=True,
+              help=f"{' | '.join(RECIPES)}: the paper's text (where it is silent, the released code's choice) or the "
+                   "authors' released code; sets momentum, weight decay, model, normalisation (docs/FIDELITY.md).")
 @click.option("--momentum", type=float, default=None, help="SGD momentum [default: the recipe's, 0.9].")
 @click.option("--weight-decay", type=float, default=None, help="Weight decay [default: the recipe's, 1e-4].")
 @click.option("--seed", type=int, default=_D.seed, show_default=True)
