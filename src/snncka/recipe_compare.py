@@ -193,7 +193,8 @@ def compare_recipes(folders: dict[str, str | Path], experiment: str = "") -> Rec
                 got[kind].setdefault(model, {})[recipe] = _ENTRY[kind](load_result(p))
     every = {k: {m: by for m, by in models.items() if len(by) == len(folders)} for k, models in got.items()}
     if not any(every.values()):
-        raise ValueError(f"no compare, blocks or robustness result in every one of {sorted(map(str, folders.values()))}")
+        where = ", ".join(str(f) for f in folders.values())
+        raise ValueError(f"no compare, blocks or robustness result in every one of: {where}")
     return RecipeComparison(recipes=list(folders), experiment=experiment, **every)
 
 

@@ -68,9 +68,10 @@ class FindingsResult(Result):
 
         first = self.verdicts[self.recipes[0]]
         grid = [[self.verdicts[r][k]["verdict"] for r in self.recipes] for k in range(len(first))]
+        trends = "" if self.scale == "paper" else ": trends only"
         return plots.verdict_grid([r["finding"] for r in first], [f"{r} recipe" for r in self.recipes], grid,
                                   Path(out) / f"{name or self.analysis}_verdicts",
-                                  title=f"The paper's findings\n({self.scale} scale" + ("" if self.scale == "paper" else ": trends only") + ")")
+                                  title=f"The paper's findings\n({self.scale} scale{trends})")
 
 
 def evidence(folder: str | Path) -> dict[str, Any]:
