@@ -570,9 +570,11 @@ def submit(exp_id: str, scale: str, out: str | Path, slurm: Any, *, cache: str |
 
     out, cache = Path(out), Path(cache) if cache is not None else default_cache()
     run_opts = {k: kwargs.get(k) for k in ("data_root", "download", "device")}
-    run_opts["recipe"] = kwargs.get("recipe") or "paper"
-    _, _, jobs, _ = _prepare(exp_id, scale, out, cache, kwargs.get("epochs"), kwargs.get("cka_images"),
-                             **run_opts, progress=False)
+    several = load_experiment(exp_id).recipes  # an experiment comparing recipes trains each one's models
+    jobs = []
+    for recipe in several or [kwargs.get("recipe") or "paper"]:
+        jobs += _prepare(exp_id, scale, out / recipe if several else out, cache, kwargs.get("epochs"),
+                         kwargs.get("cka_images"), **run_opts, recipe=recipe, progress=False)[2]
     for j in jobs:
         j.hours = model_cost(j.cfg).gpu_hours(j.cfg.epochs)
     return slurm.submit_experiment(jobs, _analyse_job, exp_id, scale, str(out),
