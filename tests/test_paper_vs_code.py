@@ -104,9 +104,11 @@ def test_paper_vs_code_end_to_end(tmp_path: Path) -> None:
         assert meta["recipe"] == recipe
         for kind in ("ann", "snn"):
             cfg = json.loads((out / recipe / "models" / f"resnet8-for-resnet20-{kind}" / "config.json").read_text())
-            assert cfg["train"]["recipe"] == recipe
+            assert cfg["train"]["recipe"] == recipe and cfg["model"]["recipe"] == recipe  # trained and built
         names = {p.stem for p in (out / recipe / "results").glob("*.json")}
         assert names == {f"{k}-resnet8-for-resnet20" for k in ("compare", "blocks", "robustness")}
+        for name in names:  # every analysis ran under the recipe its models were trained with
+            assert analyses.load_result(out / recipe / "results" / f"{name}.json").recipe == recipe
 
     cmp = analyses.load_result(out / "results" / "paper-vs-code.json")
     rows = {(r["paper figure"], r["quantity"]): r for r in cmp.summary()}
