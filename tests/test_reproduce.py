@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from snncka import analyses, launch, reproduce
+from snncka import analyses, findings, launch, reproduce
 from snncka.cli import main
 from snncka.models import create
 from snncka.models import load as load_model
@@ -22,8 +22,9 @@ from snncka.reproduce import (
     train_config,
 )
 
-IDS = ["fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "appA1", "appA2", "appC"]
+IDS = ["fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "appA1", "appA2", "appC", "paper-vs-code"]
 FAST = {"fig3", "fig7", "fig8", "appC"}  # the rest run under the slow marker
+SINGLE = [i for i in IDS if i != "paper-vs-code"]  # one recipe each (paper-vs-code: tests/test_paper_vs_code.py)
 SMOKE = dict(epochs=1, cka_images=96, progress=False, device="cpu")
 
 
@@ -141,7 +142,11 @@ def _check_experiment(exp_id: str, out: Path, cache: Path) -> None:
         assert any(r["paper (%)"] is not None for t in paper for r in t.rows)
         assert "paper (%)" in html
     meta = json.loads((out / "experiment.json").read_text())
-    assert meta["id"] == exp_id and meta["settings"]["epochs"] == 1
+    assert meta["id"] == exp_id and meta["settings"]["epochs"] == 1 and meta["recipe"] == "paper"
+    # the paper's findings, judged on this experiment's own results, in the report
+    found = analyses.load_result(out / "results" / "findings.json")
+    assert found.recipes == ["paper"] and len(found.verdicts["paper"]) == len(findings.ORDER)
+    assert "judged on" in html and "trends only" in html
     assert html.count("<img") >= len(list((out / "figures").glob("*.png")))
 
 
@@ -150,13 +155,13 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("models")
 
 
-@pytest.mark.parametrize("exp_id", [i for i in IDS if i in FAST])
+@pytest.mark.parametrize("exp_id", [i for i in SINGLE if i in FAST])
 def test_fast_experiments_run_end_to_end(exp_id: str, tmp_path: Path, model_cache: Path) -> None:
     _check_experiment(exp_id, tmp_path / exp_id, model_cache)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("exp_id", [i for i in IDS if i not in FAST])
+@pytest.mark.parametrize("exp_id", [i for i in SINGLE if i not in FAST])
 def test_slow_experiments_run_end_to_end(exp_id: str, tmp_path: Path, model_cache: Path) -> None:
     _check_experiment(exp_id, tmp_path / exp_id, model_cache)
 
@@ -188,7 +193,7 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "report:" in res.output and (tmp_path / "demo" / "report.html").is_file()
     names = {p.stem for p in (tmp_path / "demo" / "results").glob("*.json")}
-    assert names == {"compare-resnet20", "temporal-resnet20"}
+    assert names == {"compare-resnet20", "temporal-resnet20", "findings"}
     cmp = analyses.load_result(tmp_path / "demo" / "results" / "compare-resnet20.json")
     assert cmp.matrix.shape == (len(cmp.layers_a), len(cmp.layers_b)) and len(cmp.layers_a) > 60
     assert list((tmp_path / "demo" / "figures").glob("compare-resnet20_heatmap.png"))

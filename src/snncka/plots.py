@@ -24,6 +24,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from .files import atomic_write
 
@@ -32,8 +33,10 @@ __all__ = [
     "fitted_range",
     "block_profile",
     "curves",
+    "grouped_bars",
     "heatmap",
     "heatmap_grid",
+    "overlay_lines",
     "probe_curves",
     "rate_bars",
     "robustness_bars",
@@ -41,6 +44,7 @@ __all__ = [
     "stage_boundaries",
     "stage_of",
     "temporal_grid",
+    "verdict_grid",
 ]
 
 FORMATS: tuple[str, ...] = ("png", "svg")
@@ -324,23 +328,124 @@ def robustness_bars(
 ) -> list[Path]:
     """Grouped bars: accuracy (%) of each model at each eps (include eps 0 for clean), values on the bars;
     the paper's Fig. 8 (left)."""
+    return grouped_bars([f"{e:g}" for e in eps], accuracy, out, xlabel="eps (L-inf)", ylabel="Accuracy (%)",
+                        ylim=(0, 105), title=title, figsize=figsize, dpi=dpi, formats=formats)
+
+
+def grouped_bars(
+    groups: Sequence[str],
+    values: Mapping[str, Sequence[float]],
+    out: str | Path,
+    *,
+    xlabel: str = "",
+    ylabel: str = "",
+    ylim: tuple[float, float] | None = None,
+    fmt: str = "%.1f",
+    title: str = "",
+    figsize: tuple[float, float] = (6.0, 3.5),
+    dpi: int = 100,
+    formats: Sequence[str] = FORMATS,
+) -> list[Path]:
+    """Bars side by side: one group per entry of ``groups``, one bar per series of ``values`` in each group,
+    values on the bars (e.g. the mean CKA per layer type under two recipes)."""
     fig, ax = _new(figsize)
-    n = len(accuracy)
+    n = len(values)
     width = 0.8 / max(n, 1)
-    x = np.arange(len(eps))
-    for i, (label, acc) in enumerate(accuracy.items()):
-        acc = np.asarray(acc, dtype=float)
-        if acc.shape != (len(eps),):
-            raise ValueError(f"{label!r}: {acc.shape} accuracies for {len(eps)} eps values")
-        bars = ax.bar(x + (i - (n - 1) / 2) * width, acc, width, label=label)
-        ax.bar_label(bars, fmt="%.1f", fontsize=6, padding=1)
+    x = np.arange(len(groups))
+    for i, (label, vals) in enumerate(values.items()):
+        v = np.asarray(vals, dtype=float)
+        if v.shape != (len(groups),):
+            raise ValueError(f"{label!r}: {v.shape} values for {len(groups)} groups")
+        bars = ax.bar(x + (i - (n - 1) / 2) * width, v, width, label=label)
+        ax.bar_label(bars, fmt=fmt, fontsize=6, padding=1)
     ax.set_xticks(x)
-    ax.set_xticklabels([f"{e:g}" for e in eps])
-    ax.set_xlabel("eps (L-inf)")
-    ax.set_ylabel("Accuracy (%)")
-    ax.set_ylim(0, 105)
+    ax.set_xticklabels(list(groups))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
+    return save_figure(fig, out, formats, dpi)
+
+
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def overlay_lines(
+    x: Sequence[float],
+    series: Mapping[str, Mapping[str, Sequence[float]]],
+    out: str | Path,
+    *,
+    xlabel: str = "",
+    ylabel: str = "",
+    ylim: tuple[float, float] | None = None,
+    title: str = "",
+    figsize: tuple[float, float] = (6.0, 3.5),
+    dpi: int = 100,
+    formats: Sequence[str] = FORMATS,
+) -> list[Path]:
+    """Lines over ``x`` (shown at equal spacing, labelled by value), ``series[group][variant]``: one colour
+    per group (e.g. ANN, SNN) and one line style per variant (e.g. the paper's and the code's recipe), so
+    the variants of each group lie on top of each other."""
+    fig, ax = _new(figsize)
+    pos = np.arange(len(x))
+    variants = list(dict.fromkeys(v for by_variant in series.values() for v in by_variant))
+    for g, (group, by_variant) in enumerate(series.items()):
+        color = f"C{g % 10}"
+        for variant, ys in by_variant.items():
+            y = np.asarray(ys, dtype=float)
+            if y.shape != (len(x),):
+                raise ValueError(f"{group!r} / {variant!r}: {y.shape} values for {len(x)} x values")
+            style = LINE_STYLES[variants.index(variant) % len(LINE_STYLES)]
+            ax.plot(pos, y, ls=style, marker="o", ms=3, color=color, label=f"{group} ({variant})")
+    ax.set_xticks(pos)
+    ax.set_xticklabels([f"{v:g}" for v in x])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    return save_figure(fig, out, formats, dpi)
+
+
+VERDICT_COLOURS = {"holds": "#59a14f", "does not hold": "#e15759", "not measured": "#d9d9d9"}
+
+
+def verdict_grid(
+    rows: Sequence[str],
+    columns: Sequence[str],
+    verdicts: Sequence[Sequence[str]],
+    out: str | Path,
+    *,
+    title: str = "",
+    dpi: int = 100,
+    formats: Sequence[str] = FORMATS,
+) -> list[Path]:
+    """A table of verdicts (``verdicts[row][column]``: holds / does not hold / not measured) as coloured
+    cells with the verdict written in them: the paper's findings under each recipe at a glance."""
+    known = list(VERDICT_COLOURS)
+    bad = {v for r in verdicts for v in r} - set(known)
+    if bad or len(verdicts) != len(rows) or any(len(r) != len(columns) for r in verdicts):
+        raise ValueError(f"verdict_grid needs {len(rows)} x {len(columns)} verdicts from {known}")
+    fig, ax = _new((2.2 + 1.6 * len(columns), 0.8 + 0.32 * len(rows)))
+    for i, row in enumerate(verdicts):
+        for j, v in enumerate(row):
+            ax.add_patch(Rectangle((j, i), 1, 1, color=VERDICT_COLOURS[v], ec="white"))
+            ax.text(j + 0.5, i + 0.5, v, ha="center", va="center", fontsize=7)
+    ax.set_xlim(0, len(columns))
+    ax.set_ylim(len(rows), 0)
+    ax.set_xticks(np.arange(len(columns)) + 0.5)
+    ax.set_xticklabels(list(columns), fontsize=8)
+    ax.xaxis.tick_top()
+    ax.set_yticks(np.arange(len(rows)) + 0.5)
+    ax.set_yticklabels(list(rows), fontsize=7)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_title(title, fontsize=9, pad=18)
     return save_figure(fig, out, formats, dpi)
 
 

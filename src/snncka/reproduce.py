@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from . import analyses, data
+from . import analyses, data, recipe_compare, recipes, verdicts
 from .analyses import Result, load_result
 from .files import atomic_write, atomic_write_text
 from .launch import InlineLauncher, ModelJob, cache_key, ensure_trained, run_folder
@@ -72,6 +72,7 @@ class Experiment:
     models: list[dict[str, Any]]
     analyses: list[dict[str, Any]]
     source: str = ""
+    recipes: list[str] = field(default_factory=list)  # several: the experiment compares recipes (paper-vs-code)
 
     def settings(self, scale: str) -> dict[str, Any]:
         """The scale's settings: the shared defaults (``_scales.toml``) updated by the experiment's own."""
@@ -160,8 +161,10 @@ def load_experiment(exp_id: str) -> Experiment:
     exp = Experiment(
         id=raw["id"], title=raw["title"], description=raw.get("description", "").strip(), paper=raw.get("paper"),
         scales=raw.get("scale", {}), models=raw.get("model", []), analyses=raw.get("analysis", []),
-        source=str(files[exp_id]),
+        source=str(files[exp_id]), recipes=list(raw.get("recipes", [])),
     )
+    for name in exp.recipes:
+        recipes.get(name)  # an unknown recipe is a one-line error listing the recipes
     for scale in SCALES:
         exp.resolve(scale)  # validate early
     return exp
@@ -343,10 +346,14 @@ class _Context:
     specs: list[ModelSpec]
     runs: dict[str, dict[str, Path]]
     out: Path
-    common: dict[str, Any]  # n_images, data_root, device, progress
+    common: dict[str, Any]  # n_images (unless the recipe's), data_root, device, progress
+    recipe: str = "paper"
 
     def ckpt(self, spec: ModelSpec, kind: str) -> Path:
-        return self.runs[spec.name][kind] / "last.pt"
+        """The checkpoint the recipe analyses (its ``checkpoint``: best or last epoch; last if no best)."""
+        run_dir = self.runs[spec.name][kind]
+        chosen = run_dir / f"{recipes.get(self.recipe).checkpoint}.pt"
+        return chosen if chosen.is_file() else run_dir / "last.pt"
 
     def models(self, analysis: dict[str, Any], need: tuple[str, ...]) -> list[ModelSpec]:
         """The specs an analysis applies to (its ``models`` list of ids, or all) that have the kinds it needs."""
@@ -365,9 +372,12 @@ class _Context:
         return res
 
 
-def _layers(analysis: dict[str, Any]) -> Any:
-    layers = analysis.get("layers", "paper")
-    return layers if isinstance(layers, str) else list(layers)
+def _layers(analysis: dict[str, Any]) -> dict[str, Any]:
+    """``layers=`` of an analysis entry, if it names one (else the analysis uses the recipe's CKA layers)."""
+    layers = analysis.get("layers")
+    if layers is None:
+        return {}
+    return {"layers": layers if isinstance(layers, str) else list(layers)}
 
 
 def _suffix(analysis: dict[str, Any]) -> str:
@@ -376,7 +386,7 @@ def _suffix(analysis: dict[str, Any]) -> str:
 
 def _compare_pairs(c: _Context, a: dict[str, Any]) -> list[tuple[ModelSpec, Result]]:
     return [(s, c.cached(f"compare-{s.name}", analyses.compare, c.ckpt(s, "snn"), c.ckpt(s, "ann"),
-                         layers=_layers(a), **c.common)) for s in c.models(a, ("ann", "snn"))]
+                         **_layers(a), **c.common)) for s in c.models(a, ("ann", "snn"))]
 
 
 def _run_compare(c: _Context, a: dict[str, Any]) -> None:
@@ -394,12 +404,12 @@ def _run_blocks(c: _Context, a: dict[str, Any]) -> None:
 
 def _run_self(c: _Context, a: dict[str, Any]) -> None:
     for s in c.models(a, ("snn",)):
-        c.cached(f"self-{s.name}", analyses.compare, c.ckpt(s, "snn"), None, layers=_layers(a), **c.common)
+        c.cached(f"self-{s.name}", analyses.compare, c.ckpt(s, "snn"), None, **_layers(a), **c.common)
 
 
 def _run_temporal(c: _Context, a: dict[str, Any]) -> None:
     for s in c.models(a, ("snn",)):
-        c.cached(f"temporal{_suffix(a)}-{s.name}", analyses.temporal, c.ckpt(s, "snn"), layers=_layers(a),
+        c.cached(f"temporal{_suffix(a)}-{s.name}", analyses.temporal, c.ckpt(s, "snn"), **_layers(a),
                  **c.common)
 
 
@@ -408,7 +418,8 @@ def _run_robustness(c: _Context, a: dict[str, Any]) -> None:
     table = a.get("paper", c.exp.paper if c.exp.paper in ("fig8", "figA9") else None)
     for s in c.models(a, ("ann", "snn")):
         res = c.cached(f"robustness-{s.name}", analyses.robustness, [c.ckpt(s, "ann"), c.ckpt(s, "snn")],
-                       eps=a.get("eps", analyses.DEFAULT_EPS), steps=a.get("steps", 10), layers=_layers(a),
+                       eps=a.get("eps", analyses.DEFAULT_EPS), **_layers(a),
+                       **({"steps": a["steps"]} if "steps" in a else {}),
                        **c.common)
         if table:
             rows = []
@@ -467,16 +478,46 @@ def run(
     cka_images: int | None = None,
     progress: bool = True,
     launcher: Any = None,
+    recipe: str | None = None,
 ) -> Path:
-    """Run experiment ``exp_id`` at ``scale``: train (or reuse) its models, run its analyses, write figures and
-    the HTML report into ``out``; returns the report's path. Finished analyses are not recomputed.
+    """Run experiment ``exp_id`` at ``scale``: train (or reuse) its models, run its analyses, judge the paper's
+    findings on the results, write figures and the HTML report into ``out``; returns the report's path.
+    Finished analyses are not recomputed.
 
+    ``recipe`` (``snncka.recipes``: "paper", the default, or "code") trains every model and runs every analysis
+    the way the paper's text or the released code does; it is part of each model's cache key. An experiment
+    that compares recipes (``recipes = [...]`` in its file, e.g. ``paper-vs-code``) runs once per recipe into
+    ``out/<recipe>`` and then compares them (``snncka.recipe_compare``); it takes no ``recipe``.
     ``launcher`` trains the models (``snncka.launch``: ``InlineLauncher`` by default, ``LocalLauncher(jobs)``
     for parallel processes, ``SlurmLauncher(...)`` for a Slurm array); the analyses run here once all exist."""
-    out = Path(out) if out is not None else Path("runs") / f"{exp_id}-{scale}"
+    exp = load_experiment(exp_id)
+    out = Path(out) if out is not None else default_out(exp_id, scale, recipe)
+    opts = dict(cache=cache, data_root=data_root, download=download, device=device, epochs=epochs,
+                cka_images=cka_images, progress=progress, launcher=launcher)
+    if exp.recipes:
+        if recipe is not None:
+            raise ValueError(f"experiment {exp.id} runs every recipe it compares ({', '.join(exp.recipes)}); "
+                             "leave out --recipe")
+        return recipe_compare.run_recipes(exp, scale, out, **opts)
+    run_one(exp_id, scale, out, recipe=recipe or "paper", **opts)
+    suffix = "" if (recipe or "paper") == "paper" else f", recipe {recipe}"
+    return build_report(out, title=f"snncka {exp.id} ({scale} scale{suffix}): {exp.title}")
+
+
+def default_out(exp_id: str, scale: str, recipe: str | None = None) -> Path:
+    """``runs/<ID>-<scale>``, with ``-<recipe>`` for a recipe other than the paper's."""
+    return Path("runs") / (f"{exp_id}-{scale}" + (f"-{recipe}" if recipe not in (None, "paper") else ""))
+
+
+def run_one(exp_id: str, scale: str, out: Path, *, cache: str | Path | None = None, data_root: str | None = None,
+            download: bool = False, device: str = "auto", epochs: int | None = None, cka_images: int | None = None,
+            progress: bool = True, launcher: Any = None, recipe: str = "paper", findings: bool = True) -> None:
+    """``run`` under one recipe without the report: models, analyses, ``experiment.json`` and (``findings``)
+    the paper's findings judged on this run's results (``results/findings``)."""
     cache = Path(cache) if cache is not None else default_cache()
+    recipes.get(recipe)  # an unknown name is a one-line error listing the recipes, before any work
     exp, settings, jobs, runs = _prepare(exp_id, scale, out, cache, epochs, cka_images, data_root=data_root,
-                                         download=download, device=device, progress=progress)
+                                         download=download, device=device, progress=progress, recipe=recipe)
     specs = exp.resolve(scale)
     (launcher or InlineLauncher(progress)).train(jobs)
     for job in jobs:  # all trained now; a concurrent run may still hold a lock for the same model: wait for it
@@ -486,19 +527,22 @@ def run(
             _export_run(run_dir, out / "models" / f"{spec.name}-{k}")
 
     dev = None if device == "auto" else device
-    ctx = _Context(exp, scale, specs, runs, out,
-                   dict(n_images=settings.get("cka_images", 4096), data_root=data_root, device=dev,
-                        progress=progress))
+    common: dict[str, Any] = dict(data_root=data_root, device=dev, progress=progress)
+    if not (scale == "paper" and cka_images is None
+            and settings.get("cka_images") == _default_scales()["paper"].get("cka_images")):
+        common["n_images"] = settings.get("cka_images", 4096)  # else the recipe's (paper 4096, code 2048)
+    ctx = _Context(exp, scale, specs, runs, out, common, recipe)
     for a in exp.analyses:
         ANALYSES[a["kind"]](ctx, a)
 
     _write_json(out / "experiment.json", {
-        "id": exp.id, "title": exp.title, "description": exp.description, "scale": scale,
+        "id": exp.id, "title": exp.title, "description": exp.description, "scale": scale, "recipe": recipe,
         "settings": settings, "source": exp.source, "cache": str(cache),
         "models": {sid: {k: str(p) for k, p in kinds.items()} for sid, kinds in runs.items()},
         "environment": environment(),
     })
-    return build_report(out, title=f"snncka {exp.id} ({scale} scale): {exp.title}")
+    if findings:
+        _save(verdicts.judge({recipe: out}, scale, exp.id), out, "findings")
 
 
 def _prepare(exp_id: str, scale: str, out: Path, cache: Path, epochs: int | None, cka_images: int | None,
@@ -526,8 +570,11 @@ def submit(exp_id: str, scale: str, out: str | Path, slurm: Any, *, cache: str |
 
     out, cache = Path(out), Path(cache) if cache is not None else default_cache()
     run_opts = {k: kwargs.get(k) for k in ("data_root", "download", "device")}
-    _, _, jobs, _ = _prepare(exp_id, scale, out, cache, kwargs.get("epochs"), kwargs.get("cka_images"),
-                             **run_opts, progress=False)
+    several = load_experiment(exp_id).recipes  # an experiment comparing recipes trains each one's models
+    jobs = []
+    for recipe in several or [kwargs.get("recipe") or "paper"]:
+        jobs += _prepare(exp_id, scale, out / recipe if several else out, cache, kwargs.get("epochs"),
+                         kwargs.get("cka_images"), **run_opts, recipe=recipe, progress=False)[2]
     for j in jobs:
         j.hours = model_cost(j.cfg).gpu_hours(j.cfg.epochs)
     return slurm.submit_experiment(jobs, _analyse_job, exp_id, scale, str(out),

@@ -9,7 +9,9 @@ from pathlib import Path
 import click
 
 from ..launch import InlineLauncher, LocalLauncher, SlurmLauncher, parse_minutes
-from ..reproduce import SCALES, list_experiments, run, submit
+from ..recipes import RECIPES
+from ..recipes import get as get_recipe
+from ..reproduce import SCALES, default_out, list_experiments, run, submit
 from .errors import user_errors
 
 LAUNCHERS = ("inline", "local", "slurm")
@@ -23,8 +25,11 @@ LAUNCHERS = ("inline", "local", "slurm")
                    "nothing, needs no GPU and no data. Without ID or with ID 'all': every experiment.")
 @click.option("--scale", type=click.Choice(SCALES), default="smoke", show_default=True,
               help="smoke: digits, a few epochs, minutes on a CPU; paper: the paper's data and 300 epochs (GPU).")
+@click.option("--recipe", default=None, metavar="NAME",
+              help=f"Train and analyse as the paper's text or the released code describes ({', '.join(RECIPES)}; "
+                   "default paper; docs/FIDELITY.md). Part of each model's cache key. paper-vs-code runs both.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Output folder (default runs/<ID>-<scale>).")
+              help="Output folder (default runs/<ID>-<scale>, runs/<ID>-<scale>-<recipe> for another recipe).")
 @click.option("--cache", type=click.Path(file_okay=False), default=None,
               help="Trained-model cache shared by all experiments (default $SNNCKA_CACHE/models or "
                    "~/.cache/snncka/models).")
@@ -50,7 +55,7 @@ LAUNCHERS = ("inline", "local", "slurm")
 @click.option("--slurm-folder", type=click.Path(file_okay=False), default=None,
               help="slurm: submitit's scripts and logs (default <out>/slurm).")
 @click.option("--wait", is_flag=True, help="slurm: wait for the models here and run the analyses here.")
-def reproduce_cmd(exp_id, show_list, show_plan, scale, out, cache, data_root, download, device, epochs,
+def reproduce_cmd(exp_id, show_list, show_plan, scale, recipe, out, cache, data_root, download, device, epochs,
                   cka_images, no_progress, launcher, jobs, partition, time_limit, gpus_per_model, ddp_min_hours,
                   cpus_per_task, slurm_folder, wait) -> None:
     """Reproduce one experiment of the paper (see --list): train or reuse its models, analyse, report."""
@@ -71,9 +76,12 @@ def reproduce_cmd(exp_id, show_list, show_plan, scale, out, cache, data_root, do
             raise click.UsageError("give an experiment ID (listed above)")
         return
     t0 = time.perf_counter()
-    out = out or str(Path("runs") / f"{exp_id}-{scale}")
+    with user_errors():
+        if recipe is not None:
+            get_recipe(recipe)  # an unknown name: a one-line error listing the recipes, before any work
+    out = out or str(default_out(exp_id, scale, recipe))
     kwargs = dict(cache=cache, data_root=data_root, download=download, device=device, epochs=epochs,
-                  cka_images=cka_images, progress=not no_progress)
+                  cka_images=cka_images, progress=not no_progress, recipe=recipe)
     with user_errors():
         if launcher == "slurm":
             for name, v in (("--gpus-per-model", gpus_per_model), ("--cpus-per-task", cpus_per_task)):
@@ -90,7 +98,8 @@ def reproduce_cmd(exp_id, show_list, show_plan, scale, out, cache, data_root, do
         else:
             chosen = InlineLauncher(not no_progress)
         report = run(exp_id, scale, out, launcher=chosen, **kwargs)
-    click.echo(f"{exp_id} ({scale}) done in {time.perf_counter() - t0:.0f} s; report: {report}")
+    how = f"{scale}, recipe {recipe}" if recipe else scale
+    click.echo(f"{exp_id} ({how}) done in {time.perf_counter() - t0:.0f} s; report: {report}")
 
 
 def _submit(slurm: SlurmLauncher, exp_id: str, scale: str, out: str, kwargs: dict) -> None:
