@@ -225,12 +225,16 @@ class PaperComparison(Result):
         if not rows:
             return []
         paper_scale = self.scale == "paper"
+        unsure = [f"{r['model']} {r['type']} {r['paper setting']}" for r in rows
+                  if isinstance(r.get("paper (%)"), str)]
+        note = f"; no paper bar where its printed value is ambiguous ({', '.join(unsure)}): see the table" if (
+            paper_scale and unsure) else ""
         return plots.paper_bars(
             [f"{r['model']} {r['type']}" for r in rows],
             [r["ours (%)"] for r in rows],
             [r.get("paper (%)") if paper_scale and _number(r.get("paper (%)")) else None for r in rows],
             Path(out) / f"{name or self.analysis}_accuracy",
-            title=(f"Accuracy: ours vs paper ({self.table})" if paper_scale else
+            title=(f"Accuracy: ours vs paper ({self.table}){note}" if paper_scale else
                    f"Accuracy at {self.scale} scale (the paper's {self.table} numbers: table, reference only)"),
         )
 
@@ -459,10 +463,12 @@ def _run_accuracy(c: _Context, a: dict[str, Any]) -> None:
         for kind, run_dir in c.runs[spec.name].items():
             theirs = None if row is None else row.get(kind, row.get(f"{kind}_{'c100' if c100 else 'c10'}"))
             rows.append(_row(spec.name, kind, _describe_key(key), _final_accuracy(run_dir), theirs))
+    caption = paper_numbers()[table]["caption"]
     if a.get("without_retraining"):
         rows = _with_reused_weights(c, rows)
-    _save(PaperComparison(table=table, caption=paper_numbers()[table]["caption"], rows=rows, scale=c.scale),
-          c.out, f"paper-{table}")
+        caption += (f" Two protocols: '{RETRAINED}' (the mixed-step model trained that way) and '{REUSED}' (the "
+                    "full-T model run with the mixed steps, rows reuse-...); the paper does not say which it used.")
+    _save(PaperComparison(table=table, caption=caption, rows=rows, scale=c.scale), c.out, f"paper-{table}")
 
 
 RETRAINED, REUSED = "retrained", "full-T weights, no retraining"
