@@ -22,6 +22,7 @@ from torch import nn
 
 from snncka import recipes
 from snncka.models import create, from_config, load_released_state_dict
+from snncka.record import Recorder, select_layers
 
 pytestmark = pytest.mark.usefixtures("eager_kernels")  # see conftest.py
 
@@ -335,3 +336,23 @@ def test_checkpoint_carries_the_recipe(tmp_path):
     x = _images().float()
     with torch.no_grad():
         assert torch.equal(back(x), m(x))
+
+
+def test_paper_recipe_takes_the_released_choice_where_the_paper_is_silent():
+    paper, code = recipes.get("paper"), recipes.get("code")
+    # silent in the paper: the released code's choice
+    assert (paper.lr_schedule_step, paper.checkpoint, paper.normalisation) == ("epoch", "best", "fixed")
+    assert paper.normalisation_for("cifar10") == paper.normalisation_for("cifar100") == "fixed"
+    assert paper.normalisation_for("digits") == "dataset" == code.normalisation_for("cifar10-dvs")
+    # stated in the paper (and the documented exceptions: CKA minibatch, eval-mode attack, one momentum)
+    assert (paper.momentum_ann, paper.momentum_snn, paper.weight_decay_for("cifar100", True)) == (0.9, 0.9, 1e-4)
+    assert (paper.cka_images, paper.cka_batch, paper.pgd_model_mode, paper.pgd_bn_updates) == (4096, 256, "eval",
+                                                                                              False)
+    assert (code.cka_images, code.cka_batch, code.pgd_model_mode) == (2048, 1024, "train")
+    assert paper.cka_selection() == "paper" and code.cka_selection() == ["conv", "norm", "act", "block", "pool"]
+    # the released CKA layer set of ResNet-20: 73 layers, no fc
+    m = create("resnet20", spiking=True, recipe="code")
+    with torch.no_grad(), Recorder(m, code.cka_selection()) as rec:
+        rec(torch.zeros(2, 3, 32, 32))
+    assert len(rec.names) == 73 and "fc" not in rec.names
+    assert ("fc", "linear") in select_layers(m, paper.cka_selection())

@@ -420,7 +420,7 @@ def test_full_disk_while_checkpointing_is_one_line_and_keeps_old_files(tmp_path,
     (["--lr", "-0.1"], "lr must be a finite number > 0"),
     (["--weight-decay", "-1"], "weight_decay must be a finite number >= 0"),
     (["--device", "bogus"], "unknown device 'bogus'; use auto, cpu, cuda or cuda:N"),
-    (["--recipe", "nope"], "Invalid value for '--recipe'"),
+    (["--recipe", "nope"], "unknown recipe 'nope'; choose one of: paper, code"),
 ])
 def test_cli_bad_training_input_is_one_line_before_training(tmp_path, args, message):
     out = tmp_path / "run"

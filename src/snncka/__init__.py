@@ -1,7 +1,18 @@
 """snncka: compare what spiking and artificial neural networks learn, layer by layer, with CKA."""
 
-from .cka import CKAResult, compare
+from typing import Any
+
+from .cka import CKAResult, MinibatchCKA, compare
 from .models import create, from_config, list_models
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "CKAResult", "compare", "create", "from_config", "list_models"]
+__all__ = ["__version__", "CKAResult", "MinibatchCKA", "compare", "create", "demo_pair", "from_config",
+           "list_models"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "demo_pair":  # imported on first use: it brings the trainer and the experiment runner
+        from .pretrained import demo_pair
+
+        return demo_pair
+    raise AttributeError(f"module 'snncka' has no attribute {name!r}")

@@ -32,6 +32,7 @@ def cache_key(cfg: TrainConfig) -> str:
     d = asdict(cfg)
     for k in RESUMABLE_CHANGES:  # where and how a run goes, not what it trains
         d.pop(k, None)
+    d["recipe"] = cfg.resolved_recipe.as_dict()  # the recipe's settings, not only its name: a changed recipe retrains
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

@@ -7,7 +7,9 @@ format of ``snncka.results``: analysis results and engine results saved by ``res
 result's figures from the saved numbers (so figures and tables always agree), and writes ``report.html``.
 Images are embedded as base64 PNG data URIs, styles are inline, and there is no script, font or link to
 anything outside the file: it opens offline, in any browser, and can be mailed or archived as one file.
-Accuracies are in percent; an undefined value (NaN) shows as "–".
+Accuracies are in percent; an undefined value (NaN) shows as "–". Every training run and analysis result
+shows its recipe (``snncka.recipes``: ``paper`` or ``code``); a result that compared models of different
+recipes is marked, and its warning is listed under "Recipes".
 A file that cannot be read (or a result that cannot be drawn) is skipped with a warning and listed in the
 report, so one bad file does not block the rest.
 """
@@ -29,8 +31,9 @@ from typing import Any
 from .files import atomic_write_bytes
 from .results import Result, iter_results
 from .runtime import environment
+from .training import read_metrics
 
-__all__ = ["TrainingRun", "build_report", "find_training_runs"]
+__all__ = ["TrainingRun", "build_report", "find_training_runs", "recipe_of"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;margin:2em auto;
@@ -68,6 +71,7 @@ class TrainingRun:
             "run": str(self.path.relative_to(root)) if self.path != root else self.path.name,
             "model": mc.get("name", tc.get("model")),
             "type": "SNN" if tc.get("spiking") else "ANN",
+            "recipe": mc.get("recipe", tc.get("recipe")),
             "T": tc.get("T") if tc.get("spiking") else "",
             "width": tc.get("width"),
             "data": tc.get("data"),
@@ -89,7 +93,7 @@ def find_training_runs(root: str | Path) -> list[TrainingRun]:
             continue
         try:
             config = json.loads(cfg.read_text())
-            lines = (d / "metrics.jsonl").read_text().splitlines()
+            metrics = read_metrics(d / "metrics.jsonl")  # a torn last line (a killed run) is ignored
         except (OSError, ValueError) as e:
             warnings.warn(f"skipped training run {d}: {e}", UserWarning, stacklevel=2)
             continue
@@ -97,17 +101,6 @@ def find_training_runs(root: str | Path) -> list[TrainingRun]:
             warnings.warn(f"skipped training run {d}: {cfg.name} holds a JSON {type(config).__name__}, not an "
                           "object", UserWarning, stacklevel=2)
             continue
-        metrics = []
-        for k, line in enumerate(lines):
-            try:
-                m = json.loads(line) if line.strip() else None
-            except ValueError:
-                m = None
-                if k < len(lines) - 1:  # a torn last line (a killed run) is expected; others are reported
-                    warnings.warn(f"{d / 'metrics.jsonl'}: line {k + 1} is not JSON; ignored", UserWarning,
-                                  stacklevel=2)
-            if isinstance(m, dict):
-                metrics.append(m)
         runs.append(TrainingRun(d, config, metrics))
     return runs
 
@@ -144,6 +137,12 @@ def _table(rows: Sequence[dict[str, Any]]) -> str:
         out.append("</tr>")
     out.append("</tbody></table></div>")
     return "".join(out)
+
+
+def recipe_of(res: Result) -> str | None:
+    """A result's recipe as the report shows it (None for a result that records none)."""
+    label = getattr(res, "recipe_label", None)
+    return (label() or None) if callable(label) else None
 
 
 def _img(path: Path, caption: str) -> str:
@@ -235,6 +234,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, title: s
                 {
                     "run": str(p.relative_to(root)),
                     "model": label,
+                    "recipe": recipe_of(res),
                     "measured test acc (%)": acc,
                     "checkpoint": src,
                 }
@@ -245,9 +245,22 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, title: s
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for p, res in results:
         for row in res.summary():
-            by_kind.setdefault(res.analysis, []).append({"result": str(p.relative_to(root)), **row})
+            by_kind.setdefault(res.analysis, []).append(
+                {"result": str(p.relative_to(root)), **({"recipe": recipe_of(res)} if recipe_of(res) else {}),
+                 **row})
     body = "".join(f"<h3>{html.escape(k)}</h3>{_table(v)}" for k, v in by_kind.items())
     section("summary", "CKA and analysis summary", body or "<p class='muted'>(no analyses)</p>")
+
+    # Recipes: which recipe each result ran under, and every comparison of models of different recipes.
+    rec_rows = [{"result": str(p.relative_to(root)), "analysis": res.analysis, "recipe": recipe_of(res),
+                 "models' recipes": ", ".join(getattr(res, "model_recipes", []) or []),
+                 "warning": getattr(res, "recipe_warning", "") or None}
+                for p, res in results if recipe_of(res)]
+    if rec_rows:
+        mixed = sum(bool(r["warning"]) for r in rec_rows)
+        note = (f"<p><b>{mixed} result(s) compare models built under different recipes</b>; their differences "
+                "include the recipes' (docs/FIDELITY.md).</p>" if mixed else "")
+        section("recipes", "Recipes", note + _table(rec_rows))
 
     # Figures: redrawn from the saved results.
     figs: list[str] = []
@@ -263,7 +276,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, title: s
                 skipped.append(msg)
                 paths = []
             n_figs += len(paths)
-            figs.append(f"<h3>{html.escape(rel)} <span class='muted'>({res.analysis})</span></h3>")
+            rec = f", recipe {recipe_of(res)}" if recipe_of(res) else ""
+            figs.append(f"<h3>{html.escape(rel)} <span class='muted'>({res.analysis}{html.escape(rec)})</span></h3>")
             figs += [_img(q, f"{rel}: {q.stem}") for q in paths]
     section("figures", "Figures", "".join(figs) or "<p class='muted'>(no figures)</p>")
 

@@ -11,9 +11,12 @@ code), see ``snncka.recipes``):
   (linear scaling); weight decay 1e-4 (``code``: 5e-4 for a CIFAR-100 SNN) applied to every parameter (also
   norms and biases, as in the released code). Batch size per dataset unless given: 32 on the 8x8 digits
   (1,437 training images: 44 steps per epoch), the paper's 256 elsewhere.
-* Cosine decay from lr to 0, stepped **per iteration** (``lr_t = lr * (1 + cos(pi * t / steps)) / 2``;
-  ``code``: per epoch, ``t`` the first step of the epoch); the ``lr`` in ``metrics.jsonl`` is the rate of the
-  epoch's first step.
+* Cosine decay from lr to 0 (``lr_t = lr * (1 + cos(pi * t / steps)) / 2``), stepped per epoch as the
+  released code does (``t`` the first step of the epoch; both recipes: the paper is silent), or per
+  iteration for a recipe with ``lr_schedule_step="iteration"``; the ``lr`` in ``metrics.jsonl`` is the rate
+  of the epoch's first step.
+* The model is built under the recipe (``create(..., recipe=cfg.recipe)``: surrogate, firing rule, the ANN's
+  shortcut).
 * A non-finite loss stops the run (``TrainingDivergedError``, naming the epoch and step) before that epoch
   is written: ``last.pt`` keeps the previous epoch.
 * Each epoch uses ``floor(N / batch_size)`` full batches (the last partial batch is dropped; with a fresh
@@ -466,22 +469,23 @@ def _check_resumable(cfg: TrainConfig, saved: dict[str, Any]) -> None:
 
 
 def _build(cfg: TrainConfig, ds: data_mod.Dataset) -> SNNCKAModel:
-    """The run's model: the one place a TrainConfig becomes a model (pass ``cfg.recipe`` on here)."""
+    """The run's model, built under the run's recipe: the one place a TrainConfig becomes a model."""
     return create(cfg.model, spiking=cfg.spiking, num_classes=ds.num_classes, in_channels=ds.in_channels,
-                  width=cfg.width, T=cfg.T, residual=cfg.residual, stage_T=cfg.stage_T, **cfg.neuron)
+                  width=cfg.width, T=cfg.T, residual=cfg.residual, stage_T=cfg.stage_T, recipe=cfg.recipe,
+                  **cfg.neuron)
 
 
 def load_dataset(cfg: TrainConfig) -> data_mod.Dataset:
     """The run's dataset (frames: ``cfg.frames``, or T for an SNN / 1 for an ANN on event data): the one place
-    a TrainConfig becomes data (pass ``cfg.recipe`` on here)."""
+    a TrainConfig becomes data, normalised as the recipe says (Sec. 4; docs/FIDELITY.md)."""
     if cfg.data_root is not None and not cfg.download and not Path(cfg.data_root).exists():
         raise FileNotFoundError(
             f"--data-root {cfg.data_root!r} does not exist; point it at the folder that holds the "
             f"{cfg.data!r} files (or pass --download where a network exists)"
         )
-    frames = cfg.frames if cfg.frames is not None else (cfg.T if cfg.spiking else 1)
-    return data_mod.get(cfg.data, root=cfg.data_root, frames=frames, download=cfg.download,
-                        seed=cfg.data_seed)
+    return data_mod.get(cfg.data, root=cfg.data_root, frames=data_mod.frames_for(cfg.spiking, cfg.T, cfg.frames),
+                        download=cfg.download, seed=cfg.data_seed,
+                        normalisation=cfg.resolved_recipe.normalisation_for(cfg.data))
 
 
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, force: bool = False,
@@ -630,7 +634,7 @@ class _Run:
                         os.fsync(f.fileno())
                     self._checkpoint(epoch, metrics, improved)
                     bar.write(f"{label} epoch {epoch}/{cfg.epochs}: loss {metrics['loss']:.4f} "
-                              f"train {metrics['train_acc']:.4f} test {metrics['test_acc']:.4f} "
+                              f"train {100 * metrics['train_acc']:.2f} % test {100 * metrics['test_acc']:.2f} % "
                               f"lr {metrics['lr']:.4g} ({metrics['seconds']:.1f}s)")
                 if self.on_epoch_end is not None:
                     self.on_epoch_end(epoch, metrics)

@@ -1,7 +1,8 @@
 """The paper's analyses as functions (Sec. 3.3 and the experiments of Sec. 4, App. A and C).
 
-Each analysis takes checkpoints (paths: a checkpoint file, or a run folder meaning its ``best.pt``) or
-``Subject`` objects (a model with the dataset it was trained on) and returns a result (``snncka.results``):
+Each analysis takes checkpoints (paths: a checkpoint file, or a run folder meaning the checkpoint its recipe
+picks: ``best.pt`` under both recipes) or ``Subject`` objects (a model with the dataset it was trained on)
+and returns a result (``snncka.results``):
 ``save`` writes ``<out>/<name>.json`` + ``.npz`` atomically, ``load_result`` reads it back, ``plot`` draws its
 figures (PNG + SVG). The CKA analyses hold the engine's result in ``.cka`` (a ``CKAResult`` /
 ``TemporalResult``), so ``CKAResult.load`` reads a saved ``compare`` result too.
@@ -13,6 +14,12 @@ figures (PNG + SVG). The CKA analyses hold the engine's result in ``.cka`` (a ``
 * ``probe``       linear classifiers on each block's pooled output (Fig. A.6).
 * ``seeds``       CKA across seeds, every pairing (App. C).
 * ``rates``       firing-rate statistics of every LIF layer.
+
+Every analysis takes ``recipe=`` (``"paper"``/``"code"``, ``snncka.recipes``; default: the recipe the first
+model was built under). It fills in what is not given explicitly: the CKA layer set (``paper``: every layer
+incl. fc; ``code``: no fc), images and minibatch size, the checkpoint of a run folder and the PGD settings.
+Each result records its recipe, the recipe of every model and a warning when models of different recipes
+are compared (``RecipeMeasured``).
 
 Modules: ``subjects`` (models, their data and test images), ``pairwise`` (compare), ``timesteps`` (temporal),
 ``blocktypes`` (blocks), ``adversarial`` (robustness), ``probes`` (probe), ``seedpairs`` (seeds), ``firing``
@@ -28,7 +35,7 @@ from .firing import RatesResult, rates
 from .pairwise import CompareAnalysis, compare
 from .probes import ProbeResult, fit_linear_probe, pooled_features, probe, probe_layers
 from .seedpairs import SeedsResult, seeds
-from .subjects import Subject, accuracy, check_same_images, describe, frames_for
+from .subjects import RecipeMeasured, Subject, accuracy, check_same_images, describe, resolve_recipe
 from .timesteps import TemporalAnalysis, temporal
 
 __all__ = [
@@ -39,6 +46,7 @@ __all__ = [
     "CompareAnalysis",
     "ProbeResult",
     "RatesResult",
+    "RecipeMeasured",
     "Result",
     "RobustnessResult",
     "SeedsResult",
@@ -52,13 +60,13 @@ __all__ = [
     "compare",
     "describe",
     "fit_linear_probe",
-    "frames_for",
     "iter_results",
     "load_result",
     "pooled_features",
     "probe",
     "probe_layers",
     "rates",
+    "resolve_recipe",
     "robustness",
     "seeds",
     "temporal",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import time
 from collections.abc import Sequence
@@ -13,10 +14,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import recipes
 from ..cka import compare as cka_compare
-from ..results import Measured, curve_ylim, finite_mean, labelled
+from ..results import curve_ylim, finite_mean, labelled
 from ..runtime import environment, resolve_device
-from .subjects import check_same_images, first_batches, images_in, n_images_of, subjects
+from .subjects import (
+    RecipeMeasured,
+    Subject,
+    check_same_images,
+    cka_settings,
+    first_batches,
+    images_in,
+    model_input,
+    n_images_of,
+    resolve_recipe,
+    subjects,
+)
 
 __all__ = ["DEFAULT_EPS", "RobustnessResult", "robustness"]
 
@@ -24,9 +37,10 @@ DEFAULT_EPS = (0.001, 0.005, 0.01, 0.02, 0.05)
 
 
 @dataclass
-class RobustnessResult(Measured):
-    """PGD robust accuracy (%) ``accuracy[m, e]`` of model m at ``eps[e]`` and per-layer CKA between the clean
-    and the adversarial features of each model ``cka[m][e]`` (over ``layers[m]``)."""
+class RobustnessResult(RecipeMeasured):
+    """PGD robust accuracy (%) ``accuracy[m, e]`` of model m at ``eps[e]`` on ``n_images`` test images, and
+    per-layer CKA between the clean and the adversarial features of each model ``cka[m][e]`` (over
+    ``layers[m]``) on the first ``cka_images`` test images, attacked with the model in ``cka_attack_mode``."""
 
     analysis: ClassVar[str] = "robustness"
 
@@ -43,6 +57,9 @@ class RobustnessResult(Measured):
     space: str
     n_images: int
     sources: list[str | None] = field(default_factory=list)
+    cka_images: int = 0
+    cka_attack_mode: str = "eval"
+    clip: bool = False
 
     def plot(self, out: str | Path, name: str | None = None) -> list[Path]:
         from .. import plots
@@ -84,31 +101,36 @@ def robustness(
     sources: Sequence[Any],
     *,
     eps: Sequence[float] = DEFAULT_EPS,
-    steps: int = 10,
+    steps: int | None = None,
     step_size: float | None = None,
-    random_start: bool = False,
+    random_start: bool | None = None,
     pixel_std: Sequence[float] | None = None,
-    n_images: int | None = 4096,
-    batch_size: int = 256,
-    layers: Any = "paper",
+    n_images: int | None | str = "recipe",
+    batch_size: int | None = None,
+    layers: Any = None,
     unbiased: bool = True,
     kernel: str = "linear",
     seed: int = 0,
+    recipe: str | recipes.Recipe | None = None,
     data_root: str | Path | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> RobustnessResult:
     """PGD (paper Eq. 5, L-inf) against each model: robust accuracy per eps, CKA clean vs adversarial.
 
-    eps is in the normalised input space the models receive, unless ``pixel_std`` (the per-channel std used
-    to standardise the data) is given, in which case eps is a fraction of the [0, 1] pixel range. Default
-    step size: ``2.5 * eps / steps`` (see ``snncka.attacks``). An example that fooled the model at a smaller
-    eps lies inside every larger ball, so it is kept where the larger-eps attack did not succeed: robust
-    accuracy is the worst case over the attacks run, hence never increases with eps.
+    The recipe (default: the first model's; ``snncka.attacks.pgd_options``) sets the attack: each eps is
+    attacked on its own from the clean images, with ``steps`` steps of ``step_frac * eps`` (both recipes: 20
+    of eps/10, no random start, no clipping), the model in eval mode for robust accuracy, and in the recipe's
+    ``pgd_model_mode`` for the clean-vs-adversarial CKA (``code``: train mode on a copy of the model whose
+    BatchNorm statistics drift, as released; the analysed model is never changed). ``steps``, ``step_size``
+    and ``random_start`` override the recipe's. Images: robust accuracy on the recipe's ``pgd_images`` (None:
+    the whole test split) and CKA on its ``cka_images`` in minibatches of ``cka_batch``, unless ``n_images``
+    (None: all) and ``batch_size`` are given. eps is in the normalised input space the models receive, unless
+    ``pixel_std`` (the per-channel std used to standardise the data) makes it a fraction of the pixel range.
     """
     from tqdm.auto import tqdm
 
-    from ..attacks import pgd, to_normalised_eps
+    from ..attacks import pgd, pgd_options, to_normalised_eps
 
     t0 = time.perf_counter()
     dev = resolve_device(device)
@@ -117,76 +139,122 @@ def robustness(
         raise ValueError(f"eps must be a non-empty list of values >= 0, got {eps}")
     if list(eps) != sorted(eps):
         raise ValueError(f"eps must be in increasing order, got {eps}")
-    subs = subjects(list(sources), data_root, dev)
+    if steps is not None and steps < 1:
+        raise ValueError(f"steps must be at least 1 (or left out for the recipe's), got {steps}")
+    subs = subjects(list(sources), data_root, dev, recipe=recipe)
     if not subs:
         raise ValueError("robustness needs at least one checkpoint")
     for s in subs[1:]:
         check_same_images(subs[0], s)
+    rec, recorded = resolve_recipe(recipe, subs)
+    n_cka, cka_batch, layers = cka_settings(rec, n_images, batch_size, layers)
+    n_acc = rec.pgd_images if n_images == "recipe" else n_images
+    attack_batch = cka_batch
+    overrides = {k: v for k, v in (("steps", steps), ("step_size", step_size), ("random_start", random_start))
+                 if v is not None}
     g = torch.Generator().manual_seed(seed)
     out = dict(labels=[], clean_accuracy=[], accuracy=[], layers=[], kinds=[], cka=[], sources=[])
     for s in subs:
-        n = n_images_of(s, n_images)
-        clean = first_batches(s, n, batch_size, dev)
-        labels = [
-            s.data.y_test[i : i + images_in(x)].to(dev)
-            for i, x in zip(range(0, n, batch_size), clean, strict=False)
-        ]
+        bounds = _data_bounds(s, dev) if rec.pgd_clip else None
+        acc_opts = {**pgd_options(rec, bounds=bounds), **overrides}
+        cka_opts = {**pgd_options(rec, cka=True, bounds=bounds), **overrides}
+        na, nc = n_images_of(s, n_acc), n_images_of(s, n_cka)
+        batches = [(model_input(s, s.data.x_test[i:min(i + attack_batch, na)]).to(dev),
+                    s.data.y_test[i:min(i + attack_batch, na)].to(dev)) for i in range(0, na, attack_batch)]
+        cka_x = first_batches(s, nc, cka_batch, dev)
+        cka_b = [(x, s.data.y_test[i:i + images_in(x)].to(dev))
+                 for i, x in zip(range(0, nc, cka_batch), cka_x, strict=False)]
+        # an eval-mode CKA attack is the robust-accuracy attack: its examples are reused, not recomputed
+        reuse = cka_opts["mode"] == acc_opts["mode"] and not cka_opts["keep_bn_updates"]
         with torch.no_grad():
-            pred_clean = [s.model(x).argmax(-1) for x in clean]
-        ok_clean = torch.cat([p == y for p, y in zip(pred_clean, labels, strict=True)])
-        best_adv = [x.clone() for x in clean]  # the worst example found so far for each image
-        fooled = [~(p == y) for p, y in zip(pred_clean, labels, strict=True)]
-        accs, ckas, lay, kin = [], [], None, None
-        bar = tqdm(total=len(eps) * len(clean), desc=f"PGD {s.label}", disable=not progress, unit="batch")
+            clean_ok = sum(int((s.model(x).argmax(-1) == y).sum()) for x, y in batches)
+        accs, ckas, lay, kin = [], [], [], []
+        bar = tqdm(total=len(eps) * (len(batches) + (0 if reuse else len(cka_b))), desc=f"PGD {s.label}",
+                   disable=not progress, unit="batch")
         for e in eps:
             e_t: float | Tensor = e if pixel_std is None else to_normalised_eps(e, pixel_std).to(dev)
-            advs = []
-            for bi, (x, y) in enumerate(zip(clean, labels, strict=True)):
-                xa = pgd(
-                    s.model,
-                    x,
-                    y,
-                    eps=e_t,
-                    steps=steps,
-                    step_size=step_size,
-                    random_start=random_start,
-                    generator=g,
-                )
+            ok, kept = 0, []
+            for k, (x, y) in enumerate(batches):
+                xa = pgd(s.model, x, y, eps=e_t, generator=g, **acc_opts)
                 with torch.no_grad():
-                    wrong = s.model(xa).argmax(-1) != y
-                keep = fooled[bi] & ~wrong  # fooled at a smaller eps but not now: keep the earlier example
-                if keep.any():
-                    bdim = 1 if xa.dim() == 5 else 0
-                    mask = keep.view([-1 if d == bdim else 1 for d in range(xa.dim())])
-                    xa = torch.where(mask, best_adv[bi], xa)
-                    wrong = wrong | keep
-                fooled[bi] = wrong
-                best_adv[bi] = xa
-                advs.append(xa)
+                    ok += int((s.model(xa).argmax(-1) == y).sum())
+                if reuse and k < len(cka_b):  # the CKA batch k holds the first images of batch k
+                    kept.append(xa.narrow(1 if xa.dim() == 5 else 0, 0, images_in(cka_b[k][0])))
                 bar.update(1)
-            accs.append(100.0 * float((~torch.cat(fooled)).float().mean()))
-            res = cka_compare(s.model, s.model, clean, data_b=advs, layers_a=layers, layers_b=layers,
-                              unbiased=unbiased, kernel=kernel, device=dev, progress=False)
-            lay, kin = list(res.layers_a), list(res.kinds_a)
-            ckas.append(res.corresponding()[1].tolist())  # each layer's clean vs adversarial features
+            accs.append(100.0 * ok / na)
+            done = kept if len(kept) == len(cka_b) else None
+            lay, kin, values = _clean_vs_adversarial(s, cka_b, e_t, layers, cka_opts, g, unbiased, kernel, bar,
+                                                     done)
+            ckas.append(values)
         bar.close()
         out["labels"].append(s.label)
-        out["clean_accuracy"].append(100.0 * float(ok_clean.float().mean()))
+        out["clean_accuracy"].append(100.0 * clean_ok / na)
         out["accuracy"].append(accs)
         out["layers"].append(lay)
         out["kinds"].append(kin)
         out["cka"].append(ckas)
         out["sources"].append(s.source)
+    frac = rec.pgd_step_frac
+    inv = 1.0 / frac
+    step_label = f"eps/{inv:g}" if abs(inv - round(inv)) < 1e-9 else f"{frac:g}*eps"
     return RobustnessResult(
         eps=eps,
-        steps=steps,
-        step_size="2.5*eps/steps" if step_size is None else f"{step_size:g}",
-        random_start=random_start,
+        steps=int(overrides.get("steps", rec.pgd_steps)),
+        step_size=step_label if step_size is None else f"{step_size:g}",
+        random_start=bool(overrides.get("random_start", rec.pgd_random_start)),
         space="pixel" if pixel_std is not None else "normalised",
-        n_images=n_images_of(subs[0], n_images),
+        n_images=n_images_of(subs[0], n_acc),
+        cka_images=n_images_of(subs[0], n_cka),
+        cka_attack_mode=rec.pgd_model_mode,
+        clip=bool(rec.pgd_clip),
         seconds=time.perf_counter() - t0,
         environment=environment(),
         **out,
+        **recorded,
     )
 
 
+def _clean_vs_adversarial(s: Subject, batches: list[tuple[Tensor, Tensor]], eps: float | Tensor, layers: Any,
+                          opts: dict[str, Any], g: torch.Generator, unbiased: bool, kernel: str, bar: Any,
+                          adversarial_batches: list[Tensor] | None = None
+                          ) -> tuple[list[str], list[str], list[float]]:
+    """Per-layer CKA between the model's features of the clean images and of their adversarial versions
+    (layers, kinds, values), minibatch by minibatch (``adversarial_batches``: already attacked, eval mode).
+    An attack that keeps BatchNorm updates (the released train-mode attack) runs on a copy of the model, batch
+    by batch, and each batch's adversarial features come from the copy's statistics right after that batch's
+    attack, as released; the clean features come from the model itself, which is never changed."""
+    from ..attacks import pgd
+
+    clean = [x for x, _ in batches]
+    if opts.get("keep_bn_updates"):
+        attacked, viewer = copy.deepcopy(s.model), copy.deepcopy(s.model)
+
+        def adversarial() -> Any:  # lazily: the engine asks for batch i after the features of batch i - 1
+            for x, y in batches:
+                xa = pgd(attacked, x, y, eps=eps, generator=g, **opts)
+                viewer.load_state_dict(attacked.state_dict())  # the recorded copy sees the drifted statistics
+                bar.update(1)
+                yield xa
+
+        model_b, data_b = viewer, adversarial()
+    elif adversarial_batches is not None:
+        model_b, data_b = s.model, adversarial_batches
+    else:
+        model_b, data_b = s.model, []
+        for x, y in batches:
+            data_b.append(pgd(s.model, x, y, eps=eps, generator=g, **opts))
+            bar.update(1)
+    res = cka_compare(s.model, model_b, clean, data_b=data_b, layers_a=layers, layers_b=layers, unbiased=unbiased,
+                      kernel=kernel, device=clean[0].device, progress=False)
+    names, values = res.corresponding()
+    kinds = dict(zip(res.layers_a, res.kinds_a, strict=True))
+    return names, [kinds[n] for n in names], values.tolist()
+
+
+def _data_bounds(s: Subject, dev: torch.device) -> tuple[Tensor, Tensor]:
+    """Per-channel (min, max) of the normalised test images: the valid range a clipping recipe keeps
+    adversarial images in (for images: the normalised 0 and full-scale pixel values)."""
+    x = s.data.x_test
+    dims = [d for d in range(x.dim()) if d != x.dim() - 3]
+    shape = [-1, 1, 1]
+    return x.amin(dim=dims).reshape(shape).to(dev), x.amax(dim=dims).reshape(shape).to(dev)

@@ -12,8 +12,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..results import Measured, curve_ylim
+from ..results import curve_ylim
 from .pairwise import CompareAnalysis, compare
+from .subjects import RecipeMeasured
 
 __all__ = ["TYPE_LABELS", "BlocksResult", "blocks", "blocks_from"]
 
@@ -28,7 +29,7 @@ def _position(rest: str | None, kind: str) -> str:
 
 
 @dataclass
-class BlocksResult(Measured):
+class BlocksResult(RecipeMeasured):
     """CKA of corresponding layers grouped by residual block: per layer type and per position in the block.
 
     ``periodic`` says whether the curve has the paper's periodic jagged shape: the block outputs restore the
@@ -176,9 +177,10 @@ def blocks_from(
 
 
 def blocks(a: Any, b: Any | None = None, **compare_kwargs: Any) -> tuple[BlocksResult, CompareAnalysis]:
-    """Per-layer-type CKA inside residual blocks (Fig. 3) from two checkpoints (or a ``CompareAnalysis``).
+    """Per-layer-type CKA inside residual blocks (Fig. 3) from two checkpoints (or a ``CompareAnalysis``);
+    ``compare_kwargs`` (``recipe=``, ``n_images=``, ...) go to ``compare``.
 
-    Returns the blocks result and the comparison it was computed from.
+    Returns the blocks result (recording the comparison's recipe) and the comparison it was computed from.
     """
     t0 = time.perf_counter()
     cmp = a if isinstance(a, CompareAnalysis) else compare(a, b, **compare_kwargs)
@@ -186,6 +188,8 @@ def blocks(a: Any, b: Any | None = None, **compare_kwargs: Any) -> tuple[BlocksR
     kinds = dict(zip(cmp.layers_a, cmp.kinds_a, strict=False))
     res = blocks_from(d, names, [kinds[n] for n in names], f"{cmp.label_a} vs {cmp.label_b}")
     res.seconds = time.perf_counter() - t0
+    for f in ("recipe", "recipe_settings", "model_recipes", "mixed_recipes", "recipe_warning", "environment"):
+        setattr(res, f, getattr(cmp, f))
     return res, cmp
 
 

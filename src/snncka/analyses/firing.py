@@ -13,15 +13,15 @@ import torch
 from torch import Tensor
 
 from ..neurons import LIF
-from ..results import Measured
+from ..recipes import Recipe
 from ..runtime import environment, resolve_device
-from .subjects import model_input, positive, subject
+from .subjects import RecipeMeasured, model_input, positive, resolve_recipe, subject
 
 __all__ = ["RatesResult", "rates"]
 
 
 @dataclass
-class RatesResult(Measured):
+class RatesResult(RecipeMeasured):
     """Firing-rate statistics of every LIF layer over the test images.
 
     ``mean``: fraction of (neuron, step, image) that spike; ``per_step[l, t]``: the rate at step t (NaN
@@ -75,18 +75,21 @@ def rates(
     *,
     n_images: int | None = None,
     batch_size: int = 256,
+    recipe: str | Recipe | None = None,
     data_root: str | Path | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> RatesResult:
-    """Firing-rate statistics per LIF layer of a spiking checkpoint on the first ``n_images`` test images."""
+    """Firing-rate statistics per LIF layer of a spiking checkpoint on the first ``n_images`` test images
+    (``recipe``, default the model's, picks the checkpoint of a run folder)."""
     from tqdm.auto import tqdm
 
     positive(n_images, "n_images (--n-images)")
     positive(batch_size, "batch_size (--batch-size)")
     t0 = time.perf_counter()
     dev = resolve_device(device)
-    s = subject(a, data_root, dev)
+    s = subject(a, data_root, dev, recipe)
+    _, recorded = resolve_recipe(recipe, [s])
     lifs = [(n, m) for n, m in s.model.named_modules() if isinstance(m, LIF)]
     if not lifs:
         raise ValueError(f"{s.label} has no LIF layers: firing rates need a spiking checkpoint")
@@ -144,6 +147,7 @@ def rates(
         source=s.source,
         seconds=time.perf_counter() - t0,
         environment=environment(),
+        **recorded,
     )
 
 

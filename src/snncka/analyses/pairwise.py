@@ -11,9 +11,20 @@ import numpy as np
 import torch
 
 from ..cka import compare as cka_compare
-from ..results import CKAResult, Measured
+from ..recipes import Recipe
+from ..results import CKAResult
 from ..runtime import environment, resolve_device
-from .subjects import accuracy, check_same_images, first_batches, n_images_of, subject, subjects
+from .subjects import (
+    RecipeMeasured,
+    accuracy,
+    check_same_images,
+    cka_settings,
+    first_batches,
+    n_images_of,
+    resolve_recipe,
+    subject,
+    subjects,
+)
 
 __all__ = ["CompareAnalysis", "compare"]
 
@@ -23,7 +34,7 @@ def _forward(name: str) -> property:
 
 
 @dataclass
-class CompareAnalysis(Measured):
+class CompareAnalysis(RecipeMeasured):
     """The engine's ``CKAResult`` (``matrix[i, j]`` = CKA(layer i of model a, layer j of model b)) together
     with what the analysis knows of the two models: labels, SNN or ANN, test accuracy (%) and checkpoint."""
 
@@ -103,18 +114,24 @@ def compare(
     a: Any,
     b: Any | None = None,
     *,
-    n_images: int | None = 4096, batch_size: int = 256, layers: Any = "paper", unbiased: bool = True,
-    kernel: str = "linear", data_root: str | Path | None = None, device: str | torch.device | None = None,
-    progress: bool = True,
+    n_images: int | None | str = "recipe", batch_size: int | None = None, layers: Any = None,
+    unbiased: bool = True, kernel: str = "linear", recipe: str | Recipe | None = None,
+    data_root: str | Path | None = None, device: str | torch.device | None = None, progress: bool = True,
 ) -> CompareAnalysis:
     """Cross-layer CKA between the models of checkpoints ``a`` and ``b`` (``b=None``: ``a`` with itself),
-    on the first ``n_images`` test images (Sec. 3.3: minibatch CKA, every layer pair)."""
+    on the first ``n_images`` test images (Sec. 3.3: minibatch CKA, every layer pair).
+
+    ``recipe`` (default: the one ``a`` was built under) gives what is not given: the images
+    (``n_images="recipe"``; None = the whole test split), the minibatch size, the layer set and which
+    checkpoint of a run folder is read."""
     t0 = time.perf_counter()
     dev = resolve_device(device)
     if b is None:
-        sa = sb = subject(a, data_root, dev)
+        sa = sb = subject(a, data_root, dev, recipe)
     else:
-        sa, sb = subjects([a, b], data_root, dev)
+        sa, sb = subjects([a, b], data_root, dev, recipe=recipe)
+    rec, recorded = resolve_recipe(recipe, [sa] if sb is sa else [sa, sb])
+    n_images, batch_size, layers = cka_settings(rec, n_images, batch_size, layers)
     check_same_images(sa, sb)
     n = n_images_of(sa, n_images)
     da = first_batches(sa, n, batch_size, dev)
@@ -133,4 +150,5 @@ def compare(
         source_b=sb.source,
         seconds=time.perf_counter() - t0,
         environment=environment(),
+        **recorded,
     )

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..results import Measured, labelled
+from ..recipes import Recipe
+from ..results import labelled
 from ..runtime import environment, resolve_device
-from .subjects import Subject, accuracy, model_input, positive, subjects
+from .subjects import RecipeMeasured, Subject, accuracy, model_input, positive, resolve_recipe, subjects
 
 __all__ = ["ProbeResult", "fit_linear_probe", "pooled_features", "probe", "probe_layers"]
 
@@ -116,7 +117,7 @@ def pooled_features(
 
 
 @dataclass
-class ProbeResult(Measured):
+class ProbeResult(RecipeMeasured):
     """Linear-probe test accuracy (%) ``accuracy[m][k]`` on block ``blocks[m][k]`` of model m."""
 
     analysis: ClassVar[str] = "probe"
@@ -172,13 +173,14 @@ def probe(
     n_test: int | None = None,
     l2: float = 1e-4,
     batch_size: int = 256,
+    recipe: str | Recipe | None = None,
     data_root: str | Path | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> ProbeResult:
     """Train a linear classifier on every block's pooled (for an SNN also time-averaged) output on the
     training split and report its test accuracy (Fig. A.6). ``n_train``/``n_test`` limit the images
-    (default: all)."""
+    (default: all). ``recipe`` (default: the first model's) picks the checkpoint of a run folder."""
     positive(n_train, "n_train (--n-train)")
     positive(n_test, "n_test (--n-test)")
     positive(batch_size, "batch_size (--batch-size)")
@@ -186,9 +188,10 @@ def probe(
         raise ValueError(f"the probes' L2 penalty (--l2) must be a finite number >= 0, got {l2}")
     t0 = time.perf_counter()
     dev = resolve_device(device)
-    subs = subjects(list(sources), data_root, dev, same_data=False)
+    subs = subjects(list(sources), data_root, dev, same_data=False, recipe=recipe)
     if not subs:
         raise ValueError("probe needs at least one checkpoint")
+    _, recorded = resolve_recipe(recipe, subs)
     out = dict(labels=[], blocks=[], accuracy=[], train_accuracy=[], model_accuracy=[], sources=[])
     ntr = nte = 0
     for s in subs:
@@ -221,7 +224,8 @@ def probe(
         out["model_accuracy"].append(accuracy(s, nte, batch_size, dev))
         out["sources"].append(s.source)
     return ProbeResult(
-        n_train=ntr, n_test=nte, l2=l2, seconds=time.perf_counter() - t0, environment=environment(), **out
+        n_train=ntr, n_test=nte, l2=l2, seconds=time.perf_counter() - t0, environment=environment(), **out,
+        **recorded,
     )
 
 

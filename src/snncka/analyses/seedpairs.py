@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,16 +11,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..results import Measured, curve_ylim, finite_mean
+from ..recipes import Recipe
+from ..results import curve_ylim, finite_mean
 from ..runtime import environment, resolve_device
 from .pairwise import compare
-from .subjects import check_same_images, subjects
+from .subjects import RecipeMeasured, check_same_images, resolve_recipe, subjects
 
 __all__ = ["SeedsResult", "seeds"]
 
 
 @dataclass
-class SeedsResult(Measured):
+class SeedsResult(RecipeMeasured):
     """Cross-layer CKA for every pairing of the given models (App. C): ``pairs[k] = (i, j)`` -> ``pair_k``."""
 
     analysis: ClassVar[str] = "seeds"
@@ -89,15 +91,18 @@ class SeedsResult(Measured):
         ]
 
 
-def seeds(sources: Sequence[Any], *, include_self: bool = True, **compare_kwargs: Any) -> SeedsResult:
+def seeds(sources: Sequence[Any], *, include_self: bool = True, recipe: str | Recipe | None = None,
+          **compare_kwargs: Any) -> SeedsResult:
     """CKA heatmaps for every pair of the given checkpoints (e.g. ANN and SNN, two seeds each: App. C).
 
-    ``include_self`` adds each model against itself (Fig. C.1's first columns).
+    ``include_self`` adds each model against itself (Fig. C.1's first columns). ``recipe`` (default: the
+    first model's) and ``compare_kwargs`` go to every ``compare``.
     """
     t0 = time.perf_counter()
     dev = resolve_device(compare_kwargs.pop("device", None))
     data_root = compare_kwargs.pop("data_root", None)
-    subs = subjects(list(sources), data_root, dev)
+    subs = subjects(list(sources), data_root, dev, recipe=recipe)
+    rec, recorded = resolve_recipe(recipe, subs)
     if len(subs) < 2:
         raise ValueError(f"seeds needs at least two checkpoints, got {len(subs)}")
     for s in subs[1:]:
@@ -108,7 +113,9 @@ def seeds(sources: Sequence[Any], *, include_self: bool = True, **compare_kwargs
     pairs = [[i, j] for i in range(len(subs)) for j in range(i if include_self else i + 1, len(subs))]
     mats, layers, n = [], None, 0
     for i, j in pairs:
-        r = compare(subs[i], subs[j] if j != i else None, device=dev, **compare_kwargs)
+        with warnings.catch_warnings():  # a mixed pair: warned once above, for the whole analysis
+            warnings.simplefilter("ignore", UserWarning)
+            r = compare(subs[i], subs[j] if j != i else None, device=dev, recipe=rec, **compare_kwargs)
         if layers is not None and (r.layers_a != layers or r.layers_b != layers):
             raise ValueError("the models record different layers; seeds needs identical topologies")
         layers, n = r.layers_a, r.n_images
@@ -123,6 +130,7 @@ def seeds(sources: Sequence[Any], *, include_self: bool = True, **compare_kwargs
         sources=[s.source for s in subs],
         seconds=time.perf_counter() - t0,
         environment=environment(),
+        **recorded,
     )
 
 

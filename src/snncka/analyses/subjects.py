@@ -2,26 +2,36 @@
 
 Models see their own input for the same test images: an ANN on event data gets one integrated frame, the SNN
 T frames (Sec. 4, Fig. 7). Images: the first ``n_images`` of the test split (the paper: 4096, Sec. 3.3).
+
+Recipes (``snncka.recipes``): an analysis runs under one recipe, by default the one recorded in the first
+checkpoint's model config (``"paper"`` for a model made before recipes). It decides which checkpoint of a run
+folder is read, the CKA layer set, image count and minibatch, and the PGD settings. ``RecipeMeasured`` is the
+base of every analysis result: it records the recipe, its settings, the recipe of every analysed model and,
+when they differ, a warning (comparing models of different recipes is allowed but stated).
 """
 
 from __future__ import annotations
 
+import json
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..checkpoint import load_checkpoint, resolve_checkpoint
-from ..data import Dataset, to_model_input
+from .. import recipes
+from ..checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from ..data import Dataset, frames_for, to_model_input
 from ..data import get as get_dataset
 from ..models import SNNCKAModel
 from ..models import from_checkpoint as models_from_checkpoint
+from ..results import Measured
 from ..runtime import resolve_device
 
-__all__ = ["Subject", "accuracy", "check_same_images", "describe", "frames_for"]
+__all__ = ["RecipeMeasured", "Subject", "accuracy", "check_same_images", "describe", "resolve_recipe"]
 
 _DATA_CACHE: dict[tuple, Dataset] = {}  # the datasets of recent checkpoints, most recent last
 _DATA_CACHE_SIZE = 4  # an experiment pairs a few (e.g. event data as 1 frame for the ANN, T frames for the SNN)
@@ -58,6 +68,11 @@ class Subject:
     def spiking(self) -> bool:
         return bool(self.model.spiking)
 
+    @property
+    def recipe(self) -> str:
+        """The recipe the model was built under (``"paper"`` for a model made before recipes)."""
+        return str(self.model.config.get("recipe", "paper"))
+
     @classmethod
     def load(
         cls,
@@ -66,9 +81,11 @@ class Subject:
         data_root: str | Path | None = None,
         label: str | None = None,
         device: str | torch.device | None = None,
+        which: str | None = None,
     ) -> Subject:
-        """Load a checkpoint (``best.pt``/``last.pt`` or a run folder) and the dataset recorded in it."""
-        p, ckpt = read_checkpoint(path)
+        """Load a checkpoint (``best.pt``/``last.pt`` or a run folder) and the dataset recorded in it. For a run
+        folder, ``which`` (``"best"``/``"last"``) picks the file; None: the run's recipe's choice."""
+        p, ckpt = read_checkpoint(path, which)
         return cls.from_checkpoint(ckpt, p, data_root=data_root, label=label, device=device)
 
     @classmethod
@@ -101,8 +118,10 @@ class Subject:
                     f"the data folder {str(root)!r} recorded in {str(p)!r} does not exist here; pass the folder "
                     "that holds the dataset's files (--data-root / data_root=)"
                 )
-        key = (name, str(root), frames, tc.get("data_seed", 0))
-        ds = _cached_dataset(key, lambda: get_dataset(name, root=root, frames=frames, seed=tc.get("data_seed", 0)))
+        norm = recipes.get(model.config.get("recipe", "paper")).normalisation_for(name)
+        key = (name, str(root), frames, tc.get("data_seed", 0), norm)
+        ds = _cached_dataset(key, lambda: get_dataset(name, root=root, frames=frames, seed=tc.get("data_seed", 0),
+                                                      normalisation=norm))
         return cls(model, ds, label or describe(model, tc.get("seed")), str(p))
 
 
@@ -121,12 +140,6 @@ def describe(model: SNNCKAModel, seed: int | None = None) -> str:
     return " ".join(parts)
 
 
-def frames_for(spiking: bool, T: int, frames: int | None = None) -> int:
-    """Event frames per sample a model sees (the trainer's rule, Sec. 4 / Fig. 7): ``frames`` when recorded,
-    else T frames for an SNN and one integrated frame for an ANN."""
-    return int(frames) if frames is not None else (int(T) if spiking else 1)
-
-
 def check_data_root(root: str | Path) -> None:
     """A user-given data folder must exist (checked before any model or dataset is loaded)."""
     if not Path(root).is_dir():
@@ -134,9 +147,31 @@ def check_data_root(root: str | Path) -> None:
         raise FileNotFoundError(f"data folder {str(root)!r} {what}; pass the folder that holds the dataset's files")
 
 
-def read_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
-    """A checkpoint file (a run folder means its ``best.pt``: analyses study the best epoch) and its contents."""
-    p = resolve_checkpoint(path, which="best")
+def run_recipe(folder: Path) -> str:
+    """The recipe a run folder was trained under: its ``config.json``, else a checkpoint's model config."""
+    try:
+        info = json.loads((folder / "config.json").read_text())
+        name = (info.get("model") or {}).get("recipe") or (info.get("train") or {}).get("recipe")
+        if name:
+            return str(name)
+    except (OSError, ValueError, AttributeError):
+        pass
+    for f in ("last.pt", "best.pt"):
+        if (folder / f).is_file():
+            try:
+                return str(load_checkpoint(folder / f, mmap=True)["model_config"].get("recipe", "paper"))
+            except (CheckpointError, AttributeError):
+                continue
+    return "paper"
+
+
+def read_checkpoint(path: str | Path, which: str | None = None) -> tuple[Path, dict[str, Any]]:
+    """A checkpoint file and its contents. A run folder means the checkpoint ``which`` (``"best"``: best test
+    accuracy, ``"last"``: the final epoch); None: the choice of the recipe the run was trained under."""
+    p = Path(path)
+    if which is None and p.is_dir():
+        which = recipes.get(run_recipe(p)).checkpoint
+    p = resolve_checkpoint(p, which=which or "best")
     return p, load_checkpoint(p)
 
 
@@ -147,9 +182,10 @@ def positive(value: int | None, what: str) -> int | None:
     return value
 
 
-def subject(src: Any, data_root: str | Path | None, device: str | torch.device | None) -> Subject:
+def subject(src: Any, data_root: str | Path | None, device: str | torch.device | None,
+            recipe: str | recipes.Recipe | None = None) -> Subject:
     """One subject from a checkpoint, run folder or ``Subject``."""
-    return subjects([src], data_root, device)[0]
+    return subjects([src], data_root, device, recipe=recipe)[0]
 
 
 def subjects(
@@ -157,11 +193,14 @@ def subjects(
     data_root: str | Path | None,
     device: str | torch.device | None,
     same_data: bool = True,
+    recipe: str | recipes.Recipe | None = None,
 ) -> list[Subject]:
-    """Subjects for checkpoints / subjects; checks that all use one dataset before loading data."""
+    """Subjects for checkpoints / subjects; checks that all use one dataset before loading data. A run folder
+    means the checkpoint ``recipe`` picks (None: the recipe the run was trained under)."""
+    which = None if recipe is None else recipes.get(recipe).checkpoint
     if data_root is not None:
         check_data_root(data_root)
-    read: list[Any] = [s if isinstance(s, Subject) else read_checkpoint(s) for s in sources]
+    read: list[Any] = [s if isinstance(s, Subject) else read_checkpoint(s, which) for s in sources]
     names = {}
     for r in read:
         name = r.data.name if isinstance(r, Subject) else (r[1].get("train_config") or {}).get("data")
@@ -252,3 +291,55 @@ def accuracy(
     return 100.0 * correct / n
 
 
+
+
+@dataclass(kw_only=True)
+class RecipeMeasured(Measured):
+    """A measured analysis result that records its recipe (``snncka.recipes``).
+
+    ``recipe``: the recipe the analysis ran under ("" in a result made before recipes); ``recipe_settings``:
+    its fields; ``model_recipes``: the recipe each analysed model was built under; ``mixed_recipes`` and
+    ``recipe_warning``: set when those differ (the comparison is allowed, and stated in the report).
+    """
+
+    recipe: str = ""
+    recipe_settings: dict = field(default_factory=dict)
+    model_recipes: list[str] = field(default_factory=list)
+    mixed_recipes: bool = False
+    recipe_warning: str = ""
+
+    def recipe_label(self) -> str:
+        """The recipe as the report shows it, e.g. ``code`` or ``paper (models: paper, code; mixed)``."""
+        if not self.recipe:
+            return ""
+        models = list(dict.fromkeys(self.model_recipes))
+        if not models or models == [self.recipe]:
+            return self.recipe
+        return f"{self.recipe} (models: {', '.join(models)}{'; mixed' if self.mixed_recipes else ''})"
+
+
+def resolve_recipe(recipe: str | recipes.Recipe | None, subs: Sequence[Subject]
+                   ) -> tuple[recipes.Recipe, dict[str, Any]]:
+    """The analysis recipe (``recipe``, else the first model's) and the ``RecipeMeasured`` fields recording it.
+    Models built under different recipes give a ``UserWarning`` (the comparison still runs)."""
+    model_recipes = [s.recipe for s in subs]
+    rec = recipes.get(recipe if recipe is not None else (model_recipes[0] if model_recipes else "paper"))
+    mixed = len(set(model_recipes)) > 1
+    warning = ""
+    if mixed:
+        who = ", ".join(f"{s.label} ({s.recipe})" for s in subs)
+        warning = (f"comparing models built under different recipes: {who}; the analysis uses recipe "
+                   f"{rec.name!r}, so differences include the recipes' (see docs/FIDELITY.md)")
+        warnings.warn(warning, UserWarning, stacklevel=3)
+    return rec, dict(recipe=rec.name, recipe_settings=rec.as_dict(), model_recipes=model_recipes,
+                     mixed_recipes=mixed, recipe_warning=warning)
+
+
+def cka_settings(rec: recipes.Recipe, n_images: int | None | str, batch_size: int | None, layers: Any
+                 ) -> tuple[int | None, int, Any]:
+    """(images, minibatch size, layer selection) of a CKA analysis: each given value, else the recipe's
+    (``n_images="recipe"``: ``rec.cka_images``; None: the whole test split)."""
+    n = rec.cka_images if n_images == "recipe" else n_images
+    if isinstance(n, str):
+        raise ValueError(f"n_images must be a number, None (all test images) or 'recipe', got {n_images!r}")
+    return n, rec.cka_batch if batch_size is None else batch_size, rec.cka_selection() if layers is None else layers

@@ -12,15 +12,16 @@ import numpy as np
 import torch
 
 from ..cka import temporal as cka_temporal
-from ..results import Measured, TemporalResult
+from ..recipes import Recipe
+from ..results import TemporalResult
 from ..runtime import environment, resolve_device
-from .subjects import first_batches, n_images_of, subject
+from .subjects import RecipeMeasured, cka_settings, first_batches, n_images_of, resolve_recipe, subject
 
 __all__ = ["TemporalAnalysis", "temporal"]
 
 
 @dataclass
-class TemporalAnalysis(Measured):
+class TemporalAnalysis(RecipeMeasured):
     """The engine's ``TemporalResult`` (``cka.matrices[l]``: the ``T x T`` CKA between the time steps of layer
     ``l``) together with the model's label and checkpoint."""
 
@@ -81,14 +82,17 @@ class TemporalAnalysis(Measured):
 def temporal(
     a: Any,
     *,
-    n_images: int | None = 4096, batch_size: int = 256, layers: Any = "paper", unbiased: bool = True,
-    kernel: str = "linear", data_root: str | Path | None = None, device: str | torch.device | None = None,
-    progress: bool = True,
+    n_images: int | None | str = "recipe", batch_size: int | None = None, layers: Any = None,
+    unbiased: bool = True, kernel: str = "linear", recipe: str | Recipe | None = None,
+    data_root: str | Path | None = None, device: str | torch.device | None = None, progress: bool = True,
 ) -> TemporalAnalysis:
-    """``T x T`` CKA between time steps for every recorded layer of an SNN checkpoint (Fig. 6)."""
+    """``T x T`` CKA between time steps for every recorded layer of an SNN checkpoint (Fig. 6). ``recipe``
+    (default: the model's) gives the images, minibatch size and layers not given (see ``compare``)."""
     t0 = time.perf_counter()
     dev = resolve_device(device)
-    s = subject(a, data_root, dev)
+    s = subject(a, data_root, dev, recipe)
+    rec, recorded = resolve_recipe(recipe, [s])
+    n_images, batch_size, layers = cka_settings(rec, n_images, batch_size, layers)
     if not s.spiking:
         raise ValueError(f"temporal CKA needs a spiking model; {s.label} is an ANN (it has no time steps)")
     if s.model.T < 2 and max(s.model.stage_T) < 2:
@@ -97,4 +101,4 @@ def temporal(
     res = cka_temporal(s.model, first_batches(s, n, batch_size, dev), layers=layers, unbiased=unbiased,
                        kernel=kernel, device=dev, progress=progress)
     return TemporalAnalysis(cka=res, label=s.label, source=s.source, seconds=time.perf_counter() - t0,
-                            environment=environment())
+                            environment=environment(), **recorded)

@@ -1,10 +1,11 @@
 """Analysis commands: ``snncka compare | temporal | blocks | robustness | probe | seeds | rates | report``.
 
-Each command takes checkpoints (``best.pt``/``last.pt`` or a run folder, meaning its ``best.pt``), checks its
-outputs, runs one function of ``snncka.analyses``, saves the result (``<out>/<name>.json`` + ``.npz``, the format
-of ``snncka.results``) and its figures (PNG + SVG) in ``--out``, and prints what it wrote. Accuracies are
-printed in percent. Every CKA command takes the shared CKA options (``--n-images``, ``--batch-size``,
-``--layers``, ``--biased``, ``--kernel``).
+Each command takes checkpoints (``best.pt``/``last.pt`` or a run folder, meaning the checkpoint its recipe
+picks: ``best.pt``), checks its outputs, runs one function of ``snncka.analyses``, saves the result
+(``<out>/<name>.json`` + ``.npz``, the format of ``snncka.results``) and its figures (PNG + SVG) in ``--out``, and
+prints what it wrote. Accuracies are printed in percent. Every command takes ``--recipe paper|code`` (default:
+the recipe the first checkpoint was built under); every CKA command the shared CKA options (``--n-images``,
+``--batch-size``, ``--layers``, ``--biased``, ``--kernel``), whose defaults are the recipe's.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import click
 
 from .. import analyses as A
+from .. import recipes
 from ..results import check_output_dir, result_paths
 from .errors import user_errors
 
@@ -41,6 +43,13 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
             help="Folder with the dataset's files (default: the one recorded in the checkpoint).",
         ),
         click.option("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)."),
+        click.option(
+            "--recipe",
+            default=None,
+            metavar="|".join(recipes.RECIPES),
+            help="Analysis recipe: paper (the paper's text) or code (the authors' released code): CKA layers, "
+            "images and minibatch, PGD, which checkpoint of a run folder (default: the first checkpoint's).",
+        ),
         click.option("--no-plot", is_flag=True, help="Save the result only, no figures."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
     ]
@@ -54,17 +63,17 @@ def _cka_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
         click.option(
             "--n-images",
-            default=4096,
-            show_default=True,
-            help="Test images used (the first N; the paper uses 4096).",
+            default=None,
+            type=int,
+            help="Test images used (the first N) [default: the recipe's: paper 4096, code 2048].",
         ),
-        click.option("--batch-size", default=256, show_default=True, help="Minibatch size of minibatch CKA."),
+        click.option("--batch-size", default=None, type=int,
+                     help="Minibatch size of minibatch CKA [default: the recipe's: paper 256, code 1024]."),
         click.option(
             "--layers",
-            default="paper",
-            show_default=True,
+            default=None,
             help="Layers to record: 'paper', kinds (conv,norm,act,block,pool,linear) or name patterns, "
-            "comma-separated.",
+            "comma-separated [default: the recipe's: paper every layer with fc, code without fc].",
         ),
         click.option("--biased", is_flag=True, help="Biased HSIC (Eq. 4) instead of the unbiased estimator."),
         click.option("--kernel", default="linear", show_default=True, help="linear, rbf or rbf:<threshold>."),
@@ -74,7 +83,9 @@ def _cka_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def _layers(text: str) -> str | list[str]:
+def _layers(text: str | None) -> str | list[str] | None:
+    if text is None:
+        return None
     items = [t.strip() for t in text.split(",") if t.strip()]
     return items[0] if len(items) == 1 else items
 
@@ -101,6 +112,8 @@ def _finish(res: A.Result, out: str, name: str | None, no_plot: bool) -> None:
     with user_errors():
         path = res.save(out, name)
         click.echo(f"result: {path} (+ {path.with_suffix('.npz').name})")
+        if isinstance(res, A.RecipeMeasured) and res.recipe:
+            click.echo(f"  recipe: {res.recipe_label()}")
         for label, acc, _ in res.accuracies():
             click.echo(f"  test accuracy of {label}: {acc:.2f} %")
         if not no_plot:
@@ -110,18 +123,27 @@ def _finish(res: A.Result, out: str, name: str | None, no_plot: bool) -> None:
             click.echo("  " + ", ".join(f"{k}={_value(v)}" for k, v in row.items()))
 
 
-def _cka(n_images, batch_size, layers, biased, kernel, data_root, device, quiet) -> dict[str, Any]:
-    """The keyword arguments every CKA-based analysis takes, from the shared options."""
-    return dict(n_images=n_images, batch_size=batch_size, layers=_layers(layers), unbiased=not biased,
-                kernel=kernel, data_root=data_root, device=device, progress=not quiet)
+def _cka(n_images, batch_size, layers, biased, kernel, recipe, data_root, device, quiet) -> dict[str, Any]:
+    """The keyword arguments every CKA-based analysis takes, from the shared options (None: the recipe's)."""
+    return dict(n_images="recipe" if n_images is None else n_images, batch_size=batch_size,
+                layers=_layers(layers), unbiased=not biased, kernel=kernel, recipe=recipe, data_root=data_root,
+                device=device, progress=not quiet)
 
 
-def _run(fn: Callable[[], A.Result], out: str, name: str | None, analysis: str) -> A.Result:
-    """Check the outputs, then compute (user errors become one line)."""
+def _run(fn: Callable[[], A.Result], out: str, name: str | None, analysis: str, recipe: str | None) -> A.Result:
+    """Check the recipe and the outputs, then compute (user errors become one line; warnings, e.g. models of
+    different recipes, are printed as ``Warning: ...``)."""
     with user_errors():
+        if recipe is not None:
+            recipes.get(recipe)  # an unknown name fails here, listing the recipes
         check_output_dir(out, "--out")
         result_paths(out, name or analysis)  # a bad --name fails here, before the work
-        return fn()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            res = fn()
+    for w in caught:
+        click.echo(f"Warning: {w.message}", err=True)
+    return res
 
 
 @click.command("compare")
@@ -130,10 +152,10 @@ def _run(fn: Callable[[], A.Result], out: str, name: str | None, analysis: str) 
 @_cka_options
 @_common
 def compare_cmd(checkpoint_a, checkpoint_b, n_images, batch_size, layers, biased, kernel, out, name, data_root,
-                device, no_plot, quiet) -> None:
+                device, recipe, no_plot, quiet) -> None:
     """Cross-layer CKA heatmap and CKA curve of two checkpoints (or one against itself)."""
-    kw = _cka(n_images, batch_size, layers, biased, kernel, data_root, device, quiet)
-    res = _run(lambda: A.compare(checkpoint_a, checkpoint_b, **kw), out, name, "compare")
+    kw = _cka(n_images, batch_size, layers, biased, kernel, recipe, data_root, device, quiet)
+    res = _run(lambda: A.compare(checkpoint_a, checkpoint_b, **kw), out, name, "compare", recipe)
     _finish(res, out, name, no_plot)
 
 
@@ -141,11 +163,11 @@ def compare_cmd(checkpoint_a, checkpoint_b, n_images, batch_size, layers, biased
 @click.argument("checkpoint", type=click.Path())
 @_cka_options
 @_common
-def temporal_cmd(checkpoint, n_images, batch_size, layers, biased, kernel, out, name, data_root, device, no_plot,
-                 quiet) -> None:
+def temporal_cmd(checkpoint, n_images, batch_size, layers, biased, kernel, out, name, data_root, device, recipe,
+                 no_plot, quiet) -> None:
     """T x T CKA between the time steps of every layer of an SNN checkpoint (Fig. 6)."""
-    kw = _cka(n_images, batch_size, layers, biased, kernel, data_root, device, quiet)
-    res = _run(lambda: A.temporal(checkpoint, **kw), out, name, "temporal")
+    kw = _cka(n_images, batch_size, layers, biased, kernel, recipe, data_root, device, quiet)
+    res = _run(lambda: A.temporal(checkpoint, **kw), out, name, "temporal", recipe)
     _finish(res, out, name, no_plot)
 
 
@@ -155,7 +177,7 @@ def temporal_cmd(checkpoint, n_images, batch_size, layers, biased, kernel, out, 
 @_cka_options
 @_common
 def blocks_cmd(checkpoint_a, checkpoint_b, n_images, batch_size, layers, biased, kernel, out, name, data_root,
-               device, no_plot, quiet) -> None:
+               device, recipe, no_plot, quiet) -> None:
     """CKA per layer type inside residual blocks and the periodic pattern along depth (Fig. 3).
 
     CHECKPOINT_A may also be a saved compare result (compare.json).
@@ -168,10 +190,10 @@ def blocks_cmd(checkpoint_a, checkpoint_b, n_images, batch_size, layers, biased,
             if not isinstance(src, A.CompareAnalysis):
                 raise ValueError(f"{checkpoint_a} is a {src.analysis} result; blocks needs a compare result")
         res, _ = A.blocks(src, checkpoint_b,
-                          **_cka(n_images, batch_size, layers, biased, kernel, data_root, device, quiet))
+                          **_cka(n_images, batch_size, layers, biased, kernel, recipe, data_root, device, quiet))
         return res
 
-    res = _run(go, out, name, "blocks")
+    res = _run(go, out, name, "blocks", recipe)
     _finish(res, out, name, no_plot)
     click.echo(
         f"periodic pattern: {res.periodic} (period {res.period}, block length {res.block_length}, "
@@ -187,10 +209,11 @@ def blocks_cmd(checkpoint_a, checkpoint_b, n_images, batch_size, layers, biased,
     show_default=True,
     help="Comma-separated L-inf radii, increasing (normalised input space unless --pixel-std).",
 )
-@click.option("--steps", default=10, show_default=True, help="PGD iterations.")
-@click.option("--step-size", default=None, type=float, help="PGD step size (default: 2.5 * eps / steps).")
+@click.option("--steps", default=None, type=int, help="PGD iterations [default: the recipe's, 20].")
+@click.option("--step-size", default=None, type=float, help="PGD step size [default: the recipe's, eps / 10].")
 @click.option(
-    "--random-start", is_flag=True, help="Start from a random point of the eps ball (Madry et al.)."
+    "--random-start", is_flag=True, default=None,
+    help="Start from a random point of the eps ball (Madry et al.) [default: the recipe's, no].",
 )
 @click.option(
     "--pixel-std",
@@ -202,14 +225,17 @@ def blocks_cmd(checkpoint_a, checkpoint_b, n_images, batch_size, layers, biased,
 @_cka_options
 @_common
 def robustness_cmd(checkpoints, eps, steps, step_size, random_start, pixel_std, seed, n_images, batch_size, layers,
-                   biased, kernel, out, name, data_root, device, no_plot, quiet) -> None:
-    """PGD robust accuracy per eps and CKA clean vs adversarial per layer, for each checkpoint (Fig. 8)."""
-    kw = _cka(n_images, batch_size, layers, biased, kernel, data_root, device, quiet)
+                   biased, kernel, out, name, data_root, device, recipe, no_plot, quiet) -> None:
+    """PGD robust accuracy per eps and CKA clean vs adversarial per layer, for each checkpoint (Fig. 8).
+
+    Each eps is attacked on its own from the clean images with the recipe's PGD (both recipes: 20 steps of
+    eps/10, no random start); robust accuracy on the whole test set unless --n-images is given."""
+    kw = _cka(n_images, batch_size, layers, biased, kernel, recipe, data_root, device, quiet)
     res = _run(
         lambda: A.robustness(list(checkpoints), eps=_floats(eps, "--eps"), steps=steps, step_size=step_size,
-                             random_start=random_start, pixel_std=_floats(pixel_std, "--pixel-std"), seed=seed,
-                             **kw),
-        out, name, "robustness",
+                             random_start=random_start or None, pixel_std=_floats(pixel_std, "--pixel-std"),
+                             seed=seed, **kw),
+        out, name, "robustness", recipe,
     )
     _finish(res, out, name, no_plot)
 
@@ -221,12 +247,13 @@ def robustness_cmd(checkpoints, eps, steps, step_size, random_start, pixel_std, 
 @click.option("--l2", default=1e-4, show_default=True, help="L2 penalty of the probes (>= 0).")
 @click.option("--batch-size", default=256, show_default=True)
 @_common
-def probe_cmd(checkpoints, n_train, n_test, l2, batch_size, out, name, data_root, device, no_plot, quiet) -> None:
+def probe_cmd(checkpoints, n_train, n_test, l2, batch_size, out, name, data_root, device, recipe, no_plot,
+              quiet) -> None:
     """Linear probes on every residual block's pooled output: accuracy per block (Fig. A.6)."""
     res = _run(
         lambda: A.probe(list(checkpoints), n_train=n_train, n_test=n_test, l2=l2, batch_size=batch_size,
-                        data_root=data_root, device=device, progress=not quiet),
-        out, name, "probe",
+                        recipe=recipe, data_root=data_root, device=device, progress=not quiet),
+        out, name, "probe", recipe,
     )
     _finish(res, out, name, no_plot)
 
@@ -237,10 +264,10 @@ def probe_cmd(checkpoints, n_train, n_test, l2, batch_size, out, name, data_root
 @_cka_options
 @_common
 def seeds_cmd(checkpoints, no_self, n_images, batch_size, layers, biased, kernel, out, name, data_root, device,
-              no_plot, quiet) -> None:
+              recipe, no_plot, quiet) -> None:
     """CKA heatmaps for every pairing of the checkpoints, e.g. ANN and SNN from two seeds each (App. C)."""
-    kw = _cka(n_images, batch_size, layers, biased, kernel, data_root, device, quiet)
-    res = _run(lambda: A.seeds(list(checkpoints), include_self=not no_self, **kw), out, name, "seeds")
+    kw = _cka(n_images, batch_size, layers, biased, kernel, recipe, data_root, device, quiet)
+    res = _run(lambda: A.seeds(list(checkpoints), include_self=not no_self, **kw), out, name, "seeds", recipe)
     _finish(res, out, name, no_plot)
 
 
@@ -249,12 +276,12 @@ def seeds_cmd(checkpoints, no_self, n_images, batch_size, layers, biased, kernel
 @click.option("--n-images", default=None, type=int, help="Test images (default: all).")
 @click.option("--batch-size", default=256, show_default=True)
 @_common
-def rates_cmd(checkpoint, n_images, batch_size, out, name, data_root, device, no_plot, quiet) -> None:
+def rates_cmd(checkpoint, n_images, batch_size, out, name, data_root, device, recipe, no_plot, quiet) -> None:
     """Firing-rate statistics of every LIF layer of an SNN checkpoint."""
     res = _run(
-        lambda: A.rates(checkpoint, n_images=n_images, batch_size=batch_size, data_root=data_root, device=device,
-                        progress=not quiet),
-        out, name, "rates",
+        lambda: A.rates(checkpoint, n_images=n_images, batch_size=batch_size, recipe=recipe, data_root=data_root,
+                        device=device, progress=not quiet),
+        out, name, "rates", recipe,
     )
     _finish(res, out, name, no_plot)
 

@@ -10,7 +10,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from ..checkpoint import load_checkpoint
+from ..checkpoint import load_checkpoint, resolve_checkpoint
 from ..recipes import RECIPES
 from ..training import DEFAULT_BATCH, TrainConfig, read_toml_fields
 from .errors import USER_ERRORS, one_line
@@ -82,9 +82,9 @@ def _config_from_cli(ctx: click.Context, p: dict[str, Any], base: TrainConfig | 
               help=f"Global batch size [default: {DEFAULT_BATCH['digits']} on {' and '.join(DEFAULT_BATCH)}, 256 "
                    "otherwise].")
 @click.option("--lr", type=float, default=None, help="Peak learning rate [default: 0.1 * batch_size / 256].")
-@click.option("--recipe", type=click.Choice(list(RECIPES)), default=_D.recipe, show_default=True,
-              help="paper: the paper's text; code: the authors' released code (momentum, weight decay, "
-                   "cosine per epoch).")
+@click.option("--recipe", default=_D.recipe, show_default=True,
+              help=f"{' | '.join(RECIPES)}: the paper's text (where it is silent, the released code's choice) or the "
+                   "authors' released code; sets momentum, weight decay, model, normalisation (docs/FIDELITY.md).")
 @click.option("--momentum", type=float, default=None, help="SGD momentum [default: the recipe's, 0.9].")
 @click.option("--weight-decay", type=float, default=None, help="Weight decay [default: the recipe's, 1e-4].")
 @click.option("--seed", type=int, default=_D.seed, show_default=True)
@@ -124,12 +124,12 @@ def train_cmd(ctx: click.Context, out: str, resume: bool, force: bool, config_fi
         result = train(cfg, out, resume=resume, force=force)
     except USER_ERRORS as e:
         raise click.ClickException(one_line(e)) from e
-    click.echo(f"done: test accuracy {result.get('test_acc', float('nan')):.4f} "
-               f"(best {result['best_acc']:.4f}) -> {out}")
+    click.echo(f"done: test accuracy {100 * result.get('test_acc', float('nan')):.2f} % "
+               f"(best {100 * result['best_acc']:.2f} %) -> {out}")
 
 
 @click.command("eval")
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", type=click.Path())
 @click.option("--data", default=None, help="Dataset name [default: the one the model was trained on].")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)
 @click.option("--download", is_flag=True, default=False)
@@ -140,13 +140,16 @@ def train_cmd(ctx: click.Context, out: str, resume: bool, force: bool, config_fi
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def eval_cmd(checkpoint: str, data: str | None, data_root: str | None, download: bool, frames: int | None,
              split: str, batch_size: int, device: str, as_json: bool) -> None:
-    """Accuracy and loss of a checkpoint's model on a dataset split (firing rates too for an SNN)."""
+    """Accuracy and loss of a checkpoint's model on a dataset split (firing rates too for an SNN).
+
+    CHECKPOINT is a .pt file or a run folder (its last.pt)."""
     from ..models import from_checkpoint
     from ..runtime import resolve_device
     from ..training import evaluate, load_dataset
 
     try:
         dev = resolve_device(device)
+        checkpoint = str(resolve_checkpoint(checkpoint, "last"))
         ckpt = load_checkpoint(checkpoint, map_location=dev)
         model = from_checkpoint(ckpt, checkpoint, dev)  # one read of the file
         tc = dict(ckpt.get("train_config") or {})
@@ -168,7 +171,7 @@ def eval_cmd(checkpoint: str, data: str | None, data_root: str | None, download:
     if as_json:
         click.echo(json.dumps(res))
         return
-    click.echo(f"{checkpoint}: {ds.name} {split} accuracy {res['acc']:.4f}  loss {res['loss']:.4f}  "
+    click.echo(f"{checkpoint}: {ds.name} {split} accuracy {100 * res['acc']:.2f} %  loss {res['loss']:.4f}  "
                f"({res['n']} images, epoch {res['epoch']})")
     for name, rate in (res.get("firing_rates") or {}).items():
         click.echo(f"  firing rate {name:<14} {rate:.4f}")

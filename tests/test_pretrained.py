@@ -1,0 +1,27 @@
+"""snncka.demo_pair: the demo's models in one call, from the same cache entry as `snncka demo`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import snncka
+from snncka.launch import run_folder
+from snncka.reproduce import load_experiment, model_jobs, scale_settings
+
+
+@pytest.mark.slow
+def test_demo_pair_trains_once_and_shares_the_demos_cache(tmp_path, eager_kernels) -> None:
+    pair = snncka.demo_pair(cache=tmp_path, epochs=1, progress=False)
+    assert pair.images.shape == (360, 1, 8, 8) and pair.labels.shape == (360,)
+    assert not pair.ann.config["spiking"] and pair.snn.config["spiking"] and pair.snn.config["T"] == 4
+    exp = load_experiment("demo")
+    jobs, _ = model_jobs(exp, "smoke", scale_settings(exp, "smoke", epochs=1), tmp_path)
+    assert sorted(pair.runs.values()) == sorted(run_folder(j.cfg, tmp_path) for j in jobs)
+    stamp = {k: (p / "last.pt").stat().st_mtime_ns for k, p in pair.runs.items()}
+    again = snncka.demo_pair(cache=tmp_path, epochs=1, progress=False)  # cached: nothing retrains
+    assert {k: (p / "last.pt").stat().st_mtime_ns for k, p in again.runs.items()} == stamp
+    for a, b in zip(pair.snn.state_dict().values(), again.snn.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    res = snncka.compare(pair.ann, pair.ann, pair.images)  # a tensor of images is accepted
+    assert res.matrix.shape[0] == len(res.layers_a) and abs(res.diagonal()[0] - 1.0) < 1e-6
