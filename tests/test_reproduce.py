@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from snncka import analyses, findings, launch, reproduce
+from snncka import analyses, findings, launch, reproduce, stagesteps
 from snncka.cli import main
 from snncka.models import create
 from snncka.models import load as load_model
@@ -22,7 +22,7 @@ from snncka.reproduce import (
     train_config,
 )
 
-IDS = ["fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "appA1", "appA2", "appC", "paper-vs-code"]
+IDS = ["fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "appA1", "appA2", "appA3", "appC", "paper-vs-code"]
 FAST = {"fig3", "fig7", "fig8", "appC"}  # the rest run under the slow marker
 SINGLE = [i for i in IDS if i != "paper-vs-code"]  # one recipe each (paper-vs-code: tests/test_paper_vs_code.py)
 SMOKE = dict(epochs=1, cka_images=96, progress=False, device="cpu")
@@ -60,7 +60,8 @@ def test_paper_tables_cover_every_model_of_their_experiment() -> None:
     for exp_id, kinds, unreported in [("fig2", 18, set()), ("fig5", 12, {"resnet20-T128"}), ("fig6", 12, set()),
                                       ("appA2", 20, set())]:
         exp = load_experiment(exp_id)
-        specs = exp.resolve("paper")
+        table = next(a for a in exp.analyses if a["kind"] == "accuracy")
+        specs = [s for s in exp.resolve("paper") if s.id in table.get("models", [s.id])]
         missing = {s.id for s in specs if paper_row(exp.paper, reproduce._paper_key(exp.paper_spec(s.id))) is None}
         assert missing == unreported, exp_id  # T=128 is in Fig. 5 but not in Table B.1
         assert sum(len(s.kinds) for s in specs) == kinds
@@ -141,6 +142,12 @@ def _check_experiment(exp_id: str, out: Path, cache: Path) -> None:
         assert paper and all(r.rows for r in paper)
         assert any(r["paper (%)"] is not None for t in paper for r in t.rows)
         assert "paper (%)" in html
+    if any(a.get("without_retraining") for a in exp.analyses):  # Table 3: both protocols, labelled
+        rows = analyses.load_result(out / "results" / f"paper-{exp.paper}.json").rows
+        protocols = {r["model"]: r["protocol"] for r in rows}
+        assert protocols["snn-T4-first1"] == "retrained"
+        assert protocols["reuse-snn-T4-first1"] == protocols["reuse-snn-T4-last1"] == "full-T weights, no retraining"
+        assert "full-T weights, no retraining" in html
     meta = json.loads((out / "experiment.json").read_text())
     assert meta["id"] == exp_id and meta["settings"]["epochs"] == 1 and meta["recipe"] == "paper"
     # the paper's findings, judged on this experiment's own results, in the report
@@ -213,7 +220,7 @@ def test_scale_settings_are_shared_and_overridden_per_experiment() -> None:
         paper, smoke = exp.settings("paper"), exp.settings("smoke")
         assert paper["epochs"] == 300 and paper["cka_images"] == 4096 and smoke["data"] == "digits"
         assert paper["data"] == ("cifar100" if exp.id == "appA2" else "cifar10")
-        assert paper["batch_size"] == (128 if exp.id == "fig7" else 256)
+        assert paper["batch_size"] == (128 if exp.id in ("fig7", "appA3") else 256)
     assert load_experiment("demo").settings("smoke")["epochs"] != load_experiment("fig2").settings("smoke")["epochs"]
 
 
@@ -264,3 +271,62 @@ def test_paper_numbers_are_a_reference_only_below_paper_scale() -> None:
     assert not any("difference" in k for k in smoke[0])
     assert smoke[0]["ours, smoke scale (%)"] == 95.0
     assert any("not comparable" in k for k in smoke[0])
+
+
+def test_full_T_weights_rebuilt_with_mixed_steps_are_the_same_weights() -> None:
+    import torch
+
+    torch.manual_seed(0)
+    full = create("resnet8", spiking=True, T=4, in_channels=1).eval()
+    x = 20 * torch.rand(3, 1, 8, 8)  # strong enough to make every stage spike at initialisation
+    same = stagesteps.with_stage_T(full, None)
+    assert torch.equal(same(x), full(x))  # stage_T=None: the model itself
+    first1 = stagesteps.with_stage_T(full, [1, 4, 4])
+    assert first1.config["stage_T"] == [1, 4, 4] and first1.state_dict().keys() == full.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(first1.state_dict().values(), full.state_dict().values(),
+                                                  strict=True))
+    # the same as a model built with stage_T given the full model's state dict, and not the full model
+    built = create("resnet8", spiking=True, T=4, in_channels=1, stage_T=[1, 4, 4])
+    built.load_state_dict(full.state_dict())
+    with torch.no_grad():
+        assert torch.equal(first1(x), built.eval()(x)) and not torch.equal(first1(x), full(x))
+    with pytest.raises(ValueError, match="spiking models only"):
+        stagesteps.with_stage_T(create("resnet8", spiking=False, in_channels=1), [1, 4, 4])
+
+
+def test_ambiguous_paper_values_show_every_reading() -> None:
+    row = paper_row("fig8", {"eps": 0.05})
+    assert stagesteps.paper_value(row, "ann") == "0.1 or 0.11 (printed '0.111.88')"
+    assert stagesteps.paper_value(row, "snn") == "11.88 or 1.88 (printed '0.111.88')"
+    assert stagesteps.paper_value(paper_row("fig8", {"eps": 0.01}), "snn") == 68.04
+    rows = [{"model": "resnet20", "type": "ANN", "paper setting": "eps=0.05", "ours (%)": 3.0,
+             "paper (%)": stagesteps.paper_value(row, "ann")}]
+    summary = reproduce.PaperComparison(table="fig8", caption="", rows=rows, scale="paper").summary()
+    assert summary[0]["difference"] is None and "or" in summary[0]["paper (%)"]
+
+
+def test_single_block_analysis_and_its_block_names() -> None:
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    names = ["conv1", "s1.b0.act1", "s1.b0.conv1", "s1.b0", "s1.b1.act1", "s1.b1.conv1", "s1.b1", "fc"]
+    kinds = ["conv", "act", "conv", "block", "act", "conv", "block", "linear"]
+    curve = np.array([0.9, 0.5, 0.4, 0.8, 0.3, 0.2, 0.7, 0.6])
+    cmp = SimpleNamespace(corresponding=lambda: (names, curve), layers_a=names, kinds_a=kinds, label_a="SNN",
+                          label_b="ANN")
+    res = stagesteps.block_subset(cmp, "s1.b1")
+    assert res.layers == ["s1.b1.act1", "s1.b1.conv1", "s1.b1"] and res.block_names == ["s1.b1"]
+    assert res.type_means == pytest.approx({"LIF/ReLU": 0.3, "conv": 0.2, "residual output": 0.7})
+    with pytest.raises(ValueError, match="its blocks: s1.b0, s1.b1"):
+        stagesteps.block_subset(cmp, "s2.b0")
+    stagesteps.check_block_names(["s1.b9", "s2.b15"], "resnet110", "x")  # 18 blocks per stage
+    for bad, arch in (("s2.b18", "resnet110"), ("s4.b0", "resnet20"), ("b1", "resnet20"), ("s1.b0", "vgg13")):
+        with pytest.raises(ValueError):
+            stagesteps.check_block_names([bad], arch, "x")
+    exp = load_experiment("appA2")  # Fig. A.5's blocks exist at both scales (smoke overrides them)
+    for scale in ("smoke", "paper"):
+        a = next(a for a in exp.analyses_at(scale) if a["kind"] == "blocks")
+        specs = {s.id: s for s in exp.resolve(scale)}
+        stagesteps.check_block_names(a["blocks"], specs["resnet110"].arch, scale)
+    assert next(a for a in exp.analyses_at("paper") if a["kind"] == "robustness")["paper"] == "figA9"

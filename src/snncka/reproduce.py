@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from . import analyses, data, recipe_compare, recipes, verdicts
+from . import analyses, data, recipe_compare, recipes, stagesteps, verdicts
 from .analyses import Result, load_result
 from .files import atomic_write, atomic_write_text
 from .launch import InlineLauncher, ModelJob, cache_key, ensure_trained, run_folder
@@ -91,6 +91,16 @@ class Experiment:
             spec = _spec(entry, self.id)
             specs.append(replace(spec, name=_trained_name(spec, self.paper_spec(spec.id))))
         return specs
+
+    def analyses_at(self, scale: str) -> list[dict[str, Any]]:
+        """The ``[[analysis]]`` entries at ``scale``: an entry's ``smoke = {...}`` / ``paper = {...}`` table
+        overrides its keys there (e.g. which residual blocks exist in the smaller smoke model)."""
+        out = []
+        for raw in self.analyses:
+            over = raw.get(scale, {})
+            out.append({**{k: v for k, v in raw.items() if k not in SCALES or not isinstance(v, dict)},
+                        **(over if isinstance(over, dict) else {})})
+        return out
 
     def paper_spec(self, model_id: str) -> ModelSpec:
         """A model's spec at paper scale, which is what it is compared with in the paper's tables."""
@@ -203,12 +213,12 @@ class PaperComparison(Result):
     seconds: float = 0.0
 
     def summary(self) -> list[dict[str, Any]]:
-        if self.scale == "paper":
-            return [{**r, "difference": None if r["paper (%)"] is None else r["ours (%)"] - r["paper (%)"]}
+        if self.scale == "paper":  # an ambiguous paper value is a text naming its readings: no difference
+            return [{**r, "difference": r["ours (%)"] - r["paper (%)"] if _number(r["paper (%)"]) else None}
                     for r in self.rows]
         ours = f"ours, {self.scale} scale (%)"
-        return [{"model": r["model"], "type": r["type"], ours: r["ours (%)"],
-                 "paper's setting (reference only)": r["paper setting"],
+        return [{"model": r["model"], "type": r["type"], **({"protocol": r["protocol"]} if "protocol" in r else {}),
+                 ours: r["ours (%)"], "paper's setting (reference only)": r["paper setting"],
                  "paper (%) (other data and epochs: not comparable)": r["paper (%)"]} for r in self.rows]
 
     def plot(self, out: str | Path, name: str | None = None) -> list[Path]:
@@ -218,12 +228,16 @@ class PaperComparison(Result):
         if not rows:
             return []
         paper_scale = self.scale == "paper"
+        unsure = [f"{r['model']} {r['type']} {r['paper setting']}" for r in rows
+                  if isinstance(r.get("paper (%)"), str)]
+        note = f"; no paper bar where its printed value is ambiguous ({', '.join(unsure)}): see the table" if (
+            paper_scale and unsure) else ""
         return plots.paper_bars(
             [f"{r['model']} {r['type']}" for r in rows],
             [r["ours (%)"] for r in rows],
-            [r.get("paper (%)") if paper_scale else None for r in rows],
+            [r.get("paper (%)") if paper_scale and _number(r.get("paper (%)")) else None for r in rows],
             Path(out) / f"{name or self.analysis}_accuracy",
-            title=(f"Accuracy: ours vs paper ({self.table})" if paper_scale else
+            title=(f"Accuracy: ours vs paper ({self.table}){note}" if paper_scale else
                    f"Accuracy at {self.scale} scale (the paper's {self.table} numbers: table, reference only)"),
         )
 
@@ -328,6 +342,10 @@ def _row(model: str, kind: str, setting: str, ours: float, theirs: float | None)
     return {"model": model, "type": kind.upper(), "paper setting": setting, "ours (%)": ours, "paper (%)": theirs}
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
 def _describe_key(key: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in key.items())
 
@@ -400,6 +418,8 @@ def _run_blocks(c: _Context, a: dict[str, Any]) -> None:
     """Per-layer-type CKA inside the residual blocks (Fig. 3), from each pair's comparison."""
     for s, cmp in _compare_pairs(c, a):
         c.cached(f"blocks-{s.name}", analyses.blocks, cmp)
+        for blk in a.get("blocks", []):  # single blocks (Fig. A.5: the 10th and 34th of ResNet-110)
+            c.cached(f"blocks-{s.name}-{blk}", stagesteps.block_subset, cmp, blk)
 
 
 def _run_self(c: _Context, a: dict[str, Any]) -> None:
@@ -427,7 +447,7 @@ def _run_robustness(c: _Context, a: dict[str, Any]) -> None:
                 kind = "snn" if label.startswith("SNN") else "ann"
                 for eps, ours in zip([0.0, *res.eps], [clean, *accs], strict=True):
                     row = paper_row(table, {"eps": eps})
-                    rows.append(_row(s.name, kind, f"eps={eps:g}", ours, None if row is None else row.get(kind)))
+                    rows.append(_row(s.name, kind, f"eps={eps:g}", ours, stagesteps.paper_value(row, kind)))
             _save(PaperComparison(table=table, caption=paper_numbers()[table]["caption"], rows=rows,
                                   scale=c.scale), c.out, f"paper-robustness-{s.name}")
 
@@ -448,14 +468,49 @@ def _run_accuracy(c: _Context, a: dict[str, Any]) -> None:
     table = a.get("paper", c.exp.paper)
     c100 = c.exp.settings("paper").get("data") == "cifar100"
     rows = []
-    for spec in c.specs:
+    for spec in c.models(a, ()):
         key = _paper_key(c.exp.paper_spec(spec.id))
         row = paper_row(table, key)
         for kind, run_dir in c.runs[spec.name].items():
             theirs = None if row is None else row.get(kind, row.get(f"{kind}_{'c100' if c100 else 'c10'}"))
             rows.append(_row(spec.name, kind, _describe_key(key), _final_accuracy(run_dir), theirs))
-    _save(PaperComparison(table=table, caption=paper_numbers()[table]["caption"], rows=rows, scale=c.scale),
-          c.out, f"paper-{table}")
+    caption = paper_numbers()[table]["caption"]
+    if a.get("without_retraining"):
+        rows = _with_reused_weights(c, rows)
+        caption += (f" Two protocols: '{RETRAINED}' (the mixed-step model trained that way) and '{REUSED}' (the "
+                    "full-T model run with the mixed steps, rows reuse-...); the paper does not say which it used.")
+    _save(PaperComparison(table=table, caption=caption, rows=rows, scale=c.scale), c.out, f"paper-{table}")
+
+
+RETRAINED, REUSED = "retrained", "full-T weights, no retraining"
+
+
+def _with_reused_weights(c: _Context, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Table 3's two protocols: every SNN with ``stage_T`` (retrained that way) and, as ``reuse-<full>[-...]``,
+    the full-T SNN of the same setting run with that ``stage_T`` without retraining (and the full-T SNN
+    evaluated the same way), each row labelled with its protocol."""
+    def same(full: ModelSpec, s: ModelSpec) -> bool:
+        return replace(full, id=s.id, name=s.name, stage_T=s.stage_T, paper_key=s.paper_key) == s
+
+    by_name = {r["model"]: r for r in rows if r["type"] == "SNN"}
+    out = [{**r, "protocol": RETRAINED if r["type"] == "SNN" and _stage_T(c, r["model"]) else "trained at full T"}
+           for r in rows]
+    for full in (s for s in c.specs if "snn" in s.kinds and not s.stage_T):
+        mixed = [s for s in c.specs if "snn" in s.kinds and s.stage_T and same(full, s)]
+        if not mixed:
+            continue
+        ckpt = c.ckpt(full, "snn")
+        for s in [full, *mixed]:
+            suffix = s.name[len(full.name):] if s.name.startswith(full.name) else f"-{s.name}"
+            ours = stagesteps.without_retraining_accuracy(ckpt, s.stage_T, data_root=c.common["data_root"],
+                                                          device=c.common["device"])
+            out.append({**by_name[s.name], "model": f"reuse-{full.name}{suffix}", "ours (%)": ours,
+                        "protocol": REUSED})
+    return out
+
+
+def _stage_T(c: _Context, name: str) -> tuple[int, ...] | None:
+    return next(s.stage_T for s in c.specs if s.name == name)
 
 
 #: analysis kind (``[[analysis]] kind = ...``) -> the function that runs it
@@ -532,7 +587,7 @@ def run_one(exp_id: str, scale: str, out: Path, *, cache: str | Path | None = No
             and settings.get("cka_images") == _default_scales()["paper"].get("cka_images")):
         common["n_images"] = settings.get("cka_images", 4096)  # else the recipe's (paper 4096, code 2048)
     ctx = _Context(exp, scale, specs, runs, out, common, recipe)
-    for a in exp.analyses:
+    for a in exp.analyses_at(scale):
         ANALYSES[a["kind"]](ctx, a)
 
     _write_json(out / "experiment.json", {
@@ -554,6 +609,10 @@ def _prepare(exp_id: str, scale: str, out: Path, cache: Path, epochs: int | None
     bad = [a["kind"] for a in exp.analyses if a["kind"] not in ANALYSES]
     if bad:
         raise ValueError(f"experiment {exp.id}: unknown analysis kind(s) {bad}; known: {', '.join(ANALYSES)}")
+    for a in exp.analyses_at(scale):
+        for s in exp.resolve(scale) if a.get("blocks") else []:
+            if a.get("models") is None or s.id in a["models"]:
+                stagesteps.check_block_names(a["blocks"], s.arch, f"experiment {exp.id}, model {s.id}")
     jobs, runs = model_jobs(exp, scale, settings, cache, **run_opts)
     for name in sorted({j.cfg.data for j in jobs}):
         check_available(name, run_opts.get("data_root"), bool(run_opts.get("download")))
