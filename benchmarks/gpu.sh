@@ -6,7 +6,8 @@
 #     bash benchmarks/gpu.sh                                 # dry run of every step on a CPU, small sizes
 #
 # Steps: (a) pytest tests/test_cuda.py, (b) bench_cka.py W1+W2, (c) bench_snn_step.py (float32),
-# (d) bench_train.py --cifar-sized, (e) bench_data.py, (f) bench_snn_step.py --amp (fused + ANN only).
+# (d) bench_train.py --cifar-sized (the data share and the ResNet-20 SNN T=4 epoch), (e) bench_data.py,
+# (f) bench_snn_step.py --amp (fused + ANN only) at batch 128 and (g) at batch 256 (the trainer's batch sizes).
 # Each step runs under `timeout` with min(its cap, what is left of GPU_SH_BUDGET seconds); a step that would
 # get under 20 s is skipped, so the whole script ends within GPU_SH_BUDGET + ~30 s (environment report and
 # wheel install). Every step's output goes to stdout and to $OUT/<step>.log; $OUT/summary.txt collects
@@ -24,9 +25,9 @@ mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
 DEVICE="${GPU_SH_DEVICE:-cuda}"
 QUICK="${GPU_SH_QUICK:-0}"
-BUDGET="${GPU_SH_BUDGET:-400}"  # seconds for steps (a)-(f) together
+BUDGET="${GPU_SH_BUDGET:-400}"  # seconds for steps (a)-(g) together
 CAP_SCALE="${GPU_SH_CAP_SCALE:-1}"  # multiplies every step's cap (dry runs on a slow CPU)
-STEPS="${GPU_SH_STEPS:-a,b,c,d,e,f}"  # a subset for a rerun, e.g. GPU_SH_STEPS=c,d
+STEPS="${GPU_SH_STEPS:-a,b,c,d,e,f,g}"  # a subset for a rerun, e.g. GPU_SH_STEPS=c,d
 SUMMARY="$OUT/summary.txt"
 : > "$SUMMARY"
 START=$SECONDS
@@ -109,7 +110,7 @@ if [[ $QUICK == 1 ]]; then
   CKA_Q=(--quick); STEP_Q=(--rounds 1 --batch 4); TRAIN_Q=(--train-images 512 --width 0.25 --epochs 2)
   DATA_Q=(--batch 32 --repeats 2); AMP_Q=(--rounds 1 --batch 4)
 else
-  CKA_Q=(); STEP_Q=(--rounds 15); TRAIN_Q=(--epochs 2); DATA_Q=(--repeats 10); AMP_Q=(--rounds 15)
+  CKA_Q=(); STEP_Q=(--rounds 15); TRAIN_Q=(--epochs 2); DATA_Q=(--repeats 10); AMP_Q=(--rounds 15 --batch 128)
 fi
 TEST_ENV=()
 [[ $DEVICE == cpu ]] && TEST_ENV=(env SNNCKA_TEST_DEVICE=cpu)
@@ -128,6 +129,8 @@ step d_bench_train 120 5 "$PY" benchmarks/bench_train.py --cifar-sized --device 
 step e_bench_data 60 10 "$PY" benchmarks/bench_data.py --device "$DEVICE" --amp "${DATA_Q[@]}"
 step f_bench_snn_step_amp 90 6 "$PY" benchmarks/bench_snn_step.py --device "$DEVICE" --amp --variants fused,ann \
   "${AMP_Q[@]}"
+step g_bench_snn_step_amp256 90 6 "$PY" benchmarks/bench_snn_step.py --device "$DEVICE" --amp --variants fused,ann \
+  "${AMP_Q[@]}" --batch 256
 
 log "=== gpu.sh done: $FAILED step(s) failed, $((SECONDS - START)) s"
 echo
