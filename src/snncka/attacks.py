@@ -23,10 +23,10 @@ import torch
 from torch import Tensor, nn
 
 from . import recipes
+from .models import BN_BUFFERS
 
 __all__ = ["pgd", "pgd_options", "pgd_sweep", "pixel_bounds", "to_normalised_eps"]
 
-_BN_STATE = ("running_mean", "running_var", "num_batches_tracked")
 
 
 def _channel_shape(n: int, channel_dim: int) -> list[int]:
@@ -107,7 +107,7 @@ def pgd(
     loss_fn = nn.CrossEntropyLoss()
     flags = [m.training for m in model.modules()]
     bn = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [{k: getattr(m, k).clone() for k in _BN_STATE if getattr(m, k, None) is not None} for m in bn]
+    saved = [{k: getattr(m, k).clone() for k in BN_BUFFERS if getattr(m, k, None) is not None} for m in bn]
     if mode is not None:
         model.train(mode == "train")
     try:

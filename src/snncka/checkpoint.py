@@ -82,7 +82,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device | None = 
     return obj
 
 
-_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since torch 1.6
 _PICKLE_PROTOCOLS = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")  # legacy torch.save: a pickle
 
 
@@ -104,7 +103,7 @@ def _check_torch_file(path: Path) -> None:
     if not head:
         raise CheckpointError(f"checkpoint {str(path)!r} is empty (truncated); use another checkpoint "
                               "(best.pt/last.pt) or retrain")
-    if head.startswith(_ZIP_MAGIC) or head[:2] in _PICKLE_PROTOCOLS or head.startswith(b"PK"):
+    if head.startswith(b"PK") or head[:2] in _PICKLE_PROTOCOLS:  # a zip (torch.save since 1.6) or a pickle
         return
     text = _as_text(head)
     if text is None:  # binary, but no torch file header: damaged, or some other binary format

@@ -42,6 +42,7 @@ from torch import Tensor
 from .cifar_batches import read_batch
 from .events import MissingExtraError
 from .files import atomic_write_stream
+from .recipes import RELEASED_NORMALISATION
 
 __all__ = ["CIFAR", "DATASETS", "EVENT_SOURCES", "FIXED_NORMALISATION", "NORMALISATIONS", "Augment", "Dataset",
            "MissingExtraError", "augment_batch", "augment_draws", "cache_dir", "digits_dvs_events", "download_file",
@@ -156,11 +157,8 @@ def register(name: str, *, reads_root: bool = False) -> Callable[[Loader], Loade
 
 #: ``normalisation="fixed"``: per-channel (mean, std) of pixel values in [0, 1] from the authors' released
 #: code (its CIFAR loaders' ``Normalize``), which differ from the training sets' own statistics (e.g. the
-#: CIFAR-10 std there is ~0.20, the data's ~0.25).
-FIXED_NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
-    "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
-}
+#: CIFAR-10 std there is ~0.20, the data's ~0.25). One table, kept with the recipes that choose it.
+FIXED_NORMALISATION = RELEASED_NORMALISATION
 NORMALISATIONS = ("dataset", "fixed")
 
 

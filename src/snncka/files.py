@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import os
 import shutil
 import tempfile
@@ -27,8 +28,9 @@ class DiskFullError(OSError):
     """The disk filled up while writing; the previous version of the file is untouched."""
 
 
+@functools.cache
 def _umask() -> int:
-    """The process umask, read without changing it (Linux: /proc; elsewhere assume the usual 022)."""
+    """The process umask (read once), read without changing it (Linux: /proc; elsewhere assume the usual 022)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("Umask:"):

@@ -409,7 +409,7 @@ def from_config(config: dict[str, Any]) -> SNNCKAModel:
     )
 
 
-_RELEASED_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")  # a BatchNorm's running state
 
 
 def load_released_state_dict(model: SNNCKAModel, state_dict: Mapping[str, Tensor]) -> None:
@@ -429,8 +429,8 @@ def load_released_state_dict(model: SNNCKAModel, state_dict: Mapping[str, Tensor
                          "build the model that matches the released network")
     mapped = {}
     for (k_ours, v_ours), (k, v) in zip(ours, theirs, strict=True):
-        if tuple(v.shape) != tuple(v_ours.shape) or (k.rsplit(".", 1)[-1] in _RELEASED_BUFFERS) != (
-                k_ours.rsplit(".", 1)[-1] in _RELEASED_BUFFERS):
+        if tuple(v.shape) != tuple(v_ours.shape) or (k.rsplit(".", 1)[-1] in BN_BUFFERS) != (
+                k_ours.rsplit(".", 1)[-1] in BN_BUFFERS):
             raise ValueError(f"released tensor {k!r} {tuple(v.shape)} does not fit {k_ours!r} "
                              f"{tuple(v_ours.shape)}; build the model that matches the released network")
         mapped[k_ours] = v

@@ -255,7 +255,7 @@ def _compile_default(x: Tensor | None = None, cfg: LIFConfig | None = None) -> b
         return env == "1"
     if x is None or cfg is None or x.device.type != "cpu":
         return x is None or x.device.type != "cpu"
-    key = (cfg.surrogate, cfg.reset == "hard", cfg.detach_reset, x.shape[0], x.dtype)
+    key = (cfg.surrogate, cfg.reset == "hard", cfg.detach_reset, cfg.fire_at_threshold, x.shape[0], x.dtype)
     return _AUTO.setdefault(key, x.numel() >= _CPU_COMPILE_MIN_NUMEL)
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 from torch import Tensor
 
 from . import data as data_mod
-from .checkpoint import load_checkpoint, resolve_checkpoint
+from .checkpoint import resolve_checkpoint
 from .launch import ensure_trained
-from .models import SNNCKAModel, from_checkpoint
+from .models import SNNCKAModel, load
 
 __all__ = ["Pair", "demo_pair"]
 
@@ -48,8 +48,7 @@ def demo_pair(*, cache: str | Path | None = None, epochs: int | None = None, pro
     (spec_runs,) = runs.values()
     models = {}
     for kind, run in spec_runs.items():
-        path = resolve_checkpoint(run, "last")
-        models[kind] = from_checkpoint(load_checkpoint(path), source=path).eval()
+        models[kind] = load(resolve_checkpoint(run, "last"))  # CPU, eval mode
     ds = data_mod.get(jobs[0].cfg.data)
     return Pair(ann=models["ann"], snn=models["snn"], images=ds.x_test, labels=ds.y_test,
                 runs={k: Path(v) for k, v in spec_runs.items()})

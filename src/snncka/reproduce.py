@@ -25,6 +25,7 @@ import numpy as np
 
 from . import analyses, data, recipe_compare, recipes, stagesteps, verdicts
 from .analyses import Result, load_result
+from .checkpoint import resolve_checkpoint
 from .files import atomic_write, atomic_write_text
 from .launch import InlineLauncher, ModelJob, cache_key, ensure_trained, run_folder
 from .report import build_report
@@ -369,9 +370,7 @@ class _Context:
 
     def ckpt(self, spec: ModelSpec, kind: str) -> Path:
         """The checkpoint the recipe analyses (its ``checkpoint``: best or last epoch; last if no best)."""
-        run_dir = self.runs[spec.name][kind]
-        chosen = run_dir / f"{recipes.get(self.recipe).checkpoint}.pt"
-        return chosen if chosen.is_file() else run_dir / "last.pt"
+        return resolve_checkpoint(self.runs[spec.name][kind], recipes.get(self.recipe).checkpoint)
 
     def models(self, analysis: dict[str, Any], need: tuple[str, ...]) -> list[ModelSpec]:
         """The specs an analysis applies to (its ``models`` list of ids, or all) that have the kinds it needs."""

@@ -19,7 +19,6 @@ Files of the earlier format (version 1: analysis files tagged ``snncka_analysis`
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -31,7 +30,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from .files import atomic_write_bytes
+from .files import atomic_write_bytes, atomic_write_stream
 
 __all__ = ["CKAResult", "Measured", "Result", "TemporalResult", "check_output_dir", "iter_results", "load_result",
            "result_paths"]
@@ -110,9 +109,7 @@ class Result:
         js, npz = result_paths(path, name)
         meta, arrays = _encode(self)
         head = {KIND_KEY: meta.pop(KIND_KEY), "format_version": FORMAT_VERSION, "name": js.stem}
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        atomic_write_bytes(npz, buf.getvalue())
+        atomic_write_stream(npz, lambda f: np.savez(f, **arrays))
         atomic_write_bytes(js, json.dumps({**head, **meta}, indent=1, allow_nan=False).encode())
         return js
 
@@ -215,6 +212,11 @@ def load_result(path: str | Path) -> Result:
         meta = json.loads(js.read_text())
     except (UnicodeDecodeError, ValueError) as e:
         raise ValueError(f"{str(js)!r} is not a snncka result (not JSON: {e})") from None
+    return _from_meta(js, npz, meta)
+
+
+def _from_meta(js: Path, npz: Path, meta: Any) -> Result:
+    """The result whose parsed ``.json`` is ``meta``, with the arrays of its ``.npz``."""
     kind = _kind_of(meta)
     if kind is None:
         raise ValueError(f"{str(js)!r} is not a snncka result (no known {KIND_KEY!r} tag)")
@@ -242,7 +244,7 @@ def iter_results(root: str | Path) -> Iterator[tuple[Path, Result]]:
         if _kind_of(head) is None:
             continue
         try:
-            yield p, load_result(p)
+            yield p, _from_meta(p, result_paths(p)[1], head)  # the JSON is read once
         except (OSError, ValueError) as e:
             warnings.warn(f"skipped {p}: {e}", UserWarning, stacklevel=2)
 
