@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from .results import finite_mean
+
 __all__ = ["THRESHOLDS", "VERDICTS", "Finding", "evaluate", "evaluate_paper", "to_markdown", "to_rows"]
 
 VERDICTS = ("holds", "does not hold", "not measured")
@@ -107,12 +109,9 @@ def model_info(label: str) -> dict[str, Any]:
 
 def _diagonal(r: Any) -> tuple[list[str], np.ndarray, list[str]]:
     """Corresponding-layer CKA of a cross-layer result: (names, values, kinds) in model a's order."""
-    jb = {n: j for j, n in enumerate(r.layers_b)}
+    names, d = r.corresponding()
     kinds = dict(zip(r.layers_a, r.kinds_a, strict=False))
-    names = [n for n in r.layers_a if n in jb]
-    ia = {n: i for i, n in enumerate(r.layers_a)}
-    m = np.asarray(r.matrix, dtype=float)
-    return names, np.array([m[ia[n], jb[n]] for n in names], dtype=float), [kinds.get(n, "") for n in names]
+    return names, d, [kinds.get(n, "") for n in names]
 
 
 def _pair_info(r: Any) -> dict[str, Any]:
@@ -121,16 +120,10 @@ def _pair_info(r: Any) -> dict[str, Any]:
     info = model_info(snn)
     names, d, kinds = _diagonal(r)
     blocks = [v for v, k in zip(d, kinds, strict=True) if k == "block"]
-    info["mean"] = _nanmean(d)
-    info["block_mean"] = _nanmean(blocks) if blocks else info["mean"]
+    info["mean"] = finite_mean(d)
+    info["block_mean"] = finite_mean(blocks) if blocks else info["mean"]
     info["fraction_high"] = float(np.mean(d[np.isfinite(d)] > THRESHOLDS["high_cka"])) if len(d) else math.nan
     return info
-
-
-def _nanmean(v: Any) -> float:
-    a = np.asarray(v, dtype=float)
-    a = a[np.isfinite(a)]
-    return float(a.mean()) if a.size else math.nan
 
 
 def _is_pair(r: Any) -> bool:
@@ -296,7 +289,7 @@ def blocks_restore_similarity(curves: Sequence[Any]) -> Finding:
             continue
         by_type[k].append(float(v))
         per_block.setdefault(m.group(1), {"out": [], "inner": []})["out" if k == "block" else "inner"].append(v)
-    means = {k: _nanmean(v) for k, v in by_type.items()}
+    means = {k: finite_mean(v) for k, v in by_type.items()}
     restored = [np.mean(b["out"]) > np.mean(b["inner"]) for b in per_block.values() if b["out"] and b["inner"]]
     frac = float(np.mean(restored)) if restored else math.nan
     if not all(math.isfinite(v) for v in (*means.values(), frac)):
@@ -370,15 +363,14 @@ def early_static_late_dynamic(temporals: Sequence[Any]) -> Finding:
         m = np.asarray(r.matrices, dtype=float)
         if m.ndim != 3 or m.shape[-1] < 2:
             continue
-        mask = ~np.eye(m.shape[-1], dtype=bool)
         stages: dict[int, list[float]] = {}
-        for n, k, x in zip(r.layers, r.kinds, m, strict=False):
+        for n, k, x in zip(r.layers, r.kinds, r.off_diagonal_mean(), strict=False):
             b = _BLOCK.match(n)
             if k == "block" and b and b.group(2) is None:
-                stages.setdefault(int(n[1:n.index(".")]), []).append(float(np.nanmean(x[mask])))
+                stages.setdefault(int(n[1:n.index(".")]), []).append(float(x))
         if len(stages) < 2:
             continue
-        early, late = _nanmean(stages[min(stages)]), _nanmean(stages[max(stages)])
+        early, late = finite_mean(stages[min(stages)]), finite_mean(stages[max(stages)])
         ok = early >= THRESHOLDS["static_min"] and late <= early - THRESHOLDS["dynamic_gap"]
         parts.append(HOLDS if ok else FAILS)
         texts.append(f"{r.label}: stage {min(stages)} {_f(early)}, stage {max(stages)} {_f(late)}")
@@ -479,7 +471,7 @@ def snn_adversarial_features_closer(robustness: Sequence[Any]) -> Finding:
         cka = getattr(r, "cka", None)
         if idx is None or not cka or not cka[idx[0]] or not cka[idx[1]]:
             continue
-        means = {e: (_nanmean(cka[idx[0]][k]), _nanmean(cka[idx[1]][k])) for k, e in enumerate(r.eps)}
+        means = {e: (finite_mean(cka[idx[0]][k]), finite_mean(cka[idx[1]][k])) for k, e in enumerate(r.eps)}
         if not all(math.isfinite(v) for pair in means.values() for v in pair):
             continue
         parts.append(HOLDS if all(s > a for a, s in means.values()) else FAILS)
@@ -496,7 +488,7 @@ def seed_pairings_alike(seeds: Sequence[Any]) -> Finding:
     fid, claim, src = "seed-pairings-alike", "All ANN/SNN seed pairings are alike", "App. C, Fig. C.2"
     for r in seeds:
         mats = np.asarray(r.matrices, dtype=float)
-        vals = {f"{r.labels[i]} vs {r.labels[j]}": _nanmean(np.diagonal(mats[k]))
+        vals = {f"{r.labels[i]} vs {r.labels[j]}": finite_mean(np.diagonal(mats[k]))
                 for k, (i, j) in enumerate(r.pairs) if bool(r.spiking[i]) != bool(r.spiking[j])}
         vals = {k: v for k, v in vals.items() if math.isfinite(v)}
         if len(vals) >= 2:
