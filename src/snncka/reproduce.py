@@ -30,7 +30,7 @@ from .files import atomic_write, atomic_write_text
 from .launch import InlineLauncher, ModelJob, cache_key, ensure_trained, run_folder
 from .report import build_report
 from .runtime import environment
-from .training import TrainConfig
+from .training import TrainConfig, read_metrics
 
 __all__ = ["ANALYSES", "SCALES", "Experiment", "ModelSpec", "cache_key", "ensure_trained", "list_experiments",
            "load_experiment", "model_jobs", "paper_numbers", "paper_row", "run", "run_folder", "train_config"]
@@ -335,8 +335,7 @@ def _paper_key(spec: ModelSpec) -> dict[str, Any]:
 
 
 def _final_accuracy(run: Path) -> float:
-    lines = [ln for ln in (run / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-    return 100.0 * float(json.loads(lines[-1])["test_acc"])
+    return 100.0 * float(read_metrics(run / "metrics.jsonl")[-1]["test_acc"])
 
 
 def _row(model: str, kind: str, setting: str, ours: float, theirs: float | None) -> dict[str, Any]:
@@ -498,11 +497,11 @@ def _with_reused_weights(c: _Context, rows: list[dict[str, Any]]) -> list[dict[s
         mixed = [s for s in c.specs if "snn" in s.kinds and s.stage_T and same(full, s)]
         if not mixed:
             continue
-        ckpt = c.ckpt(full, "snn")
-        for s in [full, *mixed]:
+        variants = [full, *mixed]
+        accs = stagesteps.without_retraining_accuracy(c.ckpt(full, "snn"), [s.stage_T for s in variants],
+                                                      data_root=c.common["data_root"], device=c.common["device"])
+        for s, ours in zip(variants, accs, strict=True):
             suffix = s.name[len(full.name):] if s.name.startswith(full.name) else f"-{s.name}"
-            ours = stagesteps.without_retraining_accuracy(ckpt, s.stage_T, data_root=c.common["data_root"],
-                                                          device=c.common["device"])
             out.append({**by_name[s.name], "model": f"reuse-{full.name}{suffix}", "ours (%)": ours,
                         "protocol": REUSED})
     return out

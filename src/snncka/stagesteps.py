@@ -40,14 +40,15 @@ def with_stage_T(model: SNNCKAModel, stage_T: Sequence[int] | None) -> SNNCKAMod
     return new.to(device).eval()
 
 
-def without_retraining_accuracy(full_T_checkpoint: str | Path, stage_T: Sequence[int] | None, *,
+def without_retraining_accuracy(full_T_checkpoint: str | Path, stage_Ts: Sequence[Sequence[int] | None], *,
                                 data_root: str | Path | None = None, device: str | torch.device | None = None,
-                                n_images: int | None = None) -> float:
-    """Test accuracy (%) of the checkpoint's full-T spiking model run with ``stage_T`` steps per stage, on
-    the first ``n_images`` test images of the data it was trained on (all by default)."""
+                                n_images: int | None = None) -> list[float]:
+    """Test accuracy (%) of the checkpoint's full-T spiking model run with each ``stage_T`` of ``stage_Ts``
+    (steps per stage; None: T everywhere), on the first ``n_images`` test images of the data it was trained
+    on (all by default). The checkpoint and its data are loaded once for all of them."""
     s = Subject.load(full_T_checkpoint, data_root=data_root, device=device)
-    rebuilt = Subject(with_stage_T(s.model, stage_T), s.data, f"{s.label} stage_T={stage_T}", s.source)
-    return accuracy(rebuilt, n_images, device=device)
+    return [accuracy(Subject(with_stage_T(s.model, st), s.data, f"{s.label} stage_T={st}", s.source), n_images,
+                     device=device) for st in stage_Ts]
 
 
 def block_subset(cmp: Any, block: str) -> BlocksResult:

@@ -6,7 +6,7 @@ import math
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -188,8 +188,9 @@ def blocks(a: Any, b: Any | None = None, **compare_kwargs: Any) -> tuple[BlocksR
     kinds = dict(zip(cmp.layers_a, cmp.kinds_a, strict=False))
     res = blocks_from(d, names, [kinds[n] for n in names], f"{cmp.label_a} vs {cmp.label_b}")
     res.seconds = time.perf_counter() - t0
-    for f in ("recipe", "recipe_settings", "model_recipes", "mixed_recipes", "recipe_warning", "environment"):
-        setattr(res, f, getattr(cmp, f))
+    for f in fields(RecipeMeasured):  # the comparison's recipe and environment (not its run time)
+        if f.name != "seconds":
+            setattr(res, f.name, getattr(cmp, f.name))
     return res, cmp
 
 

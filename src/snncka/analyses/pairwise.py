@@ -117,13 +117,15 @@ def compare(
     n_images: int | None | str = "recipe", batch_size: int | None = None, layers: Any = None,
     unbiased: bool = True, kernel: str = "linear", recipe: str | Recipe | None = None,
     data_root: str | Path | None = None, device: str | torch.device | None = None, progress: bool = True,
+    with_accuracy: bool = True,
 ) -> CompareAnalysis:
     """Cross-layer CKA between the models of checkpoints ``a`` and ``b`` (``b=None``: ``a`` with itself),
     on the first ``n_images`` test images (Sec. 3.3: minibatch CKA, every layer pair).
 
     ``recipe`` (default: the one ``a`` was built under) gives what is not given: the images
     (``n_images="recipe"``; None = the whole test split), the minibatch size, the layer set and which
-    checkpoint of a run folder is read."""
+    checkpoint of a run folder is read. ``with_accuracy=False`` skips the models' test-set accuracy passes
+    (for callers that do not keep them)."""
     t0 = time.perf_counter()
     dev = resolve_device(device)
     if b is None:
@@ -144,8 +146,8 @@ def compare(
         label_b=sb.label,
         spiking_a=sa.spiking,
         spiking_b=sb.spiking,
-        accuracy_a=accuracy(sa, device=dev),
-        accuracy_b=accuracy(sb, device=dev) if sb is not sa else None,
+        accuracy_a=accuracy(sa, device=dev) if with_accuracy else None,
+        accuracy_b=accuracy(sb, device=dev) if with_accuracy and sb is not sa else None,
         source_a=sa.source,
         source_b=sb.source,
         seconds=time.perf_counter() - t0,

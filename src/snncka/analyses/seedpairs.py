@@ -115,7 +115,8 @@ def seeds(sources: Sequence[Any], *, include_self: bool = True, recipe: str | Re
     for i, j in pairs:
         with warnings.catch_warnings():  # a mixed pair: warned once above, for the whole analysis
             warnings.simplefilter("ignore", UserWarning)
-            r = compare(subs[i], subs[j] if j != i else None, device=dev, recipe=rec, **compare_kwargs)
+            r = compare(subs[i], subs[j] if j != i else None, device=dev, recipe=rec, with_accuracy=False,
+                        **compare_kwargs)
         if layers is not None and (r.layers_a != layers or r.layers_b != layers):
             raise ValueError("the models record different layers; seeds needs identical topologies")
         layers, n = r.layers_a, r.n_images

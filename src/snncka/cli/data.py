@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import data as data_mod
-from .errors import USER_ERRORS, one_line
+from .errors import user_errors
 
 
 def _summary(doc: str | None) -> str:
@@ -38,11 +38,9 @@ def data_cmd(name: str | None, data_root: str | None, download: bool, frames: in
         for key, loader in sorted(data_mod.DATASETS.items()):
             click.echo(f"{key:<12} {_summary(loader.__doc__)}")
         return
-    try:
+    with user_errors():
         ds = data_mod.get(name, root=data_root, frames=frames, download=download, seed=seed,
                           normalisation=normalisation)
-    except (*USER_ERRORS, data_mod.MissingExtraError) as e:
-        raise click.ClickException(one_line(e)) from e
     kind = f"{ds.frames} frames" if ds.frames else "static images"
     click.echo(f"{ds.name}: {ds.num_classes} classes, train {tuple(ds.x_train.shape)}, "
                f"test {tuple(ds.x_test.shape)}, {kind}")

@@ -13,7 +13,7 @@ from click.core import ParameterSource
 from ..checkpoint import load_checkpoint, resolve_checkpoint
 from ..recipes import RECIPES
 from ..training import DEFAULT_BATCH, TrainConfig, read_toml_fields
-from .errors import USER_ERRORS, one_line
+from .errors import user_errors
 
 _D = TrainConfig()
 _NEURON = {"tau": float, "v_th": float, "surrogate": str, "alpha": float, "reset": str, "detach_reset": bool,
@@ -115,15 +115,13 @@ def train_cmd(ctx: click.Context, out: str, resume: bool, force: bool, config_fi
 
     if resume and force:
         raise click.UsageError("--resume continues a run and --force overwrites it; pass only one")
-    try:
+    with user_errors():
         base = None
         if resume and (Path(out) / "last.pt").is_file():
             saved = load_checkpoint(Path(out) / "last.pt").get("train_config")
             base = TrainConfig.from_dict(saved) if saved is not None else None
         cfg = _config_from_cli(ctx, p, base, config_file)
         result = train(cfg, out, resume=resume, force=force)
-    except USER_ERRORS as e:
-        raise click.ClickException(one_line(e)) from e
     click.echo(f"done: test accuracy {100 * result.get('test_acc', float('nan')):.2f} % "
                f"(best {100 * result['best_acc']:.2f} %) -> {out}")
 
@@ -147,7 +145,7 @@ def eval_cmd(checkpoint: str, data: str | None, data_root: str | None, download:
     from ..runtime import resolve_device
     from ..training import evaluate, load_dataset
 
-    try:
+    with user_errors():
         dev = resolve_device(device)
         checkpoint = str(resolve_checkpoint(checkpoint, "last"))
         ckpt = load_checkpoint(checkpoint, map_location=dev)
@@ -165,8 +163,6 @@ def eval_cmd(checkpoint: str, data: str | None, data_root: str | None, download:
         ds = load_dataset(cfg)
         xy = (ds.x_test, ds.y_test) if split == "test" else (ds.x_train, ds.y_train)
         res = evaluate(model, xy, batch_size=batch_size, device=dev, amp=False)
-    except USER_ERRORS as e:
-        raise click.ClickException(one_line(e)) from e
     res = {"checkpoint": str(checkpoint), "data": ds.name, "split": split, "epoch": ckpt.get("epoch"), **res}
     if as_json:
         click.echo(json.dumps(res))
