@@ -246,6 +246,10 @@ def test_snn_adversarial_features_closer() -> None:
     g = findings.snn_adversarial_features_closer([pgd([90, 90], [[80, 50], [85, 70]], cka[::-1])])
     assert g.verdict == FAILS
     assert findings.snn_adversarial_features_closer([pgd([90, 90], [[80, 50], [85, 70]])]).verdict == UNMEASURED
+    # the released train-mode attack's CKA (BN drift) beside the eval-mode one: the eval-mode one is judged
+    both = pgd([90, 90], [[80, 50], [85, 70]], cka[::-1])
+    both.cka_eval = cka
+    assert findings.snn_adversarial_features_closer([both]).verdict == HOLDS
 
 
 def test_seed_pairings_alike() -> None:
