@@ -62,7 +62,8 @@ THRESHOLDS: dict[str, float] = {
     "dynamic_gap": 0.25,
     # Sec. 4.3, Table 3: "the first stage can have much lower accuracy degradation (<1%), while the last stage
     # drop 2~4%": the last stage's drop exceeds the first's by at least the 1 point between those two bands, at
-    # every T (the paper's smallest margin is 1.40 points, T=4: 0.86 vs 2.26).
+    # every T (the paper's smallest margin is 1.40 points, T=4: 0.86 vs 2.26). Not an absolute "<1%" on the
+    # first stage: the paper's own T=16 row drops 1.07.
     "stage_margin": 1.0,
     # Sec. 4.5, Fig. 8, Fig. A.9: an eps counts where one model lost at least 1 point, the low end of what the
     # paper calls a small accuracy degradation ("1~2%", Sec. 4.2); below it the attack says nothing about which
@@ -422,7 +423,8 @@ def first_stage_tolerates_one_step(table: Any) -> Finding:
                        "One step in stage 1 costs less accuracy than one step in the last stage", "§4.3, Table 3")
     acc = {m: v for (m, t), v in (_accuracies(table) if table is not None else {}).items() if t == "snn"}
     parts, texts, numbers = [], [], {}
-    for full in sorted(acc):
+    natural = lambda m: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", m)]  # noqa: E731  (T4 < T16)
+    for full in sorted(acc, key=natural):
         if f"{full}-first1" in acc and f"{full}-last1" in acc:
             first, last = acc[full] - acc[f"{full}-first1"], acc[full] - acc[f"{full}-last1"]
             parts.append(HOLDS if last - first >= THRESHOLDS["stage_margin"] else FAILS)
