@@ -88,8 +88,17 @@ def test_bootstrap_batches_against_a_naive_resampling() -> None:
     assert (lo, hi) == pytest.approx(tuple(np.quantile(reps, [0.025, 0.975])))
     with pytest.raises(ValueError, match="one common batch axis"):
         stats.bootstrap_batches(effect, (a, b[:5]), (c,))
-    with pytest.raises(ValueError, match="same batches"):
-        stats.jackknife_batches(effect, (a, b), (c,))
+
+
+def test_jackknife_of_independent_samples_adds_their_variances() -> None:
+    x, y = np.array([0.2, 0.5, 0.4, 0.9, 0.1]), np.array([1.0, 1.4, 0.7, 1.1])
+    ones = np.ones_like
+    diff = lambda s1, s2: s1[0] / s1[1] - s2[0] / s2[1]  # noqa: E731  (mean of x minus mean of y)
+    lo, hi = stats.jackknife_batches(diff, (x, ones(x)), (y, ones(y)))
+    se = math.sqrt(x.var(ddof=1) / 5 + y.var(ddof=1) / 4)  # the two-sample standard error, by hand
+    half = 3.182446305284263 * se  # t(0.975, min(5, 4) - 1 = 3)
+    assert (lo, hi) == pytest.approx((x.mean() - y.mean() - half, x.mean() - y.mean() + half))
+    assert all(math.isnan(v) for v in stats.jackknife_batches(diff, (x, ones(x)), (y[:1], ones(y[:1]))))
 
 
 def _engine(k: int, seed: int = 0) -> tuple[MinibatchCKA, torch.Tensor, torch.Tensor]:

@@ -117,6 +117,11 @@ def _percentiles(reps: np.ndarray, level: float) -> Interval:
     return float(lo), float(hi)
 
 
+def _jackknife_var(loo: np.ndarray) -> np.ndarray:
+    k = loo.shape[0]
+    return (k - 1) / k * ((loo - loo.mean(0)) ** 2).sum(0)
+
+
 def jackknife_interval(full: np.ndarray | float, loo: np.ndarray, level: float = LEVEL) -> tuple[np.ndarray,
                                                                                                  np.ndarray]:
     """Jackknife interval around ``full`` from the ``k`` leave-one-out estimates ``loo`` (axis 0; any trailing
@@ -128,8 +133,7 @@ def jackknife_interval(full: np.ndarray | float, loo: np.ndarray, level: float =
     if k < 2:
         nan = np.full(np.broadcast_shapes(full.shape, loo.shape[1:]), np.nan)
         return nan, nan.copy()
-    var = (k - 1) / k * ((loo - loo.mean(0)) ** 2).sum(0)
-    half = float(_sp.t.ppf(0.5 + _check_level(level) / 2, k - 1)) * np.sqrt(var)
+    half = float(_sp.t.ppf(0.5 + _check_level(level) / 2, k - 1)) * np.sqrt(_jackknife_var(loo))
     return full - half, full + half
 
 
@@ -167,33 +171,35 @@ def bootstrap_batches(statistic: Callable[..., float], *samples: Sequence[np.nda
 
 def jackknife_batches(statistic: Callable[..., float], *samples: Sequence[np.ndarray],
                       level: float = LEVEL) -> Interval:
-    """Leave-one-batch-out jackknife interval of ``statistic`` (arguments as in ``bootstrap_batches``); the
-    samples must share their batches (one set of test images), as each replicate drops batch i from all."""
+    """Leave-one-batch-out jackknife interval of ``statistic`` (arguments as in ``bootstrap_batches``). With
+    several (independent) samples, each is jackknifed with the others whole and the variances add; Student t
+    with ``min(k) - 1`` degrees of freedom. NaN when a sample has fewer than 2 batches."""
     groups = _batches(samples)
-    ks = {arrays[0].shape[0] for arrays in groups}
-    if len(ks) != 1:
-        raise ValueError("the jackknife drops one batch from every sample: the samples need the same batches; "
-                         "use bootstrap_batches for independent samples")
-    k = ks.pop()
+    _check_level(level)
+    ks = [arrays[0].shape[0] for arrays in groups]
+    if min(ks) < 2:
+        return math.nan, math.nan
     totals = [tuple(a.sum(0) for a in arrays) for arrays in groups]
-    full = statistic(*totals)
-    loo = np.array([statistic(*(tuple(t - a[i] for t, a in zip(tot, arrays, strict=True))
-                                for tot, arrays in zip(totals, groups, strict=True))) for i in range(k)])
-    lo, hi = jackknife_interval(full, loo, level)
-    return float(lo), float(hi)
+    full = float(statistic(*totals))
+    var = 0.0
+    for j, arrays in enumerate(groups):
+        loo = np.array([statistic(*totals[:j], tuple(t - a[i] for t, a in zip(totals[j], arrays, strict=True)),
+                                  *totals[j + 1:]) for i in range(ks[j])], dtype=float)
+        var += float(_jackknife_var(loo))
+    half = float(_sp.t.ppf(0.5 + level / 2, min(ks) - 1)) * math.sqrt(var)
+    return full - half, full + half
 
 
 def cka_interval(statistic: Callable[..., float], *samples: Sequence[np.ndarray], level: float = LEVEL,
                  method: str = "auto", n_boot: int = 2000, seed: int = 0) -> Interval:
     """95 % interval of a CKA effect over test images: ``"bootstrap"`` (``bootstrap_batches``), ``"jackknife"``
-    (``jackknife_batches``) or ``"auto"``: the bootstrap from ``MIN_BOOTSTRAP`` batches per sample on, else the
-    jackknife (independent samples with too few batches: the bootstrap all the same)."""
+    (``jackknife_batches``) or ``"auto"``: the bootstrap from ``MIN_BOOTSTRAP`` batches in every sample on,
+    else the jackknife."""
     if method not in ("auto", "bootstrap", "jackknife"):
         raise ValueError(f"method must be 'auto', 'bootstrap' or 'jackknife', got {method!r}")
     groups = _batches(samples)
-    ks = {arrays[0].shape[0] for arrays in groups}
     if method == "auto":
-        method = "bootstrap" if min(ks) >= MIN_BOOTSTRAP or len(ks) > 1 else "jackknife"
+        method = "bootstrap" if min(arrays[0].shape[0] for arrays in groups) >= MIN_BOOTSTRAP else "jackknife"
     if method == "jackknife":
         return jackknife_batches(statistic, *groups, level=level)
     return bootstrap_batches(statistic, *groups, n_boot=n_boot, level=level, seed=seed)
