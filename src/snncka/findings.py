@@ -10,8 +10,10 @@ result: ``matrix``, ``layers_a/b``, ``kinds_a/b``, ``label_a/b``, ``spiking_a/b`
 ``matrices``, ``layers``, ``kinds``, ``label``; a PGD result: ``eps``, ``labels``, ``clean_accuracy``,
 ``accuracy``, ``cka``; an accuracy table: ``table`` and ``rows`` of ``{"model", "type", "ours (%)"}``; a seeds
 result: ``matrices``, ``pairs``, ``spiking``). Model properties (depth, width, T, residual) are read from the
-labels snncka writes (``"SNN resnet20 x4 T8 res010"``). The thresholds are the constants below; the paper
-gives none, so each is the weakest reading of its wording that still separates the claim from its negation.
+labels snncka writes (``"SNN resnet20 x4 T8 res010"``). The thresholds are the constants below, each derived
+from its claim's wording and the paper's own numbers (the derivation is beside it) and checked by
+``evaluate_paper``: every predicate holds on the paper's numbers wherever the paper prints them. Each predicate
+judges only the setting its claim is about (``OUT_OF_SCOPE``).
 
 ``evaluate(results)`` routes a mapping ``{name: result}`` (the names the experiment runner saves results
 under, e.g. ``"compare-resnet56"``, ``"paper-table2"``; prefix ``"<experiment>/"`` to pool experiments) to every
