@@ -184,7 +184,10 @@ def test_cifar_archive_and_folder(tmp_path, name):
     d, f = D.get(name, root=tmp_path / "a"), D.get(name, root=tmp_path / "f")
     n_train = 12 * len(D.CIFAR[name].train)
     assert d.x_train.shape == (n_train, 3, 32, 32) and d.x_test.shape == (10, 3, 32, 32)
-    assert d.num_classes == D.CIFAR[name].num_classes and d.augment == Augment(pad=4, flip=True)
+    assert d.num_classes == D.CIFAR[name].num_classes and (d.augment.pad, d.augment.flip) == (4, True)
+    st = d.meta["normalisation"]  # padding is black, normalised (as the released code pads the raw image)
+    black = [-m / (s + 1e-8) for m, s in zip(st["mean"], st["std"], strict=True)]
+    np.testing.assert_allclose(d.augment.fill, black, rtol=1e-6)
     ntr, nte = naive_standardise(xtr, xte, axis=1)
     np.testing.assert_allclose(d.x_train.numpy(), ntr, atol=1e-5)
     np.testing.assert_allclose(d.x_test.numpy(), nte, atol=1e-5)
@@ -556,6 +559,28 @@ def test_augment_batch_is_a_real_shifted_copy(shape):
     draws = augment_draws(shape[0], Augment(pad=2, flip=True), torch.Generator().manual_seed(0))
     assert draws.shape == (3, shape[0]) and int(draws[:2].max()) <= 4 and set(draws[2].tolist()) <= {0, 1}
     assert torch.equal(augment_batch(x, Augment(pad=2, flip=True), draws=draws), out)
+
+
+@pytest.mark.parametrize("frames", [None, 3])
+def test_augment_pads_with_black_as_the_released_code(frames):
+    """Padding the normalised image with ``fill`` equals padding the raw image with black, then normalising."""
+    mean, std = torch.tensor([0.49, 0.48, 0.45]), torch.tensor([0.25, 0.24, 0.26])
+    shape = (4, 3, 6, 6) if frames is None else (4, frames, 3, 6, 6)
+    raw = torch.rand(shape)
+    c = (-1, 1, 1)
+
+    def norm(x):
+        return (x - mean.view(c)) / std.view(c)
+
+    aug = Augment(pad=2, flip=False, fill=tuple((-mean / std).tolist()))
+    draws = torch.tensor([[0, 4, 1, 2], [4, 0, 3, 2], [0, 0, 0, 0]])  # dy, dx per sample: corners and middle
+    got = augment_batch(norm(raw), aug, draws=draws)
+    for i in range(4):  # by hand: zero (black) padding of the raw image, the crop, then normalisation
+        padded = torch.nn.functional.pad(raw[i], (2, 2, 2, 2), value=0.0)
+        dy, dx = int(draws[0, i]), int(draws[1, i])
+        want = norm(padded[..., dy:dy + 6, dx:dx + 6])
+        torch.testing.assert_close(got[i], want, rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(augment_batch(norm(raw), Augment(pad=2), draws=draws)[0], got[0])  # mean colour
 
 
 def test_augment_flip_only_and_identity():

@@ -148,20 +148,23 @@ def test_blocks_restore_similarity_from_a_cka_diagonal_and_from_a_blocks_curve()
     assert findings.blocks_restore_similarity([pair("SNN vgg13 T4", [0.9, 0.8])]).verdict == UNMEASURED
 
 
-def test_residuals_matter_more_for_snn() -> None:
+def test_residuals_matter_more_for_snn_at_every_depth() -> None:
     # the smoke-scale numbers seen in practice: SNN 94.7 -> 78.6, ANN 98.9 -> 97.8
-    ok = table("table2", {("resnet56", "ann"): 98.9, ("resnet56", "snn"): 94.7,
-                          ("resnet56-nores", "ann"): 97.8, ("resnet56-nores", "snn"): 78.6,
-                          ("resnet20", "ann"): 98.0, ("resnet20", "snn"): 97.0,
-                          ("resnet20-nores", "ann"): 98.0, ("resnet20-nores", "snn"): 96.0,
-                          ("resnet56-nores-s1", "snn"): 90.0})
-    f = findings.residuals_matter_more_for_snn(ok)
-    assert f.verdict == HOLDS and f.numbers["model"] == "resnet56"
+    accs = {("resnet56", "ann"): 98.9, ("resnet56", "snn"): 94.7,
+            ("resnet56-nores", "ann"): 97.8, ("resnet56-nores", "snn"): 78.6,
+            ("resnet20", "ann"): 98.0, ("resnet20", "snn"): 97.0,
+            ("resnet20-nores", "ann"): 98.0, ("resnet20-nores", "snn"): 94.5,
+            ("resnet56-nores-s1", "snn"): 90.0}
+    f = findings.residuals_matter_more_for_snn(table("table2", accs))
+    assert f.verdict == HOLDS
     assert f.numbers["drop (points)"]["resnet56"] == pytest.approx({"ann": 1.1, "snn": 16.1})
-    assert f.numbers["drop (points)"]["resnet20"] == pytest.approx({"ann": 0.0, "snn": 1.0})
+    assert f.numbers["extra SNN drop (points)"] == pytest.approx({"resnet20": 2.5, "resnet56": 15.0})
+    # one depth where the SNN loses only 1.5 points more (not more than the 2-point small-gap band): fails
+    shallow = table("table2", {**accs, ("resnet20-nores", "snn"): 95.5})
+    assert findings.residuals_matter_more_for_snn(shallow).verdict == FAILS
     small = table("table2", {("resnet56", "ann"): 98.9, ("resnet56", "snn"): 94.7,
                              ("resnet56-nores", "ann"): 97.8, ("resnet56-nores", "snn"): 92.0})
-    assert findings.residuals_matter_more_for_snn(small).verdict == FAILS  # 2.7 - 1.1 < 5 points
+    assert findings.residuals_matter_more_for_snn(small).verdict == FAILS  # 2.7 - 1.1 = 1.6 < 2 points
     no_ann = table("table2", {("resnet56", "snn"): 94.7, ("resnet56-nores", "snn"): 78.6})
     assert findings.residuals_matter_more_for_snn(no_ann).verdict == UNMEASURED
 
@@ -243,6 +246,10 @@ def test_snn_adversarial_features_closer() -> None:
     g = findings.snn_adversarial_features_closer([pgd([90, 90], [[80, 50], [85, 70]], cka[::-1])])
     assert g.verdict == FAILS
     assert findings.snn_adversarial_features_closer([pgd([90, 90], [[80, 50], [85, 70]])]).verdict == UNMEASURED
+    # the released train-mode attack's CKA (BN drift) beside the eval-mode one: the eval-mode one is judged
+    both = pgd([90, 90], [[80, 50], [85, 70]], cka[::-1])
+    both.cka_eval = cka
+    assert findings.snn_adversarial_features_closer([both]).verdict == HOLDS
 
 
 def test_seed_pairings_alike() -> None:
@@ -320,15 +327,72 @@ def test_fig8_eps005_keeps_both_readings() -> None:
     assert paper_numbers()["table2"]["rows"][0]["snn"] == 89.63  # as printed (Table 1 says 89.67)
 
 
-def test_every_accuracy_claim_holds_on_the_papers_own_numbers() -> None:
+def test_every_predicate_holds_on_the_papers_own_numbers_wherever_it_prints_them() -> None:
     found = findings.evaluate_paper()
     assert {f.verdict for f in found} == {HOLDS}
     fig8 = [f for f in found if "Fig. 8," in f.source]
     assert len(fig8) == 2  # one per reading of '0.111.88'
     drops = sorted(f.numbers["SNN"]["0.05"]["snn drop"] for f in fig8)
     assert drops == pytest.approx([89.67 - 11.88, 89.67 - 1.88])
+    assert any("Fig. A.9" in f.source for f in found)
+    # Table 2 at EVERY depth it lists; ResNet-20's 3.39 points would have failed the old 5-point margin
     t2 = next(f for f in found if f.id == "residuals-matter-more-for-snn")
     assert t2.numbers["drop (points)"]["resnet56"] == pytest.approx({"ann": 92.98 - 89.62, "snn": 91.94 - 33.61})
+    assert t2.numbers["extra SNN drop (points)"] == pytest.approx(
+        {"resnet20": 3.39, "resnet38": 7.33, "resnet56": 54.97, "resnet74": 10.05})
+    # Table 1 (and Table B.1 on CIFAR-100) at every width, each against x1
+    widths = [f.source for f in found if f.id == "width-closes-accuracy-gap"]
+    assert sum("Table 1, x1 vs" in s for s in widths) == 4 and sum("CIFAR-100, x1 vs" in s for s in widths) == 3
+    # Table 3 at every T, each with its margin (the smallest, 1.40 points at T=4, is above 1)
+    t3 = next(f for f in found if f.id == "first-stage-tolerates-one-step")
+    assert set(t3.numbers) == {"snn-T4", "snn-T8", "snn-T16", "snn-T32"}
+    assert t3.numbers["snn-T4"] == pytest.approx({"drop first stage": 0.86, "drop last stage": 2.26})
+    assert min(v["drop last stage"] - v["drop first stage"] for v in t3.numbers.values()) == pytest.approx(1.40)
+    assert any(f.id == "early-static-late-dynamic" for f in found)
+
+
+def test_thresholds_follow_the_claims_wording() -> None:
+    t = findings.THRESHOLDS
+    # "every time" a residual meets the main branch: one block that does not restore fails the claim
+    names, vals, kinds = block_curve(out=0.95, conv=0.6, act=0.7)
+    vals = list(vals)
+    vals[names.index("s3.b0")] = 0.5  # the last block's output below its own conv and LIF layers
+    f = findings.blocks_restore_similarity([pair("SNN resnet20 T4", vals, names, kinds)])
+    assert t["restore_fraction"] == 1.0 and f.numbers["restore fraction"] == pytest.approx(2 / 3)
+    assert f.verdict == FAILS
+    # Fig. 6: a last stage only 0.1 below an all-yellow first stage is not "around 0.5"
+    near = temporal("SNN resnet20 T4", 4, {"s1.b0": 0.98, "s3.b0": 0.88})
+    assert findings.early_static_late_dynamic([near]).verdict == FAILS
+    far = temporal("SNN resnet20 T4", 4, {"s1.b0": 0.98, "s3.b0": 0.72})
+    assert findings.early_static_late_dynamic([far]).verdict == HOLDS  # 0.26 >= 0.25
+    # Table 3: the last stage must cost at least 1 point more than the first, at every T
+    thin = table("table3", {("snn-T4", "snn"): 90.0, ("snn-T4-first1", "snn"): 89.5, ("snn-T4-last1", "snn"): 89.0})
+    assert findings.first_stage_tolerates_one_step(thin).verdict == FAILS  # 0.5 vs 1.0: margin 0.5 only
+    # "most layers": a strict majority; exactly half is not most
+    half = findings.similarity_high([pair("SNN resnet20 T4", [0.9, 0.4])])
+    assert half.numbers["fraction above"] == 0.5 and half.verdict == FAILS
+
+
+def test_predicates_judge_only_the_settings_their_claims_are_about() -> None:
+    # similarity-high is a ResNet-20 claim: a VGG-13 never stands in for it
+    assert findings.similarity_high([pair("SNN vgg13 T4", [0.9, 0.9, 0.9])]).verdict == UNMEASURED
+    f = findings.similarity_high([pair("SNN vgg13 T4", [0.1, 0.1]), pair("SNN resnet20 T4", [0.9, 0.8])])
+    assert f.verdict == HOLDS and f.numbers["model"] == "resnet20"
+    # width-raises-similarity does not judge App. A.2's CIFAR-100 runs ("somewhat irregular")
+    narrower = [pair("SNN resnet20 T4", [0.8]), pair("SNN resnet20 x2 T4", [0.6])]
+    wider = [pair("SNN resnet20 T4", [0.6]), pair("SNN resnet20 x2 T4", [0.8])]
+    res = {f"appA2/compare-{i}": r for i, r in enumerate(narrower)}
+    assert by_id(evaluate(res))["width-raises-similarity"].verdict == UNMEASURED
+    assert by_id(evaluate({f"appA2:code/compare-{i}": r for i, r in enumerate(narrower)}))[
+        "width-raises-similarity"].verdict == UNMEASURED
+    res.update({f"fig2/compare-{i}": r for i, r in enumerate(wider)})
+    w = by_id(evaluate(res))["width-raises-similarity"]
+    assert w.verdict == HOLDS and w.numbers["mean diagonal CKA"] == pytest.approx({"1": 0.6, "2": 0.8})
+    # ... while depth-lowers-similarity still judges CIFAR-100 (App. A.2 states it there too)
+    deeper = {"appA2/compare-a": pair("SNN resnet20 T4", [0.8]), "appA2/compare-b": pair("SNN resnet56 T4", [0.9])}
+    assert by_id(evaluate(deeper))["depth-lowers-similarity"].verdict == FAILS
+    assert by_id(evaluate({"appA2/compare-a": pair("SNN resnet20 T4", [0.9])}))[
+        "similarity-high"].verdict == UNMEASURED
 
 
 def test_evaluate_keeps_tagged_studies_apart_and_pools_tables() -> None:

@@ -84,6 +84,20 @@ def test_robustness_uses_the_recipes_pgd(subjects, name):
         np.testing.assert_allclose(r.cka[m][1], _direct_cka(s.model, x, attacked, xa, layers), atol=2e-5)
         for k, v in s.model.state_dict().items():  # the analysed model is never changed
             assert torch.equal(v, bn_before[m][k]), k
+        if not opts["keep_bn_updates"]:
+            assert r.cka_eval == [] and r.drift_cka == [] and r.drift_eps is None
+            continue
+        # code: the eval-mode attack's CKA beside the released one, and the drift alone at a nil eps
+        xe = pgd(s.model, x, y, eps=eps[1], **pgd_options(name))
+        np.testing.assert_allclose(r.cka_eval[m][1], _direct_cka(s.model, x, s.model, xe, layers), atol=2e-5)
+        drifted = copy.deepcopy(s.model)
+        x0 = pgd(drifted, x, y, eps=A.DRIFT_EPS, **opts)
+        assert r.drift_eps == A.DRIFT_EPS and float((x0 - x).abs().max()) <= 2 * A.DRIFT_EPS
+        want = _direct_cka(s.model, x, drifted, x0, layers)
+        assert r.drift_cka[m] == pytest.approx(float(np.nanmean(want)), abs=2e-5)
+        row = r.summary()[m]
+        assert row[f"BN drift: mean CKA at eps={A.DRIFT_EPS:g} (train-mode attack)"] == r.drift_cka[m]
+        assert {f"mean CKA eps={eps[1]:g} ({mode}-mode attack)" for mode in ("eval", "train")} <= set(row)
 
 
 def test_robustness_attacks_the_whole_test_set_by_default(subjects):

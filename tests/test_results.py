@@ -111,6 +111,23 @@ def test_diagonal_and_corresponding_have_one_meaning_each():
     assert cmp.corresponding()[0] == names
 
 
+def test_a_model_against_itself_reports_no_diagonal():
+    m = _matrix()
+    np.fill_diagonal(m, 1.0)  # CKA of a layer with itself: 1 by construction
+    mine = A.CompareAnalysis(cka=_cka(m), label_a="SNN resnet8 T4", label_b="SNN resnet8 T4", spiking_a=True,
+                             spiking_b=True, accuracy_a=95.0, accuracy_b=None, source_a="a.pt", source_b="a.pt")
+    row = mine.summary()[0]
+    assert not {"mean CKA (diagonal)", "min diagonal", "last layer"} & set(row)
+    assert row["mean CKA (matrix)"] == pytest.approx(m.mean())
+    other = _analysis(_cka(m)).summary()[0]  # two models: the diagonal is a measurement
+    assert other["mean CKA (diagonal)"] == pytest.approx(1.0) and "min diagonal" in other
+    seeds = A.SeedsResult(matrices=np.stack([m, _matrix(1)]), pairs=[[0, 0], [0, 1]], labels=["ANN s0", "SNN s0"],
+                          spiking=[False, True], layers=LAYERS, n_images=64)
+    rows = seeds.summary()
+    assert rows[0]["mean CKA (diagonal)"] is None  # ANN s0 vs itself
+    assert rows[1]["mean CKA (diagonal)"] == pytest.approx(np.diagonal(_matrix(1)).mean())
+
+
 def test_plotting_from_python_works_for_engine_and_analysis_results(tmp_path):
     r = _cka(_matrix())
     assert [p.name for p in r.plot(tmp_path)] == ["cka_heatmap.png", "cka_heatmap.svg", "cka_curve.png",

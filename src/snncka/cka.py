@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -453,6 +454,13 @@ class MinibatchCKA:
         dev = self._batches[0][0].device if self._batches else None
         self._batches.extend([t.to(dev) if dev is not None else t for t in b] for b in other._batches)
         return self
+
+    def batch_hsic(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-batch HSIC ``(hab [k, La, Lb], haa [k, La], hbb [k, Lb])`` of every process's batches: the
+        samples for intervals over test images of any CKA statistic (``snncka.stats.cka_interval``)."""
+        dev = self._batches[0][0].device if self._batches else _collective_device()
+        hab, haa, hbb, _ = _all_ranks(self._batches, dev)
+        return hab.cpu().numpy(), haa.cpu().numpy(), hbb.cpu().numpy()
 
     def compute(self) -> CKAResult:
         """The CKA matrix of all batches so far (of every process under torch.distributed) with its

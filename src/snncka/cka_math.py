@@ -162,21 +162,14 @@ def _all_ranks(batches: list[list[Tensor]], device: torch.device) -> list[Tensor
 
 def _jackknife(hab: Tensor, haa: Tensor, hbb: Tensor) -> tuple[np.ndarray, np.ndarray]:
     """95% jackknife interval over batches (leave one batch out), Student t with k - 1 degrees of freedom."""
-    k = hab.shape[0]
-    shape = hab.shape[1:]
-    if k < 2:
-        nan = np.full(tuple(shape), np.nan)
-        return nan, nan.copy()
-    from scipy.stats import t as student_t
+    from .stats import jackknife_interval
 
     loo_ab = hab.sum(0) - hab
     loo_aa = haa.sum(0) - haa
     loo_bb = hbb.sum(0) - hbb
     theta = loo_ab / torch.sqrt(loo_aa[:, :, None] * loo_bb[:, None, :])
     full = hab.sum(0) / torch.sqrt(haa.sum(0)[:, None] * hbb.sum(0)[None, :])
-    var = (k - 1) / k * ((theta - theta.mean(0)) ** 2).sum(0)
-    half = float(student_t.ppf(0.975, k - 1)) * torch.sqrt(var)
-    return (full - half).cpu().numpy(), (full + half).cpu().numpy()
+    return jackknife_interval(full.cpu().numpy(), theta.cpu().numpy())
 
 
 def _cka_matrix(sab: Tensor, saa: Tensor, sbb: Tensor) -> Tensor:

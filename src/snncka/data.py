@@ -51,10 +51,15 @@ __all__ = ["CIFAR", "DATASETS", "EVENT_SOURCES", "FIXED_NORMALISATION", "NORMALI
 
 @dataclass(frozen=True)
 class Augment:
-    """Training augmentation: random crop with ``pad`` pixels of zero padding, optional horizontal flip."""
+    """Training augmentation: random crop with ``pad`` pixels of padding, optional horizontal flip.
+
+    ``fill``: per channel, the value of a padded pixel in the normalised data: what a raw black pixel (an event
+    frame: no event) becomes after normalisation, as the released code pads the raw image before normalising
+    (the paper is silent). Empty: 0, the mean colour."""
 
     pad: int = 0
     flip: bool = False
+    fill: tuple[float, ...] = ()
 
 
 @dataclass
@@ -111,7 +116,7 @@ def augment_batch(x: Tensor, aug: Augment, generator: torch.Generator | None = N
     Works on ``[B, C, H, W]`` and ``[B, T, C, H, W]`` (the same crop/flip for all frames of a sample). The
     random draws come from ``generator`` on the CPU (see ``augment_draws``; or pass ``draws`` made by it),
     so a run is reproducible on any device. Crop and flip are one gather of source pixels; pixels that come
-    from the padding are set to zero (no padded copy of the batch is made).
+    from the padding are set to ``aug.fill`` (no padded copy of the batch is made).
     """
     if aug.pad == 0 and not aug.flip:
         return x
@@ -130,7 +135,10 @@ def augment_batch(x: Tensor, aug: Augment, generator: torch.Generator | None = N
     out = torch.gather(src, 2, idx.reshape(b, 1, h * w).expand(b, k, h * w))
     if p:
         inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
-        out = torch.where(inside.reshape(b, 1, h * w), out, out.new_zeros(()))
+        fill = out.new_zeros(())
+        if aug.fill:  # per channel; the channels repeat over a sample's frames
+            fill = torch.tensor(aug.fill, dtype=out.dtype, device=dev).repeat(k // len(aug.fill))[None, :, None]
+        out = torch.where(inside.reshape(b, 1, h * w), out, fill)
     return out.reshape(x.shape)
 
 
@@ -217,7 +225,8 @@ def _standardise(train: np.ndarray, test: np.ndarray,
 
     The statistics are accumulated in float64 over chunks of samples (two passes: mean, then squared
     deviations), so large datasets need no float64 copy. Float32 inputs are standardised in place: pass
-    arrays the caller owns (fresh copies).
+    arrays the caller owns (fresh copies). ``stats["black"]``: what a raw 0 (black, no event) becomes, per
+    channel (the padding value of ``Augment.fill``).
     """
     ax, channels = train.ndim - 3, train.shape[train.ndim - 3]
     shape = [1] * train.ndim
@@ -229,13 +238,16 @@ def _standardise(train: np.ndarray, test: np.ndarray,
         out /= s.reshape(shape).astype(np.float32)
         return torch.from_numpy(out)
 
+    def black(m: np.ndarray, s: np.ndarray) -> list[float]:  # a raw zero pixel per channel, normalised by f
+        return f(np.zeros([channels if i == ax else 1 for i in range(train.ndim)], np.float32), m, s).flatten().tolist()
+
     if fixed is not None:
         mean, std = (np.asarray(v, np.float64) for v in fixed)
         if mean.shape != (channels,) or std.shape != (channels,) or not np.all(std > 0):
             raise ValueError(f"fixed normalisation needs {channels} means and {channels} positive stds, got "
                              f"{fixed}")
         return f(train, mean, std), f(test, mean, std), {"mode": "fixed", "mean": mean.tolist(),
-                                                         "std": std.tolist()}
+                                                         "std": std.tolist(), "black": black(mean, std)}
     step = max(1, (1 << 22) // max(1, train[:1].size))  # ~4M values (32 MB in float64) per chunk
 
     def chunks():  # [channels, values] per chunk of samples
@@ -250,7 +262,7 @@ def _standardise(train: np.ndarray, test: np.ndarray,
         sq += np.einsum("ij,ij->i", d, d)
     std = np.sqrt(sq / n)
     return (f(train, mean, std + 1e-8), f(test, mean, std + 1e-8),
-            {"mode": "dataset", "mean": mean.tolist(), "std": std.tolist()})
+            {"mode": "dataset", "mean": mean.tolist(), "std": std.tolist(), "black": black(mean, std + 1e-8)})
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -281,7 +293,7 @@ def load_digits(root=None, frames=None, download=False, seed=0, normalisation="d
     x, y, tr, te = _digits()
     xtr, xte, stats = _standardise(x[tr, None], x[te, None])
     return Dataset("digits", xtr, torch.from_numpy(y[tr]), xte, torch.from_numpy(y[te]), 10,
-                   augment=Augment(pad=1, flip=False),
+                   augment=Augment(pad=1, flip=False, fill=tuple(stats["black"])),
                    meta={"normalisation": stats, "split": "stratified 80/20"})
 
 
@@ -343,7 +355,7 @@ def load_digits_dvs(root=None, frames=None, download=False, seed=0, normalisatio
     x = _frames_of(recs, DIGITS_DVS_SENSOR, T)
     xtr, xte, stats = _standardise(x[tr], x[te])
     return Dataset("digits-dvs", xtr, torch.from_numpy(y[tr]), xte, torch.from_numpy(y[te]), 10,
-                   augment=Augment(pad=2, flip=False),
+                   augment=Augment(pad=2, flip=False, fill=tuple(stats["black"])),
                    meta={"normalisation": stats, "sensor_size": DIGITS_DVS_SENSOR, "seed": seed,
                          "events": int(sum(len(r) for r in recs)), "split": "stratified 80/20 (as digits)"})
 
@@ -464,7 +476,7 @@ def _load_cifar(name: str, root, download: bool, normalisation: str = "dataset")
         fixed = tuple(tuple(255.0 * v for v in vs) for vs in FIXED_NORMALISATION[name])
     xtr_t, xte_t, stats = _standardise(xtr, xte, fixed)
     return Dataset(name, xtr_t, torch.from_numpy(ytr), xte_t, torch.from_numpy(yte), src.num_classes,
-                   augment=Augment(pad=4, flip=True),
+                   augment=Augment(pad=4, flip=True, fill=tuple(stats["black"])),
                    meta={"normalisation": stats, "source": str(folder or archive), "split": "official"})
 
 
@@ -646,7 +658,7 @@ def _load_events(name: str, root, frames: int | None, download: bool, workers: i
     del x  # peak memory: one copy of the frames besides the split
     xtr, xte, norm = _standardise(xtr_raw, xte_raw)
     return Dataset(name, xtr, torch.from_numpy(labels[tr]), xte, torch.from_numpy(labels[te]), len(classes),
-                   augment=Augment(pad=4, flip=True),
+                   augment=Augment(pad=4, flip=True, fill=tuple(norm["black"])),
                    meta={"normalisation": norm, "classes": classes, "source": str(base),
                          "sensor_size": src.sensor, "split": "9:1 per class (seed 0)", "cache": str(path),
                          "events_outside_sensor": outside})

@@ -10,8 +10,10 @@ result: ``matrix``, ``layers_a/b``, ``kinds_a/b``, ``label_a/b``, ``spiking_a/b`
 ``matrices``, ``layers``, ``kinds``, ``label``; a PGD result: ``eps``, ``labels``, ``clean_accuracy``,
 ``accuracy``, ``cka``; an accuracy table: ``table`` and ``rows`` of ``{"model", "type", "ours (%)"}``; a seeds
 result: ``matrices``, ``pairs``, ``spiking``). Model properties (depth, width, T, residual) are read from the
-labels snncka writes (``"SNN resnet20 x4 T8 res010"``). The thresholds are the constants below; the paper
-gives none, so each is the weakest reading of its wording that still separates the claim from its negation.
+labels snncka writes (``"SNN resnet20 x4 T8 res010"``). The thresholds are the constants below, each derived
+from its claim's wording and the paper's own numbers (the derivation is beside it) and checked by
+``evaluate_paper``: every predicate holds on the paper's numbers wherever the paper prints them. Each predicate
+judges only the setting its claim is about (``OUT_OF_SCOPE``).
 
 ``evaluate(results)`` routes a mapping ``{name: result}`` (the names the experiment runner saves results
 under, e.g. ``"compare-resnet56"``, ``"paper-table2"``; prefix ``"<experiment>/"`` to pool experiments) to every
@@ -28,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .results import finite_mean
+from .results import TemporalResult, finite_mean
 
 __all__ = ["THRESHOLDS", "VERDICTS", "Finding", "evaluate", "evaluate_paper", "to_markdown", "to_rows"]
 
@@ -36,26 +38,53 @@ VERDICTS = ("holds", "does not hold", "not measured")
 HOLDS, FAILS, UNMEASURED = VERDICTS
 
 THRESHOLDS: dict[str, float] = {
-    # Fig. 2 / §4.1: "most layers [of ResNet-20] go above 0.5": this fraction of corresponding layers above 0.5
+    # Derived from each claim's wording and the paper's own numbers, never tuned on snncka's results; each
+    # predicate holds on the paper's numbers wherever the paper prints them (``evaluate_paper``).
+    #
+    # Sec. 4.1, Fig. 2: "Most layers go above 0.5": a layer counts when its CKA exceeds 0.5, and "most" is a
+    # strict majority (fraction > 0.5).
     "high_cka": 0.5,
     "high_fraction": 0.5,
-    # Table 2 / §4.2: removing residuals costs the SNN at least this many points more than the ANN
-    "residual_margin": 5.0,
-    # Fig. 3 / §4.2: at least this fraction of blocks has an output CKA above the mean of its conv/act layers
-    "restore_fraction": 0.5,
-    # Fig. 5 / §4.3: "no significant differences" across T: spread of the mean block-output CKA at most this
+    # Sec. 4.2, Table 2: with residuals "the gap is relatively small, with 1~2% accuracy degradation"; without,
+    # it "significantly enlarges". The gap must grow by more than that whole small-gap band: the SNN's drop minus
+    # the ANN's drop > 2 points, at EVERY depth. The paper's own smallest growth is 3.39 points (ResNet-20:
+    # gap 1.43 -> 4.82), then 7.33 (38), 10.05 (74), 54.97 (56), so a 5-point margin would fail ResNet-20.
+    "residual_margin": 2.0,
+    # Sec. 4.2, Fig. 3: "EVERY time when the residual connection meets the main branch, the CKA similarity
+    # restores": every block's output is above the mean of its own conv and LIF/ReLU layers (fraction 1).
+    "restore_fraction": 1.0,
+    # Sec. 4.3, Fig. 5: "we cannot find significant differences": the mean block-output CKA differs across T by
+    # at most the finest CKA step the paper reads off its figures (0.05: "0.75" vs "0.95", App. A.3).
     "time_spread": 0.05,
-    # Fig. 6 / §4.3: stage 1 "all-yellow": mean CKA between different steps at least this ...
+    # Sec. 4.3, Fig. 6: stage 1 is "all-yellow ... extremely high similarity", above stage 2's ">0.8", which
+    # "starts to produce differences": stage 1's mean CKA between different steps is at least 0.9 ...
     "static_min": 0.9,
-    # ... and the last stage at least this much lower
-    "dynamic_gap": 0.05,
-    # Fig. 8 / §4.5: an eps counts only where one of the two models lost at least this many points
+    # ... and "the last stage ... demonstrates around 0.5": the paper's gap is ~0.5 (all-yellow ~1 vs ~0.5);
+    # the last stage must be lower by at least half of it (0.25), i.e. nearer the reported gap than to none.
+    "dynamic_gap": 0.25,
+    # Sec. 4.3, Table 3: "the first stage can have much lower accuracy degradation (<1%), while the last stage
+    # drop 2~4%": the last stage's drop exceeds the first's by at least the 1 point between those two bands, at
+    # every T (the paper's smallest margin is 1.40 points, T=4: 0.86 vs 2.26). Not an absolute "<1%" on the
+    # first stage: the paper's own T=16 row drops 1.07.
+    "stage_margin": 1.0,
+    # Sec. 4.5, Fig. 8, Fig. A.9: an eps counts where one model lost at least 1 point, the low end of what the
+    # paper calls a small accuracy degradation ("1~2%", Sec. 4.2); below it the attack says nothing about which
+    # model is more robust. Every eps the paper shows counts (its smallest drop is 1.90, SNN at eps 0.001); no
+    # margin on the comparison itself: Fig. 8 at eps 0.001 has the SNN ahead by 1.17 points only.
     "min_drop": 1.0,
-    # App. C / Fig. C.2: the ANN-SNN pairings of two seeds differ in mean diagonal CKA by at most this
+    # App. C, Fig. C.2: "all four permutations have a similar distribution of CKA values": the mean diagonal
+    # CKA of the ANN-SNN pairings differs by at most the finest CKA step the paper states (0.05, as above).
     "seed_spread": 0.05,
 }
 
-RESIDUAL_MODEL = "resnet56"  # the model id Table 2's claim is judged on (the paper's example in §4.2)
+# The settings each claim is about (Sec. 4.1 and Fig. 2 are CIFAR-10 ResNets): experiments whose results a claim
+# must not judge. App. A.2 (CIFAR-100) calls its width results "somewhat irregular" (ResNet-20 x8 has the
+# lowest similarity in its last blocks), so it neither supports nor contradicts "wider is more similar"; and
+# "most layers above 0.5" is said of Fig. 2's CIFAR-10 ResNet-20 only.
+OUT_OF_SCOPE: dict[str, tuple[str, ...]] = {
+    "width-raises-similarity": ("appA2",),
+    "similarity-high": ("appA2",),
+}
 EVENT_EXPERIMENTS = ("fig7", "appA3")  # experiments whose models see event data
 _EVENT_NAME = re.compile(r"dvs|caltech", re.IGNORECASE)
 
@@ -190,16 +219,19 @@ def _f(v: float) -> str:
 
 
 def similarity_high(pairs: Sequence[Any]) -> Finding:
-    """§4.1 / Fig. 2: ANN and SNN ResNet-20 are similar: most corresponding layers have CKA above 0.5."""
+    """§4.1 / Fig. 2: ANN and SNN ResNet-20 are similar: most (a strict majority of) corresponding layers have
+    CKA above 0.5. Judged on the shallowest width-1 residual ResNet given (the claim is about ResNet-20, so a VGG
+    or another family never stands in for it)."""
     fid, src = "similarity-high", "§4.1, Fig. 2"
     claim = "Most corresponding layers of ANN and SNN ResNet-20 have CKA above 0.5"
     infos = [(r, _pair_info(r)) for r in pairs]
-    infos = [(r, i) for r, i in infos if i["residual"] and i["width"] == 1 and i["depth"] is not None]
+    infos = [(r, i) for r, i in infos
+             if i["family"] == "resnet" and i["residual"] and i["width"] == 1 and i["depth"] is not None]
     if not infos:
-        return Finding(fid, claim, src, UNMEASURED, "no ANN-vs-SNN result of a width-1 residual network")
+        return Finding(fid, claim, src, UNMEASURED, "no ANN-vs-SNN result of a width-1 residual ResNet")
     _, info = min(infos, key=lambda t: (t[1]["depth"], abs((t[1]["T"] or 4) - 4)))
     frac = info["fraction_high"]
-    verdict = UNMEASURED if not math.isfinite(frac) else HOLDS if frac >= THRESHOLDS["high_fraction"] else FAILS
+    verdict = UNMEASURED if not math.isfinite(frac) else HOLDS if frac > THRESHOLDS["high_fraction"] else FAILS
     return Finding(fid, claim, src, verdict,
                    f"{info['arch']}: {frac:.0%} of corresponding layers above {THRESHOLDS['high_cka']} "
                    f"(mean {_f(info['mean'])})",
@@ -233,7 +265,8 @@ def depth_lowers_similarity(pairs: Sequence[Any]) -> Finding:
 
 
 def width_raises_similarity(pairs: Sequence[Any]) -> Finding:
-    """§4.1 / Fig. 2 middle and bottom: wider ANN/SNN pairs are more similar (mean diagonal CKA rises)."""
+    """§4.1 / Fig. 2 middle and bottom: wider ANN/SNN pairs are more similar (mean diagonal CKA rises). Not
+    judged on CIFAR-100 (App. A.2 calls its width results "somewhat irregular"; see ``OUT_OF_SCOPE``)."""
     return _grouped_trend(pairs, "width", ("family", "depth", "T"), +1, "width-raises-similarity",
                           "Wider ANN/SNN pairs are more similar", "§4.1, Fig. 2 (middle, bottom)")
 
@@ -262,7 +295,8 @@ _BLOCK = re.compile(r"^(s\d+\.b\d+)(?:\.(.+))?$")
 
 def blocks_restore_similarity(curves: Sequence[Any]) -> Finding:
     """§4.2 / Fig. 3: inside residual blocks, block outputs are more similar to the ANN than the conv and
-    LIF/ReLU layers (the jagged curve), and most blocks restore the similarity their inner layers lose.
+    LIF/ReLU layers (the jagged curve), and "every time" (every block) the output restores the similarity its
+    inner layers lose (``restore_fraction`` 1).
 
     Takes blocks results (``curve``, ``layers``, ``kinds``) or ANN-vs-SNN CKA results (their diagonal); the
     deepest network given is judged."""
@@ -302,30 +336,29 @@ def blocks_restore_similarity(curves: Sequence[Any]) -> Finding:
 
 
 def residuals_matter_more_for_snn(table: Any) -> Finding:
-    """§4.2 / Table 2: removing the residual connections of a deep ResNet costs the SNN far more accuracy than
-    the ANN (ResNet-56: SNN 91.94 -> 33.61, ANN 92.98 -> 89.62). Model ids ``X`` and ``X-nores``, each with an
-    ANN and an SNN accuracy; ``resnet56`` (the paper's example; at ResNet-74 the ANN fails too) is judged when
-    present, else the deepest; the drops of the others are reported beside it."""
+    """§4.2 / Table 2: removing the residual connections costs the SNN far more accuracy than the ANN (the gap
+    "significantly enlarges, ranging from 5~56%"; ResNet-56: SNN 91.94 -> 33.61, ANN 92.98 -> 89.62). Model ids
+    ``X`` and ``X-nores``, each with an ANN and an SNN accuracy; judged at EVERY depth given (the paper states it
+    for all of 20/38/56/74): at each, the SNN's drop exceeds the ANN's by more than ``residual_margin``."""
     fid, claim, src = ("residuals-matter-more-for-snn",
-                       "Removing residual connections costs a deep SNN far more accuracy than its ANN",
+                       "Removing residual connections costs an SNN far more accuracy than its ANN, at every depth",
                        "§4.2, Table 2")
     acc = _accuracies(table) if table is not None else {}
     bases = [m for m, _ in acc if all((k, t) in acc for k in (m, f"{m}-nores") for t in ("ann", "snn"))]
     if not bases:
         return Finding(fid, claim, src, UNMEASURED, "needs ANN and SNN accuracies of a model X and of X-nores")
     depth = {m: int(d.group()) if (d := re.search(r"\d+", m)) else 0 for m in bases}
-    base = RESIDUAL_MODEL if RESIDUAL_MODEL in depth else max(depth, key=lambda m: (depth[m], m))
     drops = {m: {t: acc[(m, t)] - acc[(f"{m}-nores", t)] for t in ("ann", "snn")}
              for m in sorted(depth, key=lambda m: (depth[m], m))}
-    drop = drops[base]
-    ok = drop["snn"] - drop["ann"] >= THRESHOLDS["residual_margin"]
-    others = "; ".join(f"{m}: SNN {-d['snn']:+.2f}, ANN {-d['ann']:+.2f}" for m, d in drops.items() if m != base)
-    return Finding(fid, claim, src, HOLDS if ok else FAILS,
-                   f"{base}: SNN {acc[(base, 'snn')]:.2f} -> {acc[(f'{base}-nores', 'snn')]:.2f} "
-                   f"({-drop['snn']:+.2f}), ANN {acc[(base, 'ann')]:.2f} -> {acc[(f'{base}-nores', 'ann')]:.2f} "
-                   f"({-drop['ann']:+.2f}); needs the SNN to lose >= {THRESHOLDS['residual_margin']:g} points more"
-                   + (f" (also {others})" if others else ""),
-                   {"model": base, "drop (points)": drops})
+    margin = THRESHOLDS["residual_margin"]
+    parts = [HOLDS if d["snn"] - d["ann"] > margin else FAILS for d in drops.values()]
+    texts = [f"{m}: SNN {acc[(m, 'snn')]:.2f} -> {acc[(f'{m}-nores', 'snn')]:.2f} ({-d['snn']:+.2f}), ANN "
+             f"{acc[(m, 'ann')]:.2f} -> {acc[(f'{m}-nores', 'ann')]:.2f} ({-d['ann']:+.2f}), SNN loses "
+             f"{d['snn'] - d['ann']:.2f} more" for m, d in drops.items()]
+    return Finding(fid, claim, src, _combine(parts),
+                   "; ".join(texts) + f" (needs > {margin:g} points more at every depth)",
+                   {"drop (points)": drops,
+                    "extra SNN drop (points)": {m: d["snn"] - d["ann"] for m, d in drops.items()}})
 
 
 def time_steps_add_little(pairs: Sequence[Any]) -> Finding:
@@ -354,8 +387,9 @@ def time_steps_add_little(pairs: Sequence[Any]) -> Finding:
 
 def early_static_late_dynamic(temporals: Sequence[Any]) -> Finding:
     """§4.3 / Fig. 6: block outputs of the first stage are nearly static across time steps (mean CKA between
-    different steps >= 0.9), those of the last stage are not (at least 0.05 lower). Judged on every temporal
-    result with residual-block layers; holds when it holds for each."""
+    different steps >= ``static_min``), those of the last stage are not (at least ``dynamic_gap`` lower; the
+    paper: all-yellow vs "around 0.5"). Judged on every temporal result with residual-block layers; holds when it
+    holds for each."""
     fid, claim, src = ("early-static-late-dynamic",
                        "Stage 1 is nearly static across time steps, the last stage is not", "§4.3, Fig. 6")
     parts, texts, numbers = [], [], {}
@@ -384,21 +418,25 @@ def early_static_late_dynamic(temporals: Sequence[Any]) -> Finding:
 
 
 def first_stage_tolerates_one_step(table: Any) -> Finding:
-    """§4.3 / Table 3: one time step in the first stage costs less accuracy than one step in the last stage.
+    """§4.3 / Table 3: one time step in the first stage costs much less accuracy than one step in the last
+    stage ("<1%" vs "2~4%"): at every T, the last stage's drop exceeds the first's by at least ``stage_margin``.
     Model ids: ``snn-T4`` (full), ``snn-T4-first1``, ``snn-T4-last1`` (and likewise for other T)."""
     fid, claim, src = ("first-stage-tolerates-one-step",
                        "One step in stage 1 costs less accuracy than one step in the last stage", "§4.3, Table 3")
     acc = {m: v for (m, t), v in (_accuracies(table) if table is not None else {}).items() if t == "snn"}
     parts, texts, numbers = [], [], {}
-    for full in sorted(acc):
+    natural = lambda m: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", m)]  # noqa: E731  (T4 < T16)
+    for full in sorted(acc, key=natural):
         if f"{full}-first1" in acc and f"{full}-last1" in acc:
             first, last = acc[full] - acc[f"{full}-first1"], acc[full] - acc[f"{full}-last1"]
-            parts.append(HOLDS if first < last else FAILS)
+            parts.append(HOLDS if last - first >= THRESHOLDS["stage_margin"] else FAILS)
             texts.append(f"{full}: first stage -{first:.2f}, last stage -{last:.2f}")
             numbers[full] = {"drop first stage": first, "drop last stage": last}
     if not parts:
         return Finding(fid, claim, src, UNMEASURED, "needs SNN accuracies of X, X-first1 and X-last1")
-    return Finding(fid, claim, src, _combine(parts), "; ".join(texts), numbers)
+    return Finding(fid, claim, src, _combine(parts),
+                   "; ".join(texts) + f" (the last stage must cost >= {THRESHOLDS['stage_margin']:g} point more)",
+                   numbers)
 
 
 def event_lowers_similarity(event_pairs: Sequence[Any], static_pairs: Sequence[Any]) -> Finding:
@@ -461,14 +499,16 @@ def snn_more_robust(robustness: Sequence[Any]) -> Finding:
 
 def snn_adversarial_features_closer(robustness: Sequence[Any]) -> Finding:
     """§4.5 / Fig. 8 right: the SNN's features of adversarial images stay closer to those of the clean images
-    than the ANN's: its mean clean-vs-adversarial CKA over layers is higher at every eps."""
+    than the ANN's: its mean clean-vs-adversarial CKA over layers is higher at every eps. Where a result holds
+    the eval-mode attack's CKA beside the recipe's (``cka_eval``: the released train-mode attack also moves
+    BatchNorm statistics), the eval-mode one is judged: the claim is about the perturbation, not that drift."""
     fid, claim, src = ("snn-adversarial-features-closer",
                        "The SNN's clean and adversarial features are more similar than the ANN's",
                        "§4.5, Fig. 8 (right); Fig. A.9")
     parts, texts, numbers = [], [], {}
     for r in robustness:
         idx = _ann_snn(r)
-        cka = getattr(r, "cka", None)
+        cka = getattr(r, "cka_eval", None) or getattr(r, "cka", None)
         if idx is None or not cka or not cka[idx[0]] or not cka[idx[1]]:
             continue
         means = {e: (finite_mean(cka[idx[0]][k]), finite_mean(cka[idx[1]][k])) for k, e in enumerate(r.eps)}
@@ -602,9 +642,9 @@ def _evaluate_study(items: Sequence[tuple[str, str, Any]]) -> list[Finding]:
             seeds.append(r)
     all_static = [r for rs in static.values() for r in rs]
     return [
-        _per_experiment(similarity_high, static),
+        _per_experiment(similarity_high, _in_scope("similarity-high", static)),
         _per_experiment(depth_lowers_similarity, static),
-        _per_experiment(width_raises_similarity, static),
+        _per_experiment(width_raises_similarity, _in_scope("width-raises-similarity", static)),
         width_closes_accuracy_gap(tables.get("table1")),
         blocks_restore_similarity(curves or all_static),
         residuals_matter_more_for_snn(tables.get("table2")),
@@ -616,6 +656,11 @@ def _evaluate_study(items: Sequence[tuple[str, str, Any]]) -> list[Finding]:
         snn_adversarial_features_closer(robust),
         seed_pairings_alike(seeds),
     ]
+
+
+def _in_scope(fid: str, groups: Mapping[str, list[Any]]) -> dict[str, list[Any]]:
+    """The experiments' results that claim ``fid`` is about (``OUT_OF_SCOPE`` drops the others)."""
+    return {exp: rs for exp, rs in groups.items() if exp.split(":", 1)[0] not in OUT_OF_SCOPE.get(fid, ())}
 
 
 def results_in(*folders: str | Any) -> dict[str, Any]:
@@ -677,20 +722,46 @@ def _pgd_readings(table: dict[str, Any]) -> list[tuple[str, _PGD]]:
                        [[r["ann"] for r in rs], [r["snn"] for r in rs]])) for txt, rs in variants]
 
 
+@dataclass
+class _Temporal(TemporalResult):
+    label: str = ""
+
+
+def _fig6_as_quoted() -> _Temporal:
+    """Fig. 6 (T=4) as Sec. 4.3 describes it in words: stage 1 "all-yellow" (read as 1), stage 2 ">0.8"
+    (read as 0.8), the last stage "around 0.5"; the paper prints no numbers for it."""
+    levels = {"s1.b0": 1.0, "s1.b1": 1.0, "s1.b2": 1.0, "s2.b0": 0.8, "s2.b1": 0.8, "s2.b2": 0.8,
+              "s3.b0": 0.5, "s3.b1": 0.5, "s3.b2": 0.5}
+    mats = np.stack([np.where(np.eye(4, dtype=bool), 1.0, v) for v in levels.values()])
+    return _Temporal(list(levels), ["block"] * len(levels), mats, 4, 0, label="SNN resnet20 T4 (Sec. 4.3 text)")
+
+
 def evaluate_paper() -> list[Finding]:
-    """The accuracy claims judged on the paper's own numbers (Tables 1-3, Fig. 8, Fig. A.9): a check that each
-    predicate states what the paper reports. Fig. 8's ambiguous bar label gives one finding per reading."""
+    """Every predicate the paper gives numbers for, judged on those numbers: a check that each predicate (and
+    its threshold) states what the paper reports. Table 1: the width series and each width against x1; Table
+    B.1: the same on CIFAR-100; Table 2: every depth; Table 3: every T; Fig. 6: the levels Sec. 4.3 quotes;
+    Fig. 8 (one finding per reading of its ambiguous bar label) and Fig. A.9: every eps."""
     p = _paper_tables()
-    t1 = [(r["model"] + (f"x{r['width']}" if r["width"] != 1 else ""), r["ann"], r["snn"])
-          for r in p["table1"]["rows"] if r["model"] == "resnet20"]
+
+    def width_rows(rows: list[dict[str, Any]], ann: str, snn: str) -> list[tuple[str, float, float]]:
+        return [(r["model"] + (f"x{r['width']}" if r["width"] != 1 else ""), r[ann], r[snn]) for r in rows
+                if r["model"] == "resnet20" and r.get("T", 4) == 4 and r[ann] is not None and r[snn] is not None]
+
+    out = []
+    for name, t1 in (("Table 1", width_rows(p["table1"]["rows"], "ann", "snn")),
+                     ("Table B.1, CIFAR-100", width_rows(p["tableB1"]["rows"], "ann_c100", "snn_c100"))):
+        out.append(_relabel(width_closes_accuracy_gap(_Table("table1", _rows(t1))), name))
+        for row in t1[1:]:  # every width against x1
+            out.append(_relabel(width_closes_accuracy_gap(_Table("table1", _rows([t1[0], row]))),
+                                f"{name}, x1 vs {row[0].removeprefix('resnet20')}"))
     t2 = [(r["model"] + ("" if r["residual"] else "-nores"), r["ann"], r["snn"]) for r in p["table2"]["rows"]]
     suffix = {"full": "", "first_stage_1": "-first1", "last_stage_1": "-last1"}
     t3 = [{"model": f"snn-T{r['T']}{suffix[r['variant']]}", "type": "SNN", "ours (%)": r["snn"]}
           for r in p["table3"]["rows"]]
-    out = [
-        _relabel(width_closes_accuracy_gap(_Table("table1", _rows(t1))), "Table 1"),
+    out += [
         _relabel(residuals_matter_more_for_snn(_Table("table2", _rows(t2))), "Table 2"),
         _relabel(first_stage_tolerates_one_step(_Table("table3", t3)), "Table 3"),
+        _relabel(early_static_late_dynamic([_fig6_as_quoted()]), "Sec. 4.3's reading of Fig. 6"),
     ]
     for fig in ("fig8", "figA9"):
         for reading, res in _pgd_readings(p[fig]):

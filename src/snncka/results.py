@@ -334,14 +334,16 @@ class CKAResult(Result):
                                   ylim=curve_ylim(d))
         return paths
 
-    def summary(self) -> list[dict[str, Any]]:
+    def summary(self, same_model: bool = False) -> list[dict[str, Any]]:
+        """One row: size, images, mean CKA; and the corresponding layers' CKA unless ``same_model`` (a model
+        against itself, whose corresponding layers have CKA 1 by construction: not a measurement)."""
         names, d = self.corresponding()
         row: dict[str, Any] = {
             "layers": f"{len(self.layers_a)} x {len(self.layers_b)}",
             "images": self.n_images,
             "mean CKA (matrix)": finite_mean(self.matrix),
         }
-        if names and np.isfinite(d).any():
+        if names and np.isfinite(d).any() and not same_model:
             k = int(np.nanargmin(d))
             row.update({
                 "mean CKA (diagonal)": finite_mean(d),

@@ -29,7 +29,7 @@ Modules: ``subjects`` (models, their data and test images), ``pairwise`` (compar
 from __future__ import annotations
 
 from ..results import CKAResult, Result, TemporalResult, iter_results, load_result
-from .adversarial import DEFAULT_EPS, RobustnessResult, robustness
+from .adversarial import DEFAULT_EPS, DRIFT_EPS, RobustnessResult, robustness
 from .blocktypes import TYPE_LABELS, BlocksResult, blocks, blocks_from
 from .firing import RatesResult, rates
 from .pairwise import CompareAnalysis, compare
@@ -40,6 +40,7 @@ from .timesteps import TemporalAnalysis, temporal
 
 __all__ = [
     "DEFAULT_EPS",
+    "DRIFT_EPS",
     "TYPE_LABELS",
     "BlocksResult",
     "CKAResult",

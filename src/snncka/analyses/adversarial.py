@@ -31,16 +31,23 @@ from .subjects import (
     subjects,
 )
 
-__all__ = ["DEFAULT_EPS", "RobustnessResult", "robustness"]
+__all__ = ["DEFAULT_EPS", "DRIFT_EPS", "RobustnessResult", "robustness"]
 
 DEFAULT_EPS = (0.001, 0.005, 0.01, 0.02, 0.05)
+#: A near-zero eps: under an attack that moves BatchNorm statistics (the released train-mode attack), the
+#: clean-vs-adversarial CKA at this eps measures that drift alone, as the perturbation is nil.
+DRIFT_EPS = 1e-9
 
 
 @dataclass
 class RobustnessResult(RecipeMeasured):
     """PGD robust accuracy (%) ``accuracy[m, e]`` of model m at ``eps[e]`` on ``n_images`` test images, and
     per-layer CKA between the clean and the adversarial features of each model ``cka[m][e]`` (over
-    ``layers[m]``) on the first ``cka_images`` test images, attacked with the model in ``cka_attack_mode``."""
+    ``layers[m]``) on the first ``cka_images`` test images, attacked with the model in ``cka_attack_mode``.
+
+    When that attack is not the eval-mode one (the ``code`` recipe's train-mode attack, whose BatchNorm
+    statistics drift), ``cka_eval[m][e]`` is the same CKA under the eval-mode attack, and ``drift_cka[m]`` the
+    mean CKA of the recipe's attack at ``drift_eps`` (near zero): what the drift alone does to the features."""
 
     analysis: ClassVar[str] = "robustness"
 
@@ -60,6 +67,9 @@ class RobustnessResult(RecipeMeasured):
     cka_images: int = 0
     cka_attack_mode: str = "eval"
     clip: bool = False
+    cka_eval: list[list[list[float]]] = field(default_factory=list)
+    drift_eps: float | None = None
+    drift_cka: list[float] = field(default_factory=list)
 
     def plot(self, out: str | Path, name: str | None = None) -> list[Path]:
         from .. import plots
@@ -90,9 +100,15 @@ class RobustnessResult(RecipeMeasured):
         rows = []
         for m, lab in enumerate(self.labels):
             row: dict[str, Any] = {"model": lab, "clean": self.clean_accuracy[m]}
-            for e, a, c in zip(self.eps, self.accuracy[m], self.cka[m], strict=True):
+            mode = f" ({self.cka_attack_mode}-mode attack)" if self.cka_eval else ""
+            for k, (e, a, c) in enumerate(zip(self.eps, self.accuracy[m], self.cka[m], strict=True)):
                 row[f"acc eps={e:g}"] = a
-                row[f"mean CKA eps={e:g}"] = finite_mean(c)
+                row[f"mean CKA eps={e:g}{mode}"] = finite_mean(c)
+                if self.cka_eval:
+                    row[f"mean CKA eps={e:g} (eval-mode attack)"] = finite_mean(self.cka_eval[m][k])
+            if self.drift_cka:  # the flag: below 1 at a nil perturbation = BatchNorm drift, not the attack
+                row[f"BN drift: mean CKA at eps={self.drift_eps:g} ({self.cka_attack_mode}-mode attack)"] = \
+                    self.drift_cka[m]
             rows.append(row)
         return rows
 
@@ -122,7 +138,9 @@ def robustness(
     attacked on its own from the clean images, with ``steps`` steps of ``step_frac * eps`` (both recipes: 20
     of eps/10, no random start, no clipping), the model in eval mode for robust accuracy, and in the recipe's
     ``pgd_model_mode`` for the clean-vs-adversarial CKA (``code``: train mode on a copy of the model whose
-    BatchNorm statistics drift, as released; the analysed model is never changed). ``steps``, ``step_size``
+    BatchNorm statistics drift, as released; the analysed model is never changed). When that attack is not the
+    eval-mode one, the eval-mode CKA is reported beside it (``cka_eval``) with the drift alone: the recipe's
+    attack's CKA at ``DRIFT_EPS`` (``drift_cka``). ``steps``, ``step_size``
     and ``random_start`` override the recipe's. Images: robust accuracy on the recipe's ``pgd_images`` (None:
     the whole test split) and CKA on its ``cka_images`` in minibatches of ``cka_batch``, unless ``n_images``
     (None: all) and ``batch_size`` are given. eps is in the normalised input space the models receive, unless
@@ -153,7 +171,8 @@ def robustness(
     overrides = {k: v for k, v in (("steps", steps), ("step_size", step_size), ("random_start", random_start))
                  if v is not None}
     g = torch.Generator().manual_seed(seed)
-    out = dict(labels=[], clean_accuracy=[], accuracy=[], layers=[], kinds=[], cka=[], sources=[])
+    out = dict(labels=[], clean_accuracy=[], accuracy=[], layers=[], kinds=[], cka=[], sources=[], cka_eval=[],
+               drift_cka=[])
     for s in subs:
         bounds = _data_bounds(s, dev) if rec.pgd_clip else None
         acc_opts = {**pgd_options(rec, bounds=bounds), **overrides}
@@ -164,13 +183,15 @@ def robustness(
         cka_x = first_batches(s, nc, cka_batch, dev)
         cka_b = [(x, s.data.y_test[i:i + images_in(x)].to(dev))
                  for i, x in zip(range(0, nc, cka_batch), cka_x, strict=False)]
-        # an eval-mode CKA attack is the robust-accuracy attack: its examples are reused, not recomputed
+        # an eval-mode CKA attack is the robust-accuracy attack: its examples are reused, not recomputed;
+        # another attack (the released train mode) is reported beside the eval-mode one ("dual")
         reuse = cka_opts["mode"] == acc_opts["mode"] and not cka_opts["keep_bn_updates"]
+        dual = not reuse
         with torch.no_grad():
             clean_ok = sum(int((s.model(x).argmax(-1) == y).sum()) for x, y in batches)
-        accs, ckas, lay, kin = [], [], [], []
-        bar = tqdm(total=len(eps) * (len(batches) + (0 if reuse else len(cka_b))), desc=f"PGD {s.label}",
-                   disable=not progress, unit="batch")
+        accs, ckas, ckas_eval, lay, kin = [], [], [], [], []
+        bar = tqdm(total=len(eps) * (len(batches) + (0 if reuse else len(cka_b))) + (len(cka_b) if dual else 0),
+                   desc=f"PGD {s.label}", disable=not progress, unit="batch")
         for e in eps:
             e_t: float | Tensor = e if pixel_std is None else to_normalised_eps(e, pixel_std).to(dev)
             ok, kept = 0, []
@@ -178,14 +199,21 @@ def robustness(
                 xa = pgd(s.model, x, y, eps=e_t, generator=g, **acc_opts)
                 with torch.no_grad():
                     ok += int((s.model(xa).argmax(-1) == y).sum())
-                if reuse and k < len(cka_b):  # the CKA batch k holds the first images of batch k
+                if k < len(cka_b):  # the CKA batch k holds the first images of batch k
                     kept.append(xa.narrow(1 if xa.dim() == 5 else 0, 0, images_in(cka_b[k][0])))
                 bar.update(1)
             accs.append(100.0 * ok / na)
             done = kept if len(kept) == len(cka_b) else None
             lay, kin, values = _clean_vs_adversarial(s, cka_b, e_t, layers, cka_opts, g, unbiased, kernel, bar,
-                                                     done)
+                                                     None if dual else done)
             ckas.append(values)
+            if dual:
+                ckas_eval.append(_clean_vs_adversarial(s, cka_b, e_t, layers, acc_opts, g, unbiased, kernel,
+                                                       _NoBar(), done)[2])
+        if dual:
+            out["cka_eval"].append(ckas_eval)
+            out["drift_cka"].append(finite_mean(
+                _clean_vs_adversarial(s, cka_b, DRIFT_EPS, layers, cka_opts, g, unbiased, kernel, bar)[2]))
         bar.close()
         out["labels"].append(s.label)
         out["clean_accuracy"].append(100.0 * clean_ok / na)
@@ -207,6 +235,7 @@ def robustness(
         cka_images=n_images_of(subs[0], n_cka),
         cka_attack_mode=rec.pgd_model_mode,
         clip=bool(rec.pgd_clip),
+        drift_eps=DRIFT_EPS if out["drift_cka"] else None,
         seconds=time.perf_counter() - t0,
         environment=environment(),
         **out,
@@ -249,6 +278,11 @@ def _clean_vs_adversarial(s: Subject, batches: list[tuple[Tensor, Tensor]], eps:
     names, values = res.corresponding()
     kinds = dict(zip(res.layers_a, res.kinds_a, strict=True))
     return names, [kinds[n] for n in names], values.tolist()
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
 
 
 def _data_bounds(s: Subject, dev: torch.device) -> tuple[Tensor, Tensor]:

@@ -97,7 +97,8 @@ class CompareAnalysis(RecipeMeasured):
         return [p for p in pairs if p[1] is not None]
 
     def summary(self) -> list[dict[str, Any]]:
-        return [{"model a": self.label_a, "model b": self.label_b, **row} for row in self.cka.summary()]
+        same = (self.source_a, self.label_a) == (self.source_b, self.label_b)  # a model against itself
+        return [{"model a": self.label_a, "model b": self.label_b, **row} for row in self.cka.summary(same)]
 
     @classmethod
     def upgrade_v1(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]

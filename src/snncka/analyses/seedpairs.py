@@ -84,7 +84,8 @@ class SeedsResult(RecipeMeasured):
             {
                 "model a": self.labels[i],
                 "model b": self.labels[j],
-                "mean CKA (diagonal)": finite_mean(np.diagonal(self.matrices[k])),
+                # a model against itself: its diagonal is 1 by construction, not a measurement
+                "mean CKA (diagonal)": finite_mean(np.diagonal(self.matrices[k])) if i != j else None,
                 "mean CKA (matrix)": finite_mean(self.matrices[k]),
             }
             for k, (i, j) in enumerate(self.pairs)
