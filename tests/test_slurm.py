@@ -55,7 +55,7 @@ def cluster() -> None:
 
 
 def _reproduce(out: Path, cache: Path, *more: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, "-m", "snncka", "reproduce", *FIG3, "--out", str(out), "--cache",
+    r = subprocess.run([sys.executable, "-m", "snncka.cli", "reproduce", *FIG3, "--out", str(out), "--cache",
                         str(cache), *more], capture_output=True, text=True, env=ENV, cwd=out.parent,
                        timeout=timeout)
     assert r.returncode == 0, r.stdout + r.stderr
