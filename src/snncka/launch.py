@@ -246,6 +246,12 @@ class TrainTask:
     ``checkpoint`` and requeues the same task, which then resumes from ``last.pt``."""
 
     def __call__(self, cfg: TrainConfig, cache: str, ddp: bool = False) -> str:
+        import signal
+
+        # Slurm sends SIGTERM when it requeues, preempts or cancels the job; submitit ignores it (and would go
+        # on training until SIGKILL). End at once instead: last.pt holds the last finished epoch, the requeued
+        # job resumes from it. Timeouts still reach submitit's own SIGUSR2 handler (checkpoint, requeue).
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if ddp:
             import submitit
 
