@@ -106,3 +106,14 @@ def test_killing_the_main_process_ends_its_workers_and_resource_tracker(sig: int
         for p in workers + trackers:  # what this test started, should the test have failed
             if _alive(p):
                 os.kill(p, signal.SIGKILL)
+
+
+def test_submitits_local_executor_needs_no_slurm_when_asked_for(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("submitit")
+    from snncka.launch import SlurmLauncher
+
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))  # no sbatch
+    SlurmLauncher(tmp_path, cluster="local").check()  # --launcher submitit-local: fine without Slurm
+    with pytest.raises(ValueError, match=r"^--launcher slurm: no Slurm here \(sbatch is not on PATH\)"):
+        SlurmLauncher(tmp_path).check()
