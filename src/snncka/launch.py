@@ -14,7 +14,8 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,7 @@ def _train_or_resume(cfg: TrainConfig, run: Path) -> None:
         if trained_epochs(run) >= cfg.epochs:
             return
         remove_stale_temps(run, older_than_s=0)  # we hold the lock: no live writer
+        _say(f"resuming {run} from epoch {trained_epochs(run)}")
         train(cfg, run, resume=True)
     else:
         remove_stale_temps(run, older_than_s=0)
@@ -108,7 +110,34 @@ class InlineLauncher:
             ensure_trained(job.cfg, job.cache)
 
 
-def _init_worker(slots: Any, threads: int, use_gpus: bool) -> None:
+def _end_with_parent(parent: int) -> None:
+    """Make this worker die with the process that started it, even when that one is killed with SIGKILL: the
+    kernel's parent-death signal on Linux, and a thread that watches the parent's pid everywhere (it also covers
+    the moment before the signal was armed)."""
+    import signal
+    import threading
+    import time
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)  # orphaned: the launcher is gone, nobody waits for this result
+
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=watch, name="snncka-parent-watch", daemon=True).start()
+
+
+def _init_worker(slots: Any, threads: int, use_gpus: bool, parent: int) -> None:
+    _end_with_parent(parent)
     slot = slots.get()
     if use_gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = slot
@@ -119,6 +148,26 @@ def _init_worker(slots: Any, threads: int, use_gpus: bool) -> None:
 
 def _train_job(job: ModelJob) -> str:
     return str(ensure_trained(job.cfg, job.cache))
+
+
+@contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """SIGTERM raises SystemExit in the main thread meanwhile, so that the caller can end its workers."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 class LocalLauncher:
@@ -150,10 +199,18 @@ class LocalLauncher:
         _say(f"training {len(jobs)} models, {workers} at a time "
              f"({'one GPU each' if use_gpus else f'{threads} CPU thread(s) each'})")
         quiet = [replace(j, cfg=replace(j.cfg, progress=False)) for j in jobs]
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(slots, threads, use_gpus)) as pool:
-            futures = {pool.submit(_train_job, j): j for j in quiet}
-            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                   initargs=(slots, threads, use_gpus, os.getpid()))
+        try:
+            with _sigterm_exits():
+                futures = {pool.submit(_train_job, j): j for j in quiet}
+                done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        except BaseException:  # Ctrl-C, SIGTERM: end the workers now rather than wait for their models
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                proc.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        with pool:
             for f in pending:
                 f.cancel()
             for f in done | pending:
@@ -189,6 +246,12 @@ class TrainTask:
     ``checkpoint`` and requeues the same task, which then resumes from ``last.pt``."""
 
     def __call__(self, cfg: TrainConfig, cache: str, ddp: bool = False) -> str:
+        import signal
+
+        # Slurm sends SIGTERM when it requeues, preempts or cancels the job; submitit ignores it (and would go
+        # on training until SIGKILL). End at once instead: last.pt holds the last finished epoch, the requeued
+        # job resumes from it. Timeouts still reach submitit's own SIGUSR2 handler (checkpoint, requeue).
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if ddp:
             import submitit
 
@@ -200,6 +263,11 @@ class TrainTask:
         import submitit
 
         return submitit.helpers.DelayedSubmission(TrainTask(), *args, **kwargs)
+
+
+def _on_cpu(jobs: Sequence[ModelJob]) -> bool:
+    """Every model trains on the CPU (``--device cpu``): its jobs need no GPU."""
+    return bool(jobs) and all(j.cfg.device == "cpu" for j in jobs)
 
 
 def _require_submitit() -> Any:
@@ -215,8 +283,10 @@ class SlurmLauncher:
     """Submit every model as a task of a Slurm job array (one GPU each), or, for models whose plan estimate is
     at least ``ddp_min_hours``, as its own ``gpus_per_model``-GPU job running DDP (one task per GPU).
 
-    ``cluster``: None lets submitit pick (Slurm where ``sbatch`` exists), ``"local"`` runs the jobs as local
-    processes (tests). ``folder`` holds submitit's scripts and logs."""
+    ``cluster``: ``"slurm"`` (the default) needs a reachable Slurm controller (``check`` says why not, in one
+    line); ``"local"`` runs the jobs as local processes through submitit's local executor (tests, trials).
+    Models that train on the CPU (``device="cpu"``) ask for no GPU. ``folder`` holds submitit's scripts and
+    logs."""
 
     folder: Path
     partition: str | None = None
@@ -225,8 +295,28 @@ class SlurmLauncher:
     ddp_min_hours: float = float("inf")
     cpus_per_task: int = 8
     max_parallel: int | None = None
-    cluster: str | None = None
+    cluster: str = "slurm"
     extra: dict[str, Any] = field(default_factory=dict)  # more slurm_* parameters for submitit
+
+    def check(self) -> None:
+        """Raise a one-line ValueError unless submitit is installed and (for ``cluster="slurm"``) a Slurm
+        controller answers here: without one, submitit would quietly run every job locally at once."""
+        _require_submitit()
+        if self.cluster != "slurm":
+            return
+        import shutil
+        import subprocess
+
+        hint = "; start one (tools/slurm-local start) or use --launcher submitit-local to run the jobs here"
+        if shutil.which("sbatch") is None:
+            raise ValueError("--launcher slurm: no Slurm here (sbatch is not on PATH)" + hint)
+        try:
+            ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise ValueError(f"--launcher slurm: scontrol ping failed ({e})" + hint) from None
+        if ping.returncode != 0 or "UP" not in ping.stdout:
+            said = " ".join((ping.stdout + ping.stderr).split()) or f"exit status {ping.returncode}"
+            raise ValueError(f"--launcher slurm: the Slurm controller does not answer ({said})" + hint)
 
     def executor(self, gpus: int, tasks: int = 1, name: str = "snncka-train", **more: Any) -> Any:
         submitit = _require_submitit()
@@ -243,11 +333,12 @@ class SlurmLauncher:
 
     def submit(self, jobs: Sequence[ModelJob]) -> list[Any]:
         """Submit the models' training; returns submitit's jobs (``job.result()`` waits for one)."""
+        self.check()
         big = [j for j in jobs if self.gpus_per_model > 1 and j.hours >= self.ddp_min_hours]
         small = [j for j in jobs if j not in big]
         submitted: list[Any] = []
         if small:
-            ex = self.executor(gpus=min(self.gpus_per_model, 1))
+            ex = self.executor(gpus=0 if _on_cpu(small) else min(self.gpus_per_model, 1))
             submitted += ex.map_array(TrainTask(), [j.cfg for j in small], [str(j.cache) for j in small])
         for j in big:
             ex = self.executor(gpus=self.gpus_per_model, tasks=self.gpus_per_model, name=f"snncka-{j.label}")
@@ -266,12 +357,13 @@ class SlurmLauncher:
         Slurm ``afterok`` dependency; other clusters: after waiting for them here)."""
         trained = self.submit(jobs)
         more: dict[str, Any] = {}
-        if trained and self.executor(0).cluster == "slurm":
+        if trained and self.cluster == "slurm":
             ids = sorted({str(j.job_id).split("_")[0] for j in trained})
             more["slurm_additional_parameters"] = {**self.extra.get("slurm_additional_parameters", {}),
                                                    "dependency": "afterok:" + ":".join(ids)}
         else:
             for job in trained:
                 job.result()
-        ex = self.executor(gpus=min(self.gpus_per_model, 1), name="snncka-analyse", **more)
+        ex = self.executor(gpus=0 if _on_cpu(jobs) else min(self.gpus_per_model, 1), name="snncka-analyse",
+                           **more)
         return trained, ex.submit(analyse, *args)

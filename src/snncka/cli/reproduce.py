@@ -14,7 +14,7 @@ from ..recipes import get as get_recipe
 from ..reproduce import SCALES, default_out, list_experiments, run, submit
 from .errors import user_errors
 
-LAUNCHERS = ("inline", "local", "slurm")
+LAUNCHERS = ("inline", "local", "slurm", "submitit-local")
 
 
 @click.command("reproduce")
@@ -41,7 +41,9 @@ LAUNCHERS = ("inline", "local", "slurm")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--launcher", type=click.Choice(LAUNCHERS), default="inline", show_default=True,
               help="How the models train: inline (one after another here), local (--jobs processes at once: one "
-                   "per GPU, or CPU slots), slurm (a job array through submitit; the analyses follow as a job).")
+                   "per GPU, or CPU slots), slurm (a job array through submitit; the analyses follow as a job; an "
+                   "error where no Slurm controller answers), submitit-local (the slurm launcher's jobs as local "
+                   "processes through submitit's local executor, all at once: trials without a cluster).")
 @click.option("--jobs", type=int, default=1, show_default=True,
               help="Models trained at once (local launcher; implies --launcher local).")
 @click.option("--partition", default=None, help="slurm: partition.")
@@ -83,13 +85,15 @@ def reproduce_cmd(exp_id, show_list, show_plan, scale, recipe, out, cache, data_
     kwargs = dict(cache=cache, data_root=data_root, download=download, device=device, epochs=epochs,
                   cka_images=cka_images, progress=not no_progress, recipe=recipe)
     with user_errors():
-        if launcher == "slurm":
+        if launcher in ("slurm", "submitit-local"):
             for name, v in (("--gpus-per-model", gpus_per_model), ("--cpus-per-task", cpus_per_task)):
                 if v < 1:
                     raise ValueError(f"{name} must be >= 1, got {v}")
             slurm = SlurmLauncher(Path(slurm_folder or Path(out) / "slurm"), partition=partition,
                                   time_min=parse_minutes(time_limit), gpus_per_model=gpus_per_model,
-                                  ddp_min_hours=ddp_min_hours, cpus_per_task=cpus_per_task)
+                                  ddp_min_hours=ddp_min_hours, cpus_per_task=cpus_per_task,
+                                  cluster="slurm" if launcher == "slurm" else "local")
+            slurm.check()  # no Slurm here: one line now, not a silent local run
             if not wait:
                 return _submit(slurm, exp_id, scale, out, kwargs)
             chosen = slurm
@@ -107,6 +111,8 @@ def _submit(slurm: SlurmLauncher, exp_id: str, scale: str, out: str, kwargs: dic
     trained, analysis = submit(exp_id, scale, out, slurm, **kwargs)
     click.echo(f"{exp_id}: {len(trained)} training job(s) and analysis job {analysis.job_id} submitted (logs: "
                f"{slurm.folder}); the report will be {Path(out) / 'report.html'}")
+    follow = f"sacct -j {analysis.job_id}; " if slurm.cluster == "slurm" else ""
+    click.echo(f"follow it: {follow}tail -f {analysis.paths.stdout}")
 
 
 @click.command("demo")
