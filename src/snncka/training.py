@@ -81,7 +81,7 @@ PAPER_BATCH = 256
 # Threads a model trains with on the CPU unless its config says otherwise. Float reductions (BatchNorm statistics,
 # weight gradients) split their sums over the threads, so a model's bits depend on this number: it is a fixed
 # setting of the run (in the cache key and config.json), not the launcher's or the machine's core count.
-TRAIN_THREADS = 2
+TRAIN_THREADS = 1
 
 
 class TrainingDivergedError(ValueError):
@@ -167,7 +167,8 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ValueError naming every bad field and how to fix it."""
         errs = []
-        for name in ("epochs", "eval_batch_size", "T", "threads") + (("batch_size",) if self.batch_size is not None else ()):
+        sized = ("epochs", "eval_batch_size", "T", "threads")
+        for name in sized + (("batch_size",) if self.batch_size is not None else ()):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 errs.append(f"{name} must be a positive integer, got {v!r}")
