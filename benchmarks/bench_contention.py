@@ -33,6 +33,8 @@ import subprocess
 import sys
 import time
 
+import snncka  # noqa: F401  (before torch, as in the snncka command, so that its OpenMP policy applies)
+
 WORKLOADS = ("compare", "train")
 # libgomp's own default spin count when OMP_WAIT_POLICY is unset: setting it reproduces the old behaviour even
 # where snncka would otherwise pick a waiting policy (it leaves an explicit GOMP_SPINCOUNT alone)
@@ -47,7 +49,7 @@ def child(workload: str, threads: str | None) -> None:
     import torch
 
     from snncka import compare, create
-    from snncka.training import TrainConfig, train
+    from snncka.training import TrainConfig, load_dataset, train
 
     if workload == "compare":
         torch.manual_seed(0)
@@ -59,8 +61,6 @@ def child(workload: str, threads: str | None) -> None:
         extra = {} if threads is None else {"threads": torch.get_num_threads() if threads == "all" else int(threads)}
         cfg = TrainConfig(model="resnet20", spiking=True, T=8, data="digits", epochs=1, batch_size=32, device="cpu",
                           progress=False, **extra)
-        from snncka.training import load_dataset
-
         ds = load_dataset(cfg)
         with tempfile.TemporaryDirectory() as out:
             t0 = time.perf_counter()
