@@ -68,41 +68,6 @@ def test_local_launcher_trains_in_parallel_processes_bitwise_like_inline(tmp_pat
         assert json.loads((job.run_dir / "config.json").read_text())["train"]["threads"] == 1
 
 
-def test_the_thread_count_is_part_of_what_a_run_trains(tmp_path: Path) -> None:
-    """Two thread counts are two models (float sums split over threads): two cache entries, never one reused
-    for the other."""
-    one = TrainConfig(spiking=False, T=1, **TINY)
-    two = TrainConfig(spiking=False, T=1, threads=2, **TINY)
-    assert run_folder(one, tmp_path) != run_folder(two, tmp_path)
-    with pytest.raises(ValueError, match="threads must be a positive integer"):
-        TrainConfig(threads=0).validate()
-
-
-@pytest.mark.slow
-def test_an_experiment_gives_the_same_bits_inline_and_with_two_jobs(tmp_path: Path) -> None:
-    """The demo (two tiny trainings, a CKA heatmap and the temporal CKA) inline and with two worker processes:
-    equal checkpoints and equal result arrays, bit for bit."""
-    import numpy as np
-
-    outs = {}
-    for name, launcher in (("inline", None), ("local", LocalLauncher(jobs=2, progress=False))):
-        outs[name] = tmp_path / name
-        reproduce.run("demo", "smoke", outs[name], cache=tmp_path / f"cache-{name}", epochs=1, cka_images=64,
-                      device="cpu", progress=False, launcher=launcher)
-    ckpts = sorted(p.relative_to(outs["inline"]) for p in outs["inline"].glob("models/*/last.pt"))
-    assert len(ckpts) == 2
-    for rel in ckpts:
-        a, b = (load_checkpoint(outs[n] / rel)["model"] for n in ("inline", "local"))
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), rel
-    arrays = sorted(p.relative_to(outs["inline"]) for p in outs["inline"].glob("results/*.npz"))
-    assert {p.stem for p in arrays} >= {"compare-resnet20", "temporal-resnet20"}
-    for rel in arrays:
-        with np.load(outs["inline"] / rel) as a, np.load(outs["local"] / rel) as b:
-            assert sorted(a.files) == sorted(b.files), rel
-            for k in a.files:
-                assert a[k].tobytes() == b[k].tobytes(), f"{rel}: {k}"
-
-
 def test_slurm_launcher_through_submitits_local_executor(tmp_path: Path, inline_cache: Path) -> None:
     pytest.importorskip("submitit")
     slurm = SlurmLauncher(tmp_path / "slurm", cluster="local", gpus_per_model=0, time_min=10, cpus_per_task=1,
