@@ -46,13 +46,14 @@ def _assert_same_models(a: Path, b: Path) -> None:
 
 @pytest.fixture(scope="module")
 def inline_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The reference: both tiny models trained one after another in this process, with one thread (every
-    launcher below gives each job one thread on this 1-2 core CI machine: same kernels, same bits)."""
+    """The reference: both tiny models trained one after another in this process (the trainer uses the
+    config's thread count, whatever this process's is)."""
     cache = tmp_path_factory.mktemp("inline")
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(2)  # not the training threads (TrainConfig.threads, 1): training must not care
     try:
         InlineLauncher(progress=False).train(_jobs(cache))
+        assert torch.get_num_threads() == 2  # the caller's threads come back after training
     finally:
         torch.set_num_threads(threads)
     return cache
@@ -60,14 +61,11 @@ def inline_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_local_launcher_trains_in_parallel_processes_bitwise_like_inline(tmp_path: Path, inline_cache: Path,
                                                                           capsys) -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # two workers share it: one thread each
-    try:
-        LocalLauncher(jobs=2, progress=False).train(_jobs(tmp_path))
-    finally:
-        torch.set_num_threads(threads)
+    LocalLauncher(jobs=2, progress=False).train(_jobs(tmp_path))
     assert "2 at a time" in capsys.readouterr().err
     _assert_same_models(tmp_path, inline_cache)
+    for job in _jobs(tmp_path):
+        assert json.loads((job.run_dir / "config.json").read_text())["train"]["threads"] == 1
 
 
 def test_slurm_launcher_through_submitits_local_executor(tmp_path: Path, inline_cache: Path) -> None:

@@ -1,6 +1,14 @@
 """snncka: compare what spiking and artificial neural networks learn, layer by layer, with CKA."""
 
+import os
 from typing import Any
+
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    # Idle OpenMP threads sleep instead of spinning (GNU OpenMP spins ~3 ms first): two processes sharing the
+    # cores no longer burn each other's time (README, "Threads and shared cores"). The OpenMP runtime reads this
+    # once, when torch loads it: it applies here if snncka is imported before torch (the CLI is), and always to
+    # the processes started from here (the local launcher's workers, Slurm jobs). A user's own setting is kept.
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 from .cka import CKAResult, MinibatchCKA, compare
 from .models import create, from_config, list_models

@@ -172,7 +172,9 @@ def _sigterm_exits() -> Iterator[None]:
 
 class LocalLauncher:
     """Train up to ``jobs`` models at once in separate processes: one per GPU when GPUs exist (each sees only
-    its own), else one per CPU slot with this process's threads split between them."""
+    its own), else one per CPU slot. A model trains with its config's threads (``TrainConfig.threads``) as it
+    would inline, so the bits agree; the rest of a worker's work gets this process's threads split between
+    them."""
 
     def __init__(self, jobs: int, progress: bool = True) -> None:
         if jobs < 1:
@@ -197,7 +199,7 @@ class LocalLauncher:
         for i in range(workers):
             slots.put(gpu_ids[i] if use_gpus else str(i))
         _say(f"training {len(jobs)} models, {workers} at a time "
-             f"({'one GPU each' if use_gpus else f'{threads} CPU thread(s) each'})")
+             f"({'one GPU each' if use_gpus else 'each with its TrainConfig.threads CPU threads'})")
         quiet = [replace(j, cfg=replace(j.cfg, progress=False)) for j in jobs]
         pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                    initargs=(slots, threads, use_gpus, os.getpid()))

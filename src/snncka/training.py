@@ -78,6 +78,10 @@ RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt")
 # 5 steps per epoch that the paper's 256 gives them; every other dataset uses the paper's 256 (App. B).
 DEFAULT_BATCH = {"digits": 32, "digits-dvs": 32}
 PAPER_BATCH = 256
+# Threads a model trains with on the CPU unless its config says otherwise. Float reductions (BatchNorm statistics,
+# weight gradients) split their sums over the threads, so a model's bits depend on this number: it is a fixed
+# setting of the run (in the cache key and config.json), not the launcher's or the machine's core count.
+TRAIN_THREADS = 1
 
 
 class TrainingDivergedError(ValueError):
@@ -110,6 +114,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda", "cuda:1", ...
     amp: str = "auto"  # "auto" (bf16 autocast on CUDA only), "bf16", "off"
     eval_batch_size: int = 512
+    threads: int = TRAIN_THREADS  # CPU threads while training: fixed, not the machine's, so every launcher agrees
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -162,7 +167,8 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ValueError naming every bad field and how to fix it."""
         errs = []
-        for name in ("epochs", "eval_batch_size", "T") + (("batch_size",) if self.batch_size is not None else ()):
+        sized = ("epochs", "eval_batch_size", "T", "threads")
+        for name in sized + (("batch_size",) if self.batch_size is not None else ()):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 errs.append(f"{name} must be a positive integer, got {v!r}")
@@ -502,6 +508,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, force: boo
     cfg.validate()
     out = Path(out)
     d = _init_distributed(cfg.device)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)  # this run's, whoever launched it; the caller's again afterwards
     try:
         _check_run_dir(out, resume, force)
         ckpt = None
@@ -515,6 +523,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, force: boo
             dist.barrier()  # every rank has checked the folder before rank 0 writes into it
         return _Run(cfg, out, d, ckpt, force, on_epoch_end, dataset).run()
     finally:
+        torch.set_num_threads(threads)
         if d.owned:
             dist.destroy_process_group()
 

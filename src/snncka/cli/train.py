@@ -92,6 +92,8 @@ def _config_from_cli(ctx: click.Context, p: dict[str, Any], base: TrainConfig | 
 @click.option("--amp", type=click.Choice(["auto", "bf16", "off"]), default=_D.amp, show_default=True,
               help="bf16 autocast (auto: on CUDA only; bf16: on the CPU too).")
 @click.option("--eval-batch-size", type=int, default=_D.eval_batch_size, show_default=True)
+@click.option("--threads", type=int, default=_D.threads, show_default=True,
+              help="CPU threads while training: part of the run (its bits depend on it), not of the machine.")
 @click.option("--progress/--no-progress", default=_D.progress, show_default=True)
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="TOML file of training settings (the fields of snncka.training.TrainConfig); options given "
