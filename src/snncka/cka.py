@@ -513,9 +513,12 @@ class _Side:
         self.model, self.layers, self.time, self.grams = model, layers, time, grams
         self.layout: TimeLayout = parse_time(time, model)
         self.which = f"{which} ({type(model).__name__})"
+        self.time_arg = "time"  # the argument that sets this side's layout (named in warnings)
 
     def recorder(self) -> Recorder:
-        return Recorder(self.model, self.layers, time=self.time, on_output=self.grams.add)
+        rec = Recorder(self.model, self.layers, time=self.time, on_output=self.grams.add)
+        rec.time_arg = self.time_arg
+        return rec
 
     def run(self, rec: Recorder, x: Tensor, n: int, i: int) -> Any:
         rec.reset()
@@ -571,6 +574,8 @@ def compare(
     else:
         sides.append(_Side(model_b, layers_b, time_b, acc._new_grams(), "model_b"))
         acc._which = ("model_a", "model_b")
+        sides[1].time_arg = "time_b"
+    sides[0].time_arg = "time_a/time_b" if shared else "time_a"
     dev = torch.device(device) if device is not None else model_device(model_a)
     data = batches_of(data, batch_size, model_a, sides[0].layout)
     data_b = batches_of(data_b, batch_size, model_b, sides[-1].layout)
