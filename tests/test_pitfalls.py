@@ -1,0 +1,75 @@
+"""What a new user meets first must not mislead: the corresponding-layers curve only between corresponding
+layers, a clipped image count said out loud, the README's snippets running as written, and CKA's public
+functions right (or loud) on the features users hand them."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from snncka.cka import compare
+from snncka.models import create
+
+T = 3
+
+
+class _SnnTorchNet(nn.Module):
+    """The snntorch tutorial CNN: conv1/pool/fc with Leaky neurons in a Python time loop."""
+
+    def __init__(self, snntorch) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.lif1 = snntorch.Leaky(beta=0.8, threshold=0.3)
+        self.fc = nn.Linear(4 * 4 * 4, 10)
+        self.lif2 = snntorch.Leaky(beta=0.8, threshold=0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+        out = []
+        for _ in range(T):
+            s1, mem1 = self.lif1(self.pool(self.conv1(x)), mem1)
+            s2, mem2 = self.lif2(self.fc(s1.flatten(1)), mem2)
+            out.append(s2)
+        return torch.stack(out).mean(0)
+
+
+def _images(n: int = 16) -> torch.Tensor:
+    return torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+
+
+def test_corresponding_layers_curve_only_between_corresponding_layers(tmp_path):
+    snntorch = pytest.importorskip("snntorch")
+    x = _images()
+    zoo_ann = create("resnet20", spiking=False, width=0.25, in_channels=1)
+    zoo_snn = create("resnet20", spiking=True, width=0.25, in_channels=1, T=2, v_th=0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # silent layers of untrained models
+        other = compare(_SnnTorchNet(snntorch), zoo_ann, x, time_a="loop", progress=False)
+        same = compare(zoo_snn, zoo_ann, x, progress=False)
+    # unrelated models share the names pool and fc by accident: no curve, and the reason is said
+    assert {"pool", "fc"} <= set(other.corresponding()[0])
+    assert "not one architecture" in other.curve_missing()
+    with pytest.warns(UserWarning, match="no curve of corresponding layers drawn: .*not one architecture"):
+        paths = other.plot(tmp_path / "other")
+    assert sorted(p.name for p in paths) == ["cka_heatmap.png", "cka_heatmap.svg"]
+    (row,) = other.summary()
+    assert row["corresponding layers"].startswith("none: ") and "mean CKA (diagonal)" not in row
+    # an SNN and an ANN of one architecture: the paper's curve (Fig. 2)
+    assert same.curve_missing() is None and same.layers_a == same.layers_b
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        paths = same.plot(tmp_path / "same")
+    assert "cka_curve.png" in {p.name for p in paths} and "mean CKA (diagonal)" in same.summary()[0]
+    # different layer lists of one architecture (another selection) still correspond by name
+    sub = compare(zoo_snn, zoo_ann, x, layers_a="act", progress=False)
+    assert sub.layers_a != sub.layers_b and sub.curve_missing() is None
+    # the same layer list of two models of no snncka architecture corresponds too
+    torch.manual_seed(0)
+    a, b = (nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 4)) for _ in range(2))
+    assert compare(a, b, x, progress=False).curve_missing() is None
