@@ -4,6 +4,7 @@ functions right (or loud) on the features users hand them."""
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import pytest
@@ -72,3 +73,27 @@ def test_corresponding_layers_curve_only_between_corresponding_layers(tmp_path):
     torch.manual_seed(0)
     a, b = (nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 4)) for _ in range(2))
     assert compare(a, b, x, progress=False).curve_missing() is None
+
+
+def test_more_images_than_the_test_split_is_said_in_one_line(tiny_runs, tmp_path):
+    from click.testing import CliRunner
+
+    from snncka.cli import main
+
+    runner = CliRunner()
+    out = tmp_path / "cmp"
+    args = ["compare", str(tiny_runs["ann"]), "--out", str(out), "--device", "cpu", "--quiet", "--no-plot"]
+    res = runner.invoke(main, [*args, "--n-images", "4096"])
+    assert res.exit_code == 0, res.output
+    said = [line for line in res.stderr.splitlines() if line.strip()]
+    assert said == ["Warning: n_images (--n-images) 4096 is more than the 360 test images of 'digits': using all "
+                    "360"]
+    assert json.loads((out / "compare.json").read_text())["cka"]["n_images"] == 360
+    res = runner.invoke(main, args)  # the recipe's 4096 on a small dataset: all of it, nothing to say
+    assert res.exit_code == 0 and "Warning" not in res.stderr
+    res = runner.invoke(main, [*args, "--n-images", "200"])
+    assert res.exit_code == 0 and "Warning" not in res.stderr
+    assert json.loads((out / "compare.json").read_text())["cka"]["n_images"] == 200
+    res = runner.invoke(main, ["rates", str(tiny_runs["snn"]), "--out", str(out), "--device", "cpu", "--quiet",
+                               "--no-plot", "--n-images", "1000"])
+    assert res.exit_code == 0 and "1000 is more than the 360 test images" in res.stderr
