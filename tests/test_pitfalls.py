@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -97,3 +98,33 @@ def test_more_images_than_the_test_split_is_said_in_one_line(tiny_runs, tmp_path
     res = runner.invoke(main, ["rates", str(tiny_runs["snn"]), "--out", str(out), "--device", "cpu", "--quiet",
                                "--no-plot", "--n-images", "1000"])
     assert res.exit_code == 0 and "1000 is more than the 360 test images" in res.stderr
+
+
+def _readme_block(marker: str) -> str:
+    """The README's Python code block that contains ``marker``."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    (block,) = [b for b in blocks if marker in b]
+    return block
+
+
+def test_the_readmes_minibatch_snippet_runs_as_written_and_equals_compare(eager_kernels):
+    import snncka
+
+    code = _readme_block("MinibatchCKA(")
+    assert "Recorder(" in code and "feats_a" not in code  # says where the features come from
+    torch.manual_seed(0)
+    model_a = create("resnet8", spiking=True, T=2, width=0.25, in_channels=1, v_th=0.2)
+    model_b = create("resnet8", spiking=False, width=0.25, in_channels=1)
+    x = _images(24)
+    loader = [(x[:12], torch.zeros(12)), (x[12:], torch.zeros(12))]
+    ns = {"snncka": snncka, "model_a": model_a, "model_b": model_b, "loader": loader}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # silent layers of untrained models
+        exec(compile(code, "README.md", "exec"), ns)
+        ref = compare(model_a, model_b, loader, progress=False)
+    res = ns["res"]
+    assert res.layers_a == ref.layers_a and res.layers_b == ref.layers_b and res.n_images == 24
+    np.testing.assert_allclose(res.matrix, ref.matrix, rtol=0, atol=1e-6)
