@@ -128,3 +128,80 @@ def test_the_readmes_minibatch_snippet_runs_as_written_and_equals_compare(eager_
     res = ns["res"]
     assert res.layers_a == ref.layers_a and res.layers_b == ref.layers_b and res.n_images == 24
     np.testing.assert_allclose(res.matrix, ref.matrix, rtol=0, atol=1e-6)
+
+
+# ------------------------------------------------------------------ CKA's public functions on users' features
+
+
+def _offset_pair(n: int = 48, offset: float = 1e4, seed: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 features far from 0 (a large common offset, as un-normalised inputs or logits can have)."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, 40, generator=g, dtype=torch.float64)
+    Y = X @ torch.randn(40, 24, generator=g, dtype=torch.float64) + torch.randn(n, 24, generator=g,
+                                                                                   dtype=torch.float64)
+    return (X + offset).float(), (Y + offset).float()
+
+
+def _naive(X: torch.Tensor, Y: torch.Tensor, unbiased: bool = True) -> tuple[float, float, float]:
+    """HSIC_xy, HSIC_xx, HSIC_yy of the stored float32 values, in float64 by the written-out formulas."""
+    from snncka.cka import hsic_biased, hsic_unbiased
+
+    Xd, Yd = X.double() - X.double().mean(0), Y.double() - Y.double().mean(0)
+    K, L = Xd @ Xd.T, Yd @ Yd.T
+    h = hsic_unbiased if unbiased else hsic_biased
+    return float(h(K, L)), float(h(K, K)), float(h(L, L))
+
+
+def test_cka_functions_are_right_on_float32_features_with_a_large_offset():
+    from snncka.cka import MinibatchCKA, cka, temporal
+
+    (X1, Y1), (X2, Y2) = _offset_pair(seed=3), _offset_pair(seed=4)
+    for unbiased in (True, False):
+        h1, h2 = _naive(X1, Y1, unbiased), _naive(X2, Y2, unbiased)
+        one = h1[0] / np.sqrt(h1[1] * h1[2])
+        assert 0.3 < one < 1
+        assert cka(X1, Y1, unbiased=unbiased).item() == pytest.approx(one, abs=1e-9)
+        # minibatch CKA over two batches (Nguyen et al. 2020): sums of per-batch HSIC
+        expect = (h1[0] + h2[0]) / np.sqrt((h1[1] + h2[1]) * (h1[2] + h2[2]))
+        acc = MinibatchCKA(unbiased=unbiased)
+        acc.update({"x": X1}, {"y": Y1})
+        acc.update({"x": X2}, {"y": Y2})
+        assert acc.compute().matrix[0, 0] == pytest.approx(expect, abs=1e-5)  # float32 Grams
+        ident = nn.Sequential(nn.Identity())
+        res = compare(ident, nn.Sequential(nn.Identity()), [X1, X2], data_b=[Y1, Y2], layers_a=["0"],
+                      layers_b=["0"], unbiased=unbiased, progress=False)
+        assert res.matrix[0, 0] == pytest.approx(expect, abs=1e-5)
+    acc = MinibatchCKA(kernel="rbf")  # the RBF kernel: the reference formula on the same values
+    acc.update({"x": X1}, {"y": Y1})
+    ref = cka(X1.double(), Y1.double(), kernel="rbf").item()
+    assert 0.3 < ref < 1 and acc.compute().matrix[0, 0] == pytest.approx(ref, abs=1e-5)
+    # temporal: the CKA between two time steps of an offset layer [B, T, p]
+    steps = torch.stack([X1, Y1[:, :24].contiguous().repeat(1, 2)[:, :40]], 1)  # [B, 2, 40]
+    tr = temporal(nn.Sequential(nn.Identity()), [steps], layers=["0"], time="BT", progress=False)
+    h = _naive(steps[:, 0], steps[:, 1])
+    assert tr.matrices[0, 0, 1] == pytest.approx(h[0] / np.sqrt(h[1] * h[2]), abs=1e-5)
+
+
+def test_a_nan_feature_is_named_by_every_cka_function():
+    from snncka.cka import MinibatchCKA, cka, temporal
+
+    X, Y = _offset_pair(offset=0.0)
+    Xn = X.clone()
+    Xn[5, 7] = float("nan")
+    with pytest.raises(ValueError, match=r"cka: X holds 1 non-finite value\(s\) \(NaN or Inf\), the first at "
+                                         r"sample 5, column 7"):
+        cka(Xn, Y)
+    with pytest.raises(ValueError, match="cka: Y holds 1152 non-finite"):
+        cka(X, torch.full_like(Y, float("inf")))
+    for kw in ({}, {"unbiased": False}, {"kernel": "rbf"}, {"time_reduce": "mean"}):
+        acc = MinibatchCKA(**kw)
+        with pytest.raises(ValueError, match=r"non-finite features \(NaN or Inf\) in layer 'bad' of features_a, "
+                                             r"batch 0"):
+            acc.update({"ok": X, "bad": Xn}, {"y": Y})
+    net = nn.Sequential(nn.Linear(40, 8), nn.ReLU(), nn.Linear(8, 4))
+    with pytest.raises(ValueError, match=r"in layer '0' of model_b \(Sequential\), batch 1"):
+        compare(nn.Sequential(nn.Linear(40, 3)), net, [X, X], data_b=[X, Xn], progress=False)
+    with pytest.raises(ValueError, match=r"in layer '0' of model \(Sequential\) on data_b, batch 1"):
+        compare(net, net, [X, X], data_b=[X, Xn], progress=False)
+    with pytest.raises(ValueError, match=r"non-finite features \(NaN or Inf\) in layer '0' of model"):
+        temporal(nn.Sequential(nn.Linear(40, 8)), [torch.stack([X, Xn], 1)], time="BT", progress=False)

@@ -175,11 +175,20 @@ def cka(X: Tensor, Y: Tensor, *, kernel: str = "linear", unbiased: bool = True) 
     """CKA between features ``X [n, p]`` and ``Y [n, q]`` of the same n samples (reference formula).
 
     The columns are centred in float64 first (CKA is invariant to a shift of the features): a float32 Gram of
-    raw ReLU features with a common offset loses every digit to cancellation.
+    raw ReLU features with a common offset loses every digit to cancellation. A NaN or Inf is an error naming
+    where it is, not a NaN result.
     """
     if X.dim() != 2 or Y.dim() != 2 or X.shape[0] != Y.shape[0]:
         raise ValueError(f"cka needs [n, p] and [n, q] features, same n samples: got {X.shape}, {Y.shape}")
     name, thr = _kernel_spec(kernel)
+    for which, F in (("X", X), ("Y", Y)):
+        bad = ~torch.isfinite(F)
+        if bool(bad.any()):
+            i, j = (int(v) for v in bad.nonzero()[0])
+            raise ValueError(
+                f"cka: {which} holds {int(bad.sum())} non-finite value(s) (NaN or Inf), the first at sample {i}, "
+                f"column {j}; CKA of such features is undefined -- check the data and the model (NaN weights)"
+            )
     X, Y = X.double(), Y.double()
     X, Y = X - X.mean(0), Y - Y.mean(0)
     K, L = (gram_linear(X), gram_linear(Y)) if name == "linear" else (gram_rbf(X, thr), gram_rbf(Y, thr))
@@ -297,7 +306,8 @@ class _Grams:
             bad = names[[bool(f.all()) for f in finite.split(counts)].index(False)]
             raise ValueError(
                 f"non-finite features (NaN or Inf) in layer {bad!r} of {where}, batch {batch}; check the "
-                "input data for NaN/Inf and the model for NaN weights (a diverged training run)"
+                "input data for NaN/Inf and the model for NaN weights (a diverged training run), or for "
+                "values beyond ~1e18, whose float32 Gram overflows"
             )
         if self.names is None:
             self.names, self.kinds = names, kinds
@@ -520,14 +530,14 @@ class _Side:
         rec.time_arg = self.time_arg
         return rec
 
-    def run(self, rec: Recorder, x: Tensor, n: int, i: int) -> Any:
+    def run(self, rec: Recorder, x: Tensor, n: int, i: int, stream: str = "") -> Any:
         rec.reset()
         self.grams._clear()
         rec.batch_size = n
         reset_states(self.model)
         self.model(x)
         rec.finish()
-        return self.grams.take(self.which, i)
+        return self.grams.take(self.which + stream, i)
 
     def images(self, batch: Any, x: Tensor, i: int) -> int:
         return images_in(batch, x, self.model, self.layout, i)
@@ -602,7 +612,7 @@ def compare(
                         f"batch {i}: model_a got {n} images but model_b got {nb}; both streams must hold "
                         "the same images in the same batches (same batch size)"
                     )
-                PB = sides[-1].run(recs[-1], xb, n, i)
+                PB = sides[-1].run(recs[-1], xb, n, i, " on data_b" if shared else "")
             ga, gb = sides[0].grams, sides[-1].grams
             if acc.layers_a is None:
                 names, kinds = ga.names or [], ga.kinds
