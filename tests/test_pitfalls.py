@@ -205,3 +205,25 @@ def test_a_nan_feature_is_named_by_every_cka_function():
         compare(net, net, [X, X], data_b=[X, Xn], progress=False)
     with pytest.raises(ValueError, match=r"non-finite features \(NaN or Inf\) in layer '0' of model"):
         temporal(nn.Sequential(nn.Linear(40, 8)), [torch.stack([X, Xn], 1)], time="BT", progress=False)
+
+
+def test_cli_compare_of_two_architectures_says_why_there_is_no_curve(tmp_path):
+    from click.testing import CliRunner
+
+    from snncka.checkpoint import save_checkpoint
+    from snncka.cli import main
+
+    paths = []
+    for arch in ("resnet20", "vgg13"):
+        m = create(arch, spiking=False, width=0.25, in_channels=1)
+        paths.append(tmp_path / f"{arch}.pt")
+        save_checkpoint({"model_config": m.config, "model": m.state_dict(), "train_config": {"data": "digits"}},
+                        paths[-1])
+    out = tmp_path / "cmp"
+    res = CliRunner().invoke(main, ["compare", *map(str, paths), "--out", str(out), "--n-images", "64",
+                                    "--device", "cpu", "--quiet"])
+    assert res.exit_code == 0, res.output
+    said = [line for line in res.stderr.splitlines() if "curve" in line]
+    assert len(said) == 1 and said[0].startswith("Warning: compare: no curve of corresponding layers drawn: ")
+    assert (out / "compare_heatmap.png").is_file() and not (out / "compare_curve.png").exists()
+    assert "corresponding layers=none: " in res.stdout
