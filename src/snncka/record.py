@@ -386,7 +386,6 @@ class Recorder:
                 f"(e.g. {self.names[0]!r}); use time=None"
             )
 
-
     def _warn_time_loop(self) -> None:
         """Warn when a model without a time layout looks like a Python time loop: at least two recorded
         modules, and at least half of them, ran the same number of times k > 1 in one forward. A module reused
