@@ -154,3 +154,43 @@ def test_layouts_that_do_not_apply_are_errors():
         compare(loop, ann, data, time_a="loop", time_b=("TB", 4), progress=False)
     with pytest.raises(ValueError, match=r"time=\('folded', 3\) expects"):
         compare(multi, ann, data, layers_a=NAMES, time_a=("folded", 3), progress=False)
+
+
+class _SharedReLU(nn.Module):
+    """An ANN reusing one ReLU module (as torchvision's BasicBlock does): not a time loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(2)
+        self.conv1, self.conv2 = nn.Conv2d(1, 3, 3, padding=1), nn.Conv2d(3, 3, 3, padding=1)
+        self.relu, self.fc = nn.ReLU(), nn.Linear(3 * 8 * 8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.relu(self.conv2(self.relu(self.conv1(x)))).flatten(1))
+
+
+def test_a_time_loop_compared_without_its_layout_warns_and_names_the_fix():
+    snntorch = pytest.importorskip("snntorch")
+    loop, ann, data = _SnnTorchLoop(snntorch).eval(), _ann(), _data(k=1)
+    with pytest.warns(UserWarning, match=r"4 of its 4 recorded modules ran 4 times .*pass time_a='loop'") as w:
+        res = compare(loop, ann, data, progress=False)
+    assert len([x for x in w if "time loop" in str(x.message)]) == 1  # once per compare
+    assert res.layers_a[:2] == ["conv", "lif1"] and "conv#4" in res.layers_a  # what the warning is about
+    with pytest.warns(UserWarning, match=r"pass time_b='loop'"):
+        compare(ann, loop, data, progress=False)
+    with pytest.warns(UserWarning, match=r"pass time_a='loop', time_b='loop'"):
+        compare(loop, loop, data, progress=False)
+    with pytest.warns(UserWarning, match=r"pass time='loop'"):
+        temporal(loop, data, progress=False)
+    import warnings
+
+    with warnings.catch_warnings():  # the fix silences it; a reused module or a zoo model never warns
+        warnings.simplefilter("error", UserWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)  # the untrained zoo SNN's silent layers
+        compare(loop, ann, data, time_a="loop", progress=False)
+        compare(_SharedReLU().eval(), ann, data, progress=False)
+        from snncka.models import create
+
+        snn, zoo_ann = create("resnet20", spiking=True, T=2, width=0.25), create("resnet20", spiking=False, width=0.25)
+        x = torch.rand(8, 3, 8, 8)
+        compare(snn, zoo_ann, x, progress=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -25,3 +26,24 @@ def test_demo_pair_trains_once_and_shares_the_demos_cache(tmp_path, eager_kernel
         assert torch.equal(a, b)
     res = snncka.compare(pair.ann, pair.ann, pair.images)  # a tensor of images is accepted
     assert res.matrix.shape[0] == len(res.layers_a) and abs(res.diagonal()[0] - 1.0) < 1e-6
+
+
+@pytest.mark.slow
+def test_demo_pair_is_the_checkpoint_the_demos_report_analyses(tmp_path, eager_kernels) -> None:
+    """The quickstart's CKA equals the report's: demo_pair loads the recipe's checkpoint (best test accuracy
+    under the paper's recipe), the very file the demo's compare analysis reads."""
+    from snncka import recipes
+    from snncka.checkpoint import resolve_checkpoint
+    from snncka.reproduce import run
+    from snncka.results import load_result
+
+    pair = snncka.demo_pair(cache=tmp_path / "cache", epochs=1, progress=False)
+    assert recipes.get("paper").checkpoint == "best"
+    assert pair.checkpoints == {k: resolve_checkpoint(r, "best") for k, r in pair.runs.items()}
+    assert {p.name for p in pair.checkpoints.values()} == {"best.pt"}
+    run("demo", "smoke", tmp_path / "out", cache=tmp_path / "cache", epochs=1, progress=False)  # no retraining
+    res = load_result(tmp_path / "out" / "results" / "compare-resnet20.json")
+    assert (res.source_a, res.source_b) == (str(pair.checkpoints["snn"]), str(pair.checkpoints["ann"]))
+    batches = [pair.images[:256], pair.images[256:]]  # the analysis' minibatches of 256
+    mine = snncka.compare(pair.snn, pair.ann, batches, progress=False)
+    np.testing.assert_allclose(mine.matrix, res.cka.matrix, rtol=0, atol=1e-6)

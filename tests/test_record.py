@@ -72,8 +72,8 @@ def test_module_called_twice_recorded_twice_and_inplace_safe():
     torch.manual_seed(0)
     net = _Twice()
     x = torch.randn(5, 3)
-    with torch.no_grad(), Recorder(net) as rec:
-        rec(x)
+    with torch.no_grad(), Recorder(net) as rec, pytest.warns(UserWarning, match="as in a Python time loop"):
+        rec(x)  # every module ran twice: it might be a time loop, so the recorder says how to record one
     with torch.no_grad():
         lin1 = net.lin(x)
         lin2 = net.lin(torch.relu(lin1))

@@ -176,11 +176,20 @@ def cka(X: Tensor, Y: Tensor, *, kernel: str = "linear", unbiased: bool = True) 
     """CKA between features ``X [n, p]`` and ``Y [n, q]`` of the same n samples (reference formula).
 
     The columns are centred in float64 first (CKA is invariant to a shift of the features): a float32 Gram of
-    raw ReLU features with a common offset loses every digit to cancellation.
+    raw ReLU features with a common offset loses every digit to cancellation. A NaN or Inf is an error naming
+    where it is, not a NaN result.
     """
     if X.dim() != 2 or Y.dim() != 2 or X.shape[0] != Y.shape[0]:
         raise ValueError(f"cka needs [n, p] and [n, q] features, same n samples: got {X.shape}, {Y.shape}")
     name, thr = _kernel_spec(kernel)
+    for which, F in (("X", X), ("Y", Y)):
+        bad = ~torch.isfinite(F)
+        if bool(bad.any()):
+            i, j = (int(v) for v in bad.nonzero()[0])
+            raise ValueError(
+                f"cka: {which} holds {int(bad.sum())} non-finite value(s) (NaN or Inf), the first at sample {i}, "
+                f"column {j}; CKA of such features is undefined -- check the data and the model (NaN weights)"
+            )
     X, Y = X.double(), Y.double()
     X, Y = X - X.mean(0), Y - Y.mean(0)
     K, L = (gram_linear(X), gram_linear(Y)) if name == "linear" else (gram_rbf(X, thr), gram_rbf(Y, thr))
@@ -298,7 +307,8 @@ class _Grams:
             bad = names[[bool(f.all()) for f in finite.split(counts)].index(False)]
             raise ValueError(
                 f"non-finite features (NaN or Inf) in layer {bad!r} of {where}, batch {batch}; check the "
-                "input data for NaN/Inf and the model for NaN weights (a diverged training run)"
+                "input data for NaN/Inf and the model for NaN weights (a diverged training run), or for "
+                "values beyond ~1e18, whose float32 Gram overflows"
             )
         if self.names is None:
             self.names, self.kinds = names, kinds
@@ -521,18 +531,21 @@ class _Side:
         self.model, self.layers, self.time, self.grams = model, layers, time, grams
         self.layout: TimeLayout = parse_time(time, model)
         self.which = f"{which} ({type(model).__name__})"
+        self.time_arg = "time"  # the argument that sets this side's layout (named in warnings)
 
     def recorder(self) -> Recorder:
-        return Recorder(self.model, self.layers, time=self.time, on_output=self.grams.add)
+        rec = Recorder(self.model, self.layers, time=self.time, on_output=self.grams.add)
+        rec.time_arg = self.time_arg
+        return rec
 
-    def run(self, rec: Recorder, x: Tensor, n: int, i: int) -> Any:
+    def run(self, rec: Recorder, x: Tensor, n: int, i: int, stream: str = "") -> Any:
         rec.reset()
         self.grams._clear()
         rec.batch_size = n
         reset_states(self.model)
         self.model(x)
         rec.finish()
-        return self.grams.take(self.which, i)
+        return self.grams.take(self.which + stream, i)
 
     def images(self, batch: Any, x: Tensor, i: int) -> int:
         return images_in(batch, x, self.model, self.layout, i)
@@ -579,6 +592,8 @@ def compare(
     else:
         sides.append(_Side(model_b, layers_b, time_b, acc._new_grams(), "model_b"))
         acc._which = ("model_a", "model_b")
+        sides[1].time_arg = "time_b"
+    sides[0].time_arg = "time_a/time_b" if shared else "time_a"
     dev = torch.device(device) if device is not None else model_device(model_a)
     data = batches_of(data, batch_size, model_a, sides[0].layout)
     data_b = batches_of(data_b, batch_size, model_b, sides[-1].layout)
@@ -605,7 +620,7 @@ def compare(
                         f"batch {i}: model_a got {n} images but model_b got {nb}; both streams must hold "
                         "the same images in the same batches (same batch size)"
                     )
-                PB = sides[-1].run(recs[-1], xb, n, i)
+                PB = sides[-1].run(recs[-1], xb, n, i, " on data_b" if shared else "")
             ga, gb = sides[0].grams, sides[-1].grams
             if acc.layers_a is None:
                 names, kinds = ga.names or [], ga.kinds

@@ -14,6 +14,7 @@ from pathlib import Path
 from torch import Tensor
 
 from . import data as data_mod
+from . import recipes
 from .checkpoint import resolve_checkpoint
 from .launch import ensure_trained
 from .models import SNNCKAModel, load
@@ -30,13 +31,16 @@ class Pair:
     images: Tensor
     labels: Tensor
     runs: dict[str, Path]
+    checkpoints: dict[str, Path]  # the checkpoint file of each model: the one the demo's analyses read
 
 
 def demo_pair(*, cache: str | Path | None = None, epochs: int | None = None, progress: bool = True) -> Pair:
     """The demo's trained ResNet-20 ANN and SNN (eval mode, CPU) and the digits test split (360 images).
 
     ``cache``: the model cache (default ``$SNNCKA_CACHE/models``, as for ``snncka reproduce``); ``epochs``:
-    override the demo's 20 (as ``snncka demo --epochs``; a different number is a different cached model)."""
+    override the demo's 20 (as ``snncka demo --epochs``; a different number is a different cached model).
+    Each model is its run's checkpoint that the recipe analyses (best test accuracy under the paper's recipe),
+    the very file the demo's report reads, so the CKA computed here equals the report's."""
     from .reproduce import default_cache, load_experiment, model_jobs, scale_settings
 
     exp = load_experiment("demo")
@@ -46,10 +50,10 @@ def demo_pair(*, cache: str | Path | None = None, epochs: int | None = None, pro
     for job in jobs:
         ensure_trained(job.cfg, job.cache)
     (spec_runs,) = runs.values()
-    models = {}
-    for kind, run in spec_runs.items():
-        models[kind] = load(resolve_checkpoint(run, "last"))  # CPU, eval mode
+    which = recipes.get(jobs[0].cfg.recipe).checkpoint  # as the analyses pick a run folder's checkpoint
+    ckpts = {kind: resolve_checkpoint(run, which) for kind, run in spec_runs.items()}
+    models = {kind: load(path) for kind, path in ckpts.items()}  # CPU, eval mode
     ds = data_mod.get(jobs[0].cfg.data)
     return Pair(ann=models["ann"], snn=models["snn"], images=ds.x_test, labels=ds.y_test,
-                runs={k: Path(v) for k, v in spec_runs.items()})
+                runs={k: Path(v) for k, v in spec_runs.items()}, checkpoints=ckpts)
 

@@ -31,6 +31,7 @@ Outputs are detached and (when stored) cloned, so an inplace ReLU after a layer 
 from __future__ import annotations
 
 import fnmatch
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -276,6 +277,7 @@ class Recorder:
         self._max_T = 1
         self._checked = False
         self._handles: list[Any] = []
+        self.time_arg = "time"  # the argument that sets the layout, named in a warning (compare: time_a/time_b)
 
     def __enter__(self) -> Recorder:
         modules = dict(self.model.named_modules())
@@ -363,6 +365,8 @@ class Recorder:
     def _check_layout(self) -> None:
         kind, model = self.layout.kind, type(self.model).__name__
         calls = max(self._calls.values(), default=1)
+        if kind is None:
+            self._warn_time_loop()
         if kind == "loop" and calls == 1:
             raise ValueError(
                 f"time='loop' does not apply to {model}: every recorded module ran once in the forward (no "
@@ -381,6 +385,30 @@ class Recorder:
                 f"time layout {kind!r} does not apply to {model}: no recorded layer's output has a time axis "
                 f"(e.g. {self.names[0]!r}); use time=None"
             )
+
+    def _warn_time_loop(self) -> None:
+        """Warn when a model without a time layout looks like a Python time loop: at least two recorded
+        modules, and at least half of them, ran the same number of times k > 1 in one forward. A module reused
+        now and then (a shared ReLU) does not trigger it; a loop over T steps records every layer as ``name``,
+        ``name#2``, ..., ``name#T`` -- T times as many rows as layers, silently."""
+        counts = [c for c in self._calls.values() if c > 1]
+        if not counts:
+            return
+        k = max(set(counts), key=counts.count)
+        looped = [n for n, c in self._calls.items() if c == k]
+        if len(looped) < 2 or 2 * len(looped) < len(self._calls):
+            return
+        fix = ", ".join(f"{a}='loop'" for a in self.time_arg.split("/"))
+        rows = [looped[0]] + [f"{looped[0]}#{i}" for i in range(2, k + 1)]
+        shown = ", ".join(map(repr, rows if k <= 3 else [*rows[:2], "...", rows[-1]])).replace("'...'", "...")
+        warnings.warn(
+            f"{type(self.model).__name__}: {len(looped)} of its {len(self._calls)} recorded modules ran {k} times "
+            f"in one forward (e.g. {looped[0]!r}), as in a Python time loop, so each call is recorded as its own "
+            f"layer ({shown}); if the calls are time steps, pass "
+            f"{fix} to record each module once with its {k} steps",
+            UserWarning,
+            stacklevel=2,
+        )
 
 
 def record(

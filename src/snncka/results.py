@@ -311,9 +311,28 @@ class CKAResult(Result):
         names = [n for n in self.layers_a if n in jb]
         return names, np.array([self.matrix[ia[n], jb[n]] for n in names], dtype=float)
 
+    def curve_missing(self) -> str | None:
+        """Why there is no CKA curve of corresponding layers (None: there is one). Same-named layers
+        correspond only within one architecture: the same layer list in the same order, or two snncka models
+        of one registered architecture (an ANN and its SNN, Fig. 2). Between unrelated models, names like
+        ``conv1`` or ``fc`` match by accident, and a curve over them would mean nothing."""
+        names, _ = self.corresponding()
+        if not names:
+            return "model A and model B have no layer name in common"
+        if self.layers_a == self.layers_b:
+            return None
+        archs = [cfg.get("name") if isinstance(cfg, dict) else None
+                 for cfg in (self.meta.get("model_a"), self.meta.get("model_b"))]
+        if archs[0] is not None and archs[0] == archs[1]:
+            return None
+        return (f"the layers of model A ({len(self.layers_a)}) and model B ({len(self.layers_b)}) are not the "
+                f"same list and the models are not one architecture, so the {len(names)} same-named layers "
+                "need not correspond; read the heatmap")
+
     def plot(self, out: str | Path, name: str | None = None, *, label_a: str | None = None,
              label_b: str | None = None, snn_on_x: bool = False) -> list[Path]:
-        """Cross-layer heatmap (``<name>_heatmap``) and CKA curve (``<name>_curve``). By the paper's convention
+        """Cross-layer heatmap (``<name>_heatmap``) and CKA curve (``<name>_curve``; only where the layers
+        correspond, see ``curve_missing``, else a warning says why). By the paper's convention
         (Fig. 2) ``snn_on_x`` puts model A (an SNN) on x; otherwise model B's layers are on x."""
         from . import plots
 
@@ -327,7 +346,10 @@ class CKAResult(Result):
         paths = plots.heatmap(m, xl, yl, Path(out) / f"{name}_heatmap", x_label=xlab, y_label=ylab,
                               title=f"CKA ({self.n_images} test images)")
         names, d = self.corresponding()
-        if names:
+        missing = self.curve_missing()
+        if missing:
+            warnings.warn(f"{name}: no curve of corresponding layers drawn: {missing}", UserWarning, stacklevel=2)
+        else:
             kinds = dict(zip(self.layers_a, self.kinds_a, strict=False))
             paths += plots.curves({f"{la} vs {lb}": d}, names, Path(out) / f"{name}_curve",
                                   kinds=[kinds[n] for n in names], title="CKA of corresponding layers",
@@ -343,7 +365,10 @@ class CKAResult(Result):
             "images": self.n_images,
             "mean CKA (matrix)": finite_mean(self.matrix),
         }
-        if names and np.isfinite(d).any() and not same_model:
+        missing = self.curve_missing()
+        if missing:
+            row["corresponding layers"] = f"none: {missing}"
+        elif np.isfinite(d).any() and not same_model:
             k = int(np.nanargmin(d))
             row.update({
                 "mean CKA (diagonal)": finite_mean(d),

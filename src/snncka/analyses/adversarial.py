@@ -177,7 +177,8 @@ def robustness(
         bounds = _data_bounds(s, dev) if rec.pgd_clip else None
         acc_opts = {**pgd_options(rec, bounds=bounds), **overrides}
         cka_opts = {**pgd_options(rec, cka=True, bounds=bounds), **overrides}
-        na, nc = n_images_of(s, n_acc), n_images_of(s, n_cka)
+        asked = n_images != "recipe" and s is subs[0]  # one count asked for both passes: said once
+        na, nc = n_images_of(s, n_acc, asked=asked), n_images_of(s, n_cka, asked=False)
         batches = [(model_input(s, s.data.x_test[i:min(i + attack_batch, na)]).to(dev),
                     s.data.y_test[i:min(i + attack_batch, na)].to(dev)) for i in range(0, na, attack_batch)]
         cka_x = first_batches(s, nc, cka_batch, dev)
@@ -231,8 +232,8 @@ def robustness(
         step_size=step_label if step_size is None else f"{step_size:g}",
         random_start=bool(overrides.get("random_start", rec.pgd_random_start)),
         space="pixel" if pixel_std is not None else "normalised",
-        n_images=n_images_of(subs[0], n_acc),
-        cka_images=n_images_of(subs[0], n_cka),
+        n_images=n_images_of(subs[0], n_acc, asked=False),  # said above
+        cka_images=n_images_of(subs[0], n_cka, asked=False),
         cka_attack_mode=rec.pgd_model_mode,
         clip=bool(rec.pgd_clip),
         drift_eps=DRIFT_EPS if out["drift_cka"] else None,

@@ -15,7 +15,7 @@ from torch import Tensor
 from ..neurons import LIF
 from ..recipes import Recipe
 from ..runtime import environment, resolve_device
-from .subjects import RecipeMeasured, model_input, positive, resolve_recipe, subject
+from .subjects import RecipeMeasured, images_used, model_input, positive, resolve_recipe, subject
 
 __all__ = ["RatesResult", "rates"]
 
@@ -93,7 +93,7 @@ def rates(
     lifs = [(n, m) for n, m in s.model.named_modules() if isinstance(m, LIF)]
     if not lifs:
         raise ValueError(f"{s.label} has no LIF layers: firing rates need a spiking checkpoint")
-    n = len(s.data.y_test) if n_images is None else min(n_images, len(s.data.y_test))
+    n = images_used(s, n_images)
     step_sum: dict[str, Tensor] = {}
     neuron_sum: dict[str, Tensor] = {}
     steps_of: dict[str, int] = {}

@@ -134,9 +134,10 @@ def compare(
     else:
         sa, sb = subjects([a, b], data_root, dev, recipe=recipe)
     rec, recorded = resolve_recipe(recipe, [sa] if sb is sa else [sa, sb])
+    asked = n_images != "recipe"
     n_images, batch_size, layers = cka_settings(rec, n_images, batch_size, layers)
     check_same_images(sa, sb)
-    n = n_images_of(sa, n_images)
+    n = n_images_of(sa, n_images, asked=asked)
     da = first_batches(sa, n, batch_size, dev)
     db = None if sb is sa else first_batches(sb, n, batch_size, dev)
     res = cka_compare(sa.model, sb.model, da, data_b=db, layers_a=layers, layers_b=layers, unbiased=unbiased,

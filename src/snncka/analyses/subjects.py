@@ -230,10 +230,21 @@ def model_input(s: Subject, x: Tensor) -> Tensor:
     return x
 
 
-def n_images_of(s: Subject, n_images: int | None) -> int:
-    """The number of test images a CKA analysis uses (all if None); at least 4 (the unbiased HSIC)."""
+def images_used(s: Subject, n_images: int | None, *, asked: bool = True) -> int:
+    """The number of test images an analysis uses: ``n_images``, or the whole test split if None or more.
+    More than the split holds is said in a warning when the count was ``asked`` for (not a recipe's default,
+    such as the paper's 4096, on a smaller dataset)."""
     positive(n_images, "n_images (--n-images)")
-    n = len(s.data.y_test) if n_images is None else min(int(n_images), len(s.data.y_test))
+    total = len(s.data.y_test)
+    if asked and n_images is not None and int(n_images) > total:
+        warnings.warn(f"n_images (--n-images) {int(n_images)} is more than the {total} test images of "
+                      f"{s.data.name!r}: using all {total}", UserWarning, stacklevel=3)
+    return total if n_images is None else min(int(n_images), total)
+
+
+def n_images_of(s: Subject, n_images: int | None, *, asked: bool = True) -> int:
+    """The number of test images a CKA analysis uses (``images_used``); at least 4 (the unbiased HSIC)."""
+    n = images_used(s, n_images, asked=asked)
     if n < 4:
         raise ValueError(f"need at least 4 test images for (unbiased) CKA, got {n}")
     return n

@@ -92,12 +92,13 @@ def temporal(
     dev = resolve_device(device)
     s = subject(a, data_root, dev, recipe)
     rec, recorded = resolve_recipe(recipe, [s])
+    asked = n_images != "recipe"
     n_images, batch_size, layers = cka_settings(rec, n_images, batch_size, layers)
     if not s.spiking:
         raise ValueError(f"temporal CKA needs a spiking model; {s.label} is an ANN (it has no time steps)")
     if s.model.T < 2 and max(s.model.stage_T) < 2:
         raise ValueError(f"temporal CKA needs T >= 2; {s.label} runs with T = 1")
-    n = n_images_of(s, n_images)
+    n = n_images_of(s, n_images, asked=asked)
     res = cka_temporal(s.model, first_batches(s, n, batch_size, dev), layers=layers, unbiased=unbiased,
                        kernel=kernel, device=dev, progress=progress)
     return TemporalAnalysis(cka=res, label=s.label, source=s.source, seconds=time.perf_counter() - t0,

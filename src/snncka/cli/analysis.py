@@ -117,8 +117,12 @@ def _finish(res: A.Result, out: str, name: str | None, no_plot: bool) -> None:
         for label, acc, _ in res.accuracies():
             click.echo(f"  test accuracy of {label}: {acc:.2f} %")
         if not no_plot:
-            figs = res.plot(out, name)
+            with warnings.catch_warnings(record=True) as caught:  # e.g. why a figure is not drawn
+                warnings.simplefilter("always", UserWarning)
+                figs = res.plot(out, name)
             click.echo(f"figures ({len(figs)} files): " + ", ".join(str(p) for p in figs))
+            for w in caught:
+                click.echo(f"Warning: {w.message}", err=True)
         for row in res.summary()[:12]:
             click.echo("  " + ", ".join(f"{k}={_value(v)}" for k, v in row.items()))
 
