@@ -64,7 +64,7 @@ def hsic_biased(K: Tensor, L: Tensor) -> Tensor:
 
 
 def hsic_unbiased(K: Tensor, L: Tensor) -> Tensor:
-    """Unbiased HSIC_1 of Song et al. (2012), written out as in SPEC; needs ``n >= 4``."""
+    """Unbiased HSIC_1 of Song et al. (2012), written out term by term; needs ``n >= 4``."""
     n = K.shape[0]
     if n < 4:
         raise ValueError(f"the unbiased HSIC estimator needs at least 4 samples, got {n}")

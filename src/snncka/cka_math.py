@@ -1,4 +1,4 @@
-"""The CKA engine's minibatch arithmetic (SPEC §3.3): features -> Grams -> HSIC per batch -> CKA.
+"""The CKA engine's minibatch arithmetic (Sec. 3.3): features -> Grams -> HSIC per batch -> CKA.
 
 A layer's feature ``[B, T, p]`` becomes the linear Gram of its batch-centred columns (``_gram_of_feature``),
 and a Gram becomes a vector whose dot products are HSIC (``_u_rows``, ``_flatten_sym``): fast forms of

@@ -139,10 +139,7 @@ def _check_run_dir(out: Path, resume: bool, force: bool) -> None:
 
 def _check_resumable(cfg: TrainConfig, saved: dict[str, Any]) -> None:
     mine = asdict(cfg)
-    try:  # fields added since the run was saved take their defaults
-        saved = asdict(TrainConfig.from_dict(saved))
-    except (TypeError, ValueError):
-        pass
+    saved = asdict(TrainConfig.from_dict(saved))  # typed like ``cfg`` (a bad stored value is one line)
     diff = {k: (saved.get(k), v) for k, v in mine.items() if k not in RESUMABLE_CHANGES and saved.get(k) != v}
     if diff:
         lines = ", ".join(f"{k}: run has {a!r}, asked {b!r}" for k, (a, b) in diff.items())
