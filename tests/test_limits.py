@@ -154,3 +154,16 @@ def test_checkpoint_model_too_big_for_the_device(tmp_path, monkeypatch):
 
 def test_available_bytes_is_positive():
     assert memory.available_bytes("cpu") > 0
+
+
+def test_cka_gram_buffers_checked_before_the_first_batch(monkeypatch):
+    from snncka.cka import compare
+
+    a = create("resnet20", spiking=False, width=0.25, num_classes=3, in_channels=1)
+    x = torch.randn(8, 1, 8, 8)
+    monkeypatch.setattr(memory, "available_bytes", lambda device=None: 1000)
+    with pytest.raises(memory.MemoryEstimateError, match=r"^CKA over \d+ layers on batches of 8 images needs about "
+                                                         r".*lower the batch size \(--batch-size\)$"):
+        compare(a, a, x, batch_size=8, progress=False)
+    monkeypatch.undo()
+    assert compare(a, a, x, batch_size=8, progress=False).matrix.shape[0] > 0

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import memory
 from .cka_kernels import _kernel_spec, center_gram, cka, gram_linear, gram_rbf, hsic_biased, hsic_unbiased
 from .cka_math import (
     _all_ranks,
@@ -123,6 +124,14 @@ class _Side:
         return images_in(batch, x, self.model, self.layout, i)
 
 
+def _check_gram_memory(n: int, sides: list[_Side], dev: torch.device) -> None:
+    """Refuse, in one line, a batch whose Gram matrices (a float32 Gram and a float64 centred Gram of
+    ``n x n`` per recorded layer) exceed the device's free memory."""
+    layers = sum(len(select_layers(sd.model, sd.layers)) for sd in sides)
+    memory.check({"Gram matrices of one batch": layers * n * n * 12}, dev,
+                  f"CKA over {layers} layers on batches of {n} images", "lower the batch size (--batch-size)")
+
+
 def compare(
     model_a: nn.Module,
     model_b: nn.Module,
@@ -179,6 +188,8 @@ def compare(
             xa = batch_input(batch).to(dev)
             n = sides[0].images(batch, xa, i)
             _check_n(n, unbiased, i)
+            if i == rank:  # this rank's first batch: will its layers' Grams fit?
+                _check_gram_memory(n, sides, dev)
             PA = sides[0].run(recs[0], xa, n, i)
             if batch_b is None and shared:
                 PB = PA
