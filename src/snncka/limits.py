@@ -55,10 +55,11 @@ def boolean(name: str, v: Any) -> bool:
 
 def integer(name: str, v: Any, lo: int, hi: int) -> int:
     """``v`` if it is an integer (not a bool, not a float) in ``[lo, hi]``."""
-    if isinstance(v, bool | np.bool_) or not isinstance(v, int | np.integer):
-        raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {v!r} ({_kind(v)})")
-    if not lo <= v <= hi:
-        raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {v}")
+    what = "a positive integer" if lo == 1 else "a non-negative integer" if lo == 0 else "an integer"
+    wrong_type = isinstance(v, bool | np.bool_) or not isinstance(v, int | np.integer)
+    if wrong_type or not lo <= v <= hi:
+        kind = f" ({_kind(v)})" if wrong_type else ""
+        raise ValueError(f"{name} must be {what}, got {v!r}{kind}; valid range [{lo}, {hi}]")
     return int(v)
 
 
@@ -66,19 +67,20 @@ def number(name: str, v: Any, lo: float, hi: float, *, lo_open: bool = False, hi
     """``v`` if it is a finite real number (int or float, not a bool) in the interval from ``lo`` to ``hi``
     (open at an end where asked)."""
     rng = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-    if isinstance(v, bool | np.bool_) or not isinstance(v, int | float | np.integer | np.floating):
-        raise ValueError(f"{name} must be a number in {rng}, got {v!r} ({_kind(v)})")
-    f = float(v)
-    ok = math.isfinite(f) and (f > lo if lo_open else f >= lo) and (f < hi if hi_open else f <= hi)
-    if not ok:
-        raise ValueError(f"{name} must be a finite number in {rng}, got {v!r}")
-    return f
+    what = f"a finite number {'>' if lo_open else '>='} {lo:g}"
+    wrong_type = isinstance(v, bool | np.bool_) or not isinstance(v, int | float | np.integer | np.floating)
+    if not wrong_type:
+        f = float(v)
+        if math.isfinite(f) and (f > lo if lo_open else f >= lo) and (f < hi if hi_open else f <= hi):
+            return f
+    kind = f" ({_kind(v)})" if wrong_type else ""
+    raise ValueError(f"{name} must be {what}, got {v!r}{kind}; valid range {rng}")
 
 
 def choice(name: str, v: Any, choices: Sequence[str]) -> str:
     """``v`` if it is one of the strings ``choices``."""
     if not isinstance(v, str) or v not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}; got {v!r}")
+        raise ValueError(f"unknown {name} {v!r}; choose one of: {', '.join(map(str, choices))}")
     return v
 
 
