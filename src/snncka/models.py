@@ -346,10 +346,14 @@ def create(
     build = _builder(name)
     rec = _recipe(recipe)
     spiking = limits.boolean("spiking", spiking)
-    T = limits.integer("T (time steps)", T, 1, limits.MAX_T)
-    width = limits.number("width", width, *limits.WIDTH_RANGE)
-    num_classes = limits.integer("num_classes", num_classes, 1, limits.MAX_CLASSES)
-    in_channels = limits.integer("in_channels", in_channels, 1, limits.MAX_IN_CHANNELS)
+    if isinstance(T, int) and not isinstance(T, bool) and T < 1:
+        raise ValueError(f"T (number of time steps) must be >= 1, got {T}")
+    if isinstance(width, int | float) and not isinstance(width, bool) and not width > 0:
+        raise ValueError(f"width must be > 0, got {width}")
+    limits.integer("T (time steps)", T, 1, limits.MAX_T)  # the values stay as given (they are in the config)
+    limits.number("width", width, *limits.WIDTH_RANGE)
+    limits.integer("num_classes", num_classes, 1, limits.MAX_CLASSES)
+    limits.integer("in_channels", in_channels, 1, limits.MAX_IN_CHANNELS)
     if stage_T is not None:
         stage_T = [limits.integer("stage_T", t, 1, limits.MAX_T) for t in stage_T]
     n_stages = 4 if name in VGG_BLOCKS else 3
