@@ -100,33 +100,30 @@ def check(parts: dict[str, int], device: torch.device | str | None, what: str, f
     return total
 
 
-#: (images in train + test, channels, height, width, event data, classes) of the built-in datasets, so that a
-#: run is sized before its data is loaded. Event data has one such frame per time step.
-DATA_SHAPES: dict[str, tuple[int, int, int, int, bool, int]] = {
-    "digits": (1797, 1, 8, 8, False, 10),
-    "digits-dvs": (1797, 2, 20, 20, True, 10),
-    "cifar10": (60000, 3, 32, 32, False, 10),
-    "cifar100": (60000, 3, 32, 32, False, 100),
-    "cifar10-dvs": (10000, 2, 48, 48, True, 10),
-    "ncaltech101": (8709, 2, 48, 48, True, 101),
-}
+EVENT_DATA = ("digits-dvs", "cifar10-dvs", "ncaltech101")  # one frame per time step (``data.frames_for``)
 
 
 def training_parts(cfg: Any, shape: tuple[int, int, int, int, bool, int] | None = None) -> dict[str, int] | None:
     """The memory a training run of ``TrainConfig`` ``cfg`` needs, by part, in bytes; None for a dataset of
-    unknown shape. ``shape``: the dataset's ``DATA_SHAPES`` entry (default: looked up by ``cfg.data``)."""
+    unknown shape. ``shape``: ``(images, channels, height, width, event data, classes)`` of its dataset (default: the
+    built-in dataset's, from ``snncka.plan.DATASETS``, known before its data is loaded)."""
     from .data import frames_for
     from .models import create
+    from .plan import DATASETS
 
-    shape = shape or DATA_SHAPES.get(cfg.data)
     if shape is None:
-        return None
+        known = DATASETS.get(cfg.data)
+        if known is None:
+            return None
+        shape = (known.n_train + known.n_test, known.channels, known.height, known.width, cfg.data in EVENT_DATA,
+                 known.classes)
     n, c, h, w, events, classes = shape
     frames = frames_for(cfg.spiking, cfg.T, cfg.frames) if events else 1
     # the ANN twin has the SNN's layers and shapes; an SNN keeps them for each of its (at most T) steps
     params, per_image = model_footprint(
         lambda: create(cfg.model, spiking=False, num_classes=classes, in_channels=c, width=cfg.width,
-                       residual=cfg.residual, recipe=cfg.recipe), torch.zeros(1, c, h, w))
+                       residual=cfg.residual, recipe=cfg.recipe),
+        torch.zeros(1, c, h, w))
     steps = max(cfg.stage_T or [cfg.T]) if cfg.spiking else 1
     return {"parameters and optimizer": 3 * params * FLOAT,
             "activations of one batch": per_image * steps * cfg.resolved_batch_size * FLOAT,
