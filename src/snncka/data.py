@@ -40,7 +40,7 @@ from .files import atomic_write_stream
 from .recipes import RELEASED_NORMALISATION
 
 __all__ = ["CIFAR", "CIFAR10_DVS_CLASSES", "DATASETS", "EVENT_SOURCES", "FIXED_NORMALISATION", "NORMALISATIONS",
-           "Augment", "CifarSource", "Dataset", "EventSource",
+           "SHAPES", "Augment", "CifarSource", "DataShape", "Dataset", "EventSource",
            "MissingExtraError", "augment_batch", "augment_draws", "cache_dir", "digits_dvs_events", "download_file",
            "frames_for", "get", "read_recording", "register", "split_per_class", "to_model_input"]
 
@@ -156,6 +156,30 @@ def register(name: str, *, reads_root: bool = False) -> Callable[[Loader], Loade
 #: CIFAR-10 std there is ~0.20, the data's ~0.25). One table, kept with the recipes that choose it.
 FIXED_NORMALISATION = RELEASED_NORMALISATION
 NORMALISATIONS = ("dataset", "fixed")
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """A dataset's input shape, classes and split sizes (no data needed)."""
+
+    channels: int
+    height: int
+    width: int
+    classes: int
+    n_train: int
+    n_test: int
+    exact: bool = True  # False: split sizes approximate (per-class rounding of a 9:1 split)
+
+
+#: The built-in datasets' input shapes, classes and split sizes, known before their data is loaded.
+SHAPES: dict[str, DataShape] = {
+    "cifar10": DataShape(3, 32, 32, 10, 50000, 10000),
+    "cifar100": DataShape(3, 32, 32, 100, 50000, 10000),
+    "cifar10-dvs": DataShape(2, 48, 48, 10, 9000, 1000),  # 10000 recordings, 9:1 per class, 48x48 frames
+    "ncaltech101": DataShape(2, 48, 48, 101, 7838, 871, exact=False),  # 8709 recordings, 9:1 per class
+    "digits": DataShape(1, 8, 8, 10, 1437, 360),  # scikit-learn's 1797 digits, stratified 80/20
+    "digits-dvs": DataShape(2, 20, 20, 10, 1437, 360),
+}
 
 
 def get(name: str, *, root: str | Path | None = None, frames: int | None = None, download: bool = False,

@@ -106,13 +106,12 @@ EVENT_DATA = ("digits-dvs", "cifar10-dvs", "ncaltech101")  # one frame per time 
 def training_parts(cfg: Any, shape: tuple[int, int, int, int, bool, int] | None = None) -> dict[str, int] | None:
     """The memory a training run of ``TrainConfig`` ``cfg`` needs, by part, in bytes; None for a dataset of
     unknown shape. ``shape``: ``(images, channels, height, width, event data, classes)`` of its dataset (default: the
-    built-in dataset's, from ``snncka.plan.DATASETS``, known before its data is loaded)."""
-    from .data import frames_for
+    built-in dataset's, from ``snncka.data.SHAPES``, known before its data is loaded)."""
+    from .data import SHAPES, frames_for
     from .models import create
-    from .plan import DATASETS
 
     if shape is None:
-        known = DATASETS.get(cfg.data)
+        known = SHAPES.get(cfg.data)
         if known is None:
             return None
         shape = (known.n_train + known.n_test, known.channels, known.height, known.width, cfg.data in EVENT_DATA,
