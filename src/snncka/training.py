@@ -23,7 +23,11 @@ code), see ``snncka.recipes``):
   permutation every epoch every sample is still seen). Loss: cross-entropy on the time-averaged logits the
   models return. On CUDA: bf16 autocast and channels_last (``amp="auto"``); on CPU: float32 (exact) unless
   ``amp="bf16"`` asks for CPU bf16 autocast.
-* After every epoch: test accuracy/loss, the firing rate of every LIF layer on the test set (SNNs), one JSON
+* Before anything is loaded or allocated, every setting is checked against its type and range
+  (``snncka.trainconfig.SCHEMA``) and the run's memory is estimated against what the device has free
+  (``snncka.memory``); either failing is one ``ValueError`` line.
+* After every epoch: test accuracy/loss and the firing rate of every LIF layer on the test set (SNNs), by the
+  evaluation loop of ``snncka.evaluation``; one JSON
   line in ``metrics.jsonl``, an atomic ``last.pt`` (model, optimizer, scheduler, every RNG state incl. the
   data generator) and ``best.pt`` when the test accuracy improved. ``resume=True`` continues from
   ``last.pt``; on CPU the final weights are bitwise identical to an uninterrupted run's.
@@ -31,10 +35,7 @@ code), see ``snncka.recipes``):
 Many processes (``torchrun --nproc_per_node N -m snncka.cli train ...``): every rank draws the same
 permutation and augmentation for the global batch (``batch_size``) and trains on its contiguous 1/N shard;
 DDP averages gradients, and the loss is scaled so that the averaged gradient equals the single-process one.
-BatchNorm (and tdBN, a BatchNorm2d subclass) is replaced by ``SyncBatchNorm2d`` below, which all-reduces the
-statistics over ranks -- for tdBN's folded ``[T*B, C, H, W]`` input that is exactly tdBN over the global
-batch. (``torch.nn.SyncBatchNorm`` would do the same but refuses CPU tensors, so DDP on gloo could not be
-tested.) State-dict keys are unchanged, so checkpoints load into the plain model. Metrics are all-reduced;
+BatchNorm is replaced by ``SyncBatchNorm2d`` (``snncka.distributed``). Metrics are all-reduced;
 only rank 0 writes files.
 """
 
