@@ -171,3 +171,21 @@ def test_cka_gram_buffers_checked_before_the_first_batch(monkeypatch):
         compare(a, a, x, batch_size=8, progress=False)
     monkeypatch.undo()
     assert compare(a, a, x, batch_size=8, progress=False).matrix.shape[0] > 0
+
+
+def test_frames_of_a_stored_config_are_bounded_before_loading(tmp_path):
+    from snncka.data import frames_for, get
+
+    with pytest.raises(ValueError, match=r"^frames must be a positive integer .*got 100000000; valid range \[1, 1024"):
+        frames_for(True, 4, 100_000_000)
+    with pytest.raises(ValueError, match="valid range"):
+        get("digits-dvs", frames=100_000_000)
+    ck = _checkpoint(tmp_path / "m.pt")
+    obj = torch.load(ck, weights_only=True)
+    obj["train_config"] = {"data": "digits-dvs", "frames": 100_000_000}
+    obj["model_config"] = {**obj["model_config"], "in_channels": 2}
+    m = create("resnet20", spiking=False, width=0.25, num_classes=10, in_channels=2)
+    obj["model"] = m.state_dict()
+    save_checkpoint({k: v for k, v in obj.items() if k not in ("format", "version")}, tmp_path / "n.pt")
+    _one_error(["compare", str(tmp_path / "n.pt"), str(tmp_path / "n.pt"), "--out", str(tmp_path / "c")],
+               "frames must be a positive integer")

@@ -37,6 +37,7 @@ from torch import Tensor
 
 from .events import MissingExtraError
 from .files import atomic_write_stream
+from .limits import MAX_T
 from .recipes import RELEASED_NORMALISATION
 
 __all__ = ["CIFAR", "CIFAR10_DVS_CLASSES", "DATASETS", "EVENT_SOURCES", "FIXED_NORMALISATION", "NORMALISATIONS",
@@ -224,8 +225,9 @@ def cache_dir() -> Path:
 def _frames_arg(frames: int | None, default: int = 10) -> int:
     if frames is None:
         return default
-    if isinstance(frames, bool) or not isinstance(frames, int | np.integer) or frames < 1:
-        raise ValueError(f"frames must be a positive integer (SNN: T frames, ANN: 1), got {frames!r}")
+    if isinstance(frames, bool) or not isinstance(frames, int | np.integer) or not 1 <= frames <= MAX_T:
+        raise ValueError(f"frames must be a positive integer (SNN: T frames, ANN: 1), got {frames!r}; valid range "
+                         f"[1, {MAX_T}]")
     return int(frames)
 
 
