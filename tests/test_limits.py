@@ -189,3 +189,9 @@ def test_frames_of_a_stored_config_are_bounded_before_loading(tmp_path):
     save_checkpoint({k: v for k, v in obj.items() if k not in ("format", "version")}, tmp_path / "n.pt")
     _one_error(["compare", str(tmp_path / "n.pt"), str(tmp_path / "n.pt"), "--out", str(tmp_path / "c")],
                "frames must be a positive integer")
+
+
+def test_eval_batch_size_is_bounded(tmp_path):
+    ck = _checkpoint(tmp_path / "m.pt")
+    _one_error(["eval", ck, "--batch-size", "1000000000000"],
+               "batch_size must be a positive integer, got 1000000000000; valid range [1, 65536]")

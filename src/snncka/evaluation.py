@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import data as data_mod
+from . import limits
 from .distributed import _all_reduce, _Dist
 from .neurons import RateMeter
 
@@ -79,8 +80,7 @@ def evaluate(model: nn.Module, dataset_or_tensors: data_mod.Dataset | tuple[Tens
                             ) from None
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"inputs and labels differ in length: {x.shape[0]} vs {y.shape[0]}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    limits.integer("batch_size", batch_size, 1, limits.MAX_BATCH)
     if device is None:
         device = next(model.parameters()).device
     device = torch.device(device)
