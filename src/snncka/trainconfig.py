@@ -184,7 +184,7 @@ SCHEMA: dict[str, Callable[[str, Any], Any]] = {
     "data_seed": _int(0, limits.MAX_SEED),
     "epochs": _int(1, limits.MAX_EPOCHS),
     "batch_size": _optional(_int(1, limits.MAX_BATCH)),
-    "lr": _optional(lambda n, v: limits.number(n, v, 0, 100, lo_open=True)),
+    "lr": _optional(lambda n, v: limits.number(n, v, 0, 1e38, lo_open=True)),  # float32 range: divergence is caught
     "momentum": _optional(lambda n, v: limits.number(n, v, 0, 1, hi_open=True)),
     "weight_decay": _optional(lambda n, v: limits.number(n, v, 0, 1)),
     "recipe": lambda n, v: limits.choice(n, v, list(RECIPES)),
