@@ -56,9 +56,11 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        self.residual = list(self.residual) if isinstance(self.residual, list | tuple) else self.residual
-        if isinstance(self.stage_T, tuple):
-            self.stage_T = list(self.stage_T)
+        # plain lists of bools / ints, as stored; anything else is left for ``validate`` to name
+        if isinstance(self.residual, list | tuple):
+            self.residual = [bool(r) if isinstance(r, int) and r in (0, 1) else r for r in self.residual]
+        if isinstance(self.stage_T, list | tuple):
+            self.stage_T = [int(t) if isinstance(t, int) and not isinstance(t, bool) else t for t in self.stage_T]
         if isinstance(self.neuron, dict):
             self.neuron = dict(self.neuron)
 
