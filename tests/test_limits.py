@@ -14,6 +14,7 @@ from snncka.checkpoint import save_checkpoint
 from snncka.cli import main
 from snncka.models import create, load_released_state_dict
 from snncka.trainconfig import TrainConfig
+from snncka.training import memory_parts
 
 
 def _one_error(args: list[str], match: str) -> str:
@@ -131,7 +132,7 @@ def test_too_big_run_is_refused_before_allocating(tmp_path):
 
 def test_memory_check_against_a_small_limit(tmp_path, monkeypatch):
     cfg = TrainConfig(model="resnet20", spiking=True, T=4, data="digits", epochs=1, device="cpu")
-    parts = memory.training_parts(cfg)
+    parts = memory_parts(cfg)
     assert set(parts) == {"parameters and optimizer", "activations of one batch", "data"}
     need = sum(parts.values())
     # the parameters: 3 float32 copies (weights, gradients, momentum) of the model's parameters and buffers
@@ -140,7 +141,7 @@ def test_memory_check_against_a_small_limit(tmp_path, monkeypatch):
     assert parts["parameters and optimizer"] == 12 * n
     assert parts["data"] == 1797 * 1 * 8 * 8 * 4
     # activations grow linearly with the batch and the time steps
-    big = memory.training_parts(TrainConfig(model="resnet20", spiking=True, T=8, batch_size=64, data="digits"))
+    big = memory_parts(TrainConfig(model="resnet20", spiking=True, T=8, batch_size=64, data="digits"))
     assert big["activations of one batch"] == 4 * parts["activations of one batch"]
     monkeypatch.setattr(memory, "available_bytes", lambda device=None: need - 1)
     line = _one_error(["train", "--spiking", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "run")],

@@ -98,32 +98,3 @@ def check(parts: dict[str, int], device: torch.device | str | None, what: str, f
             f"{what} needs about {total / GiB:.2f} GiB ({detail} GiB) but only {free / GiB:.2f} GiB of {where} "
             f"on {dev}; {fix}")
     return total
-
-
-EVENT_DATA = ("digits-dvs", "cifar10-dvs", "ncaltech101")  # one frame per time step (``data.frames_for``)
-
-
-def training_parts(cfg: Any, shape: tuple[int, int, int, int, bool, int] | None = None) -> dict[str, int] | None:
-    """The memory a training run of ``TrainConfig`` ``cfg`` needs, by part, in bytes; None for a dataset of
-    unknown shape. ``shape``: ``(images, channels, height, width, event data, classes)`` of its dataset (default: the
-    built-in dataset's, from ``snncka.data.SHAPES``, known before its data is loaded)."""
-    from .data import SHAPES, frames_for
-    from .models import create
-
-    if shape is None:
-        known = SHAPES.get(cfg.data)
-        if known is None:
-            return None
-        shape = (known.n_train + known.n_test, known.channels, known.height, known.width, cfg.data in EVENT_DATA,
-                 known.classes)
-    n, c, h, w, events, classes = shape
-    frames = frames_for(cfg.spiking, cfg.T, cfg.frames) if events else 1
-    # the ANN twin has the SNN's layers and shapes; an SNN keeps them for each of its (at most T) steps
-    params, per_image = model_footprint(
-        lambda: create(cfg.model, spiking=False, num_classes=classes, in_channels=c, width=cfg.width,
-                       residual=cfg.residual, recipe=cfg.recipe),
-        torch.zeros(1, c, h, w))
-    steps = max(cfg.stage_T or [cfg.T]) if cfg.spiking else 1
-    return {"parameters and optimizer": 3 * params * FLOAT,
-            "activations of one batch": per_image * steps * cfg.resolved_batch_size * FLOAT,
-            "data": n * frames * c * h * w * FLOAT}

@@ -168,6 +168,32 @@ def load_dataset(cfg: TrainConfig) -> data_mod.Dataset:
                         normalisation=cfg.resolved_recipe.normalisation_for(cfg.data))
 
 
+EVENT_DATA = ("digits-dvs", *data_mod.EVENT_SOURCES)  # one frame per time step (``data.frames_for``)
+
+
+def memory_parts(cfg: Any, shape: tuple[int, int, int, int, bool, int] | None = None) -> dict[str, int] | None:
+    """The memory a training run of ``TrainConfig`` ``cfg`` needs, by part, in bytes; None for a dataset of
+    unknown shape. ``shape``: ``(images, channels, height, width, event data, classes)`` of its dataset (default: the
+    built-in dataset's, from ``snncka.data.SHAPES``, known before its data is loaded)."""
+    if shape is None:
+        known = data_mod.SHAPES.get(cfg.data)
+        if known is None:
+            return None
+        shape = (known.n_train + known.n_test, known.channels, known.height, known.width, cfg.data in EVENT_DATA,
+                 known.classes)
+    n, c, h, w, events, classes = shape
+    frames = data_mod.frames_for(cfg.spiking, cfg.T, cfg.frames) if events else 1
+    # the ANN twin has the SNN's layers and shapes; an SNN keeps them for each of its (at most T) steps
+    params, per_image = memory.model_footprint(
+        lambda: create(cfg.model, spiking=False, num_classes=classes, in_channels=c, width=cfg.width,
+                       residual=cfg.residual, recipe=cfg.recipe),
+        torch.zeros(1, c, h, w))
+    steps = max(cfg.stage_T or [cfg.T]) if cfg.spiking else 1
+    return {"parameters and optimizer": 3 * params * memory.FLOAT,
+            "activations of one batch": per_image * steps * cfg.resolved_batch_size * memory.FLOAT,
+            "data": n * frames * c * h * w * memory.FLOAT}
+
+
 def check_memory(cfg: TrainConfig, dataset: data_mod.Dataset | None = None) -> None:
     """Refuse, in one line, a run whose estimated memory (``snncka.memory``) exceeds what its device has free,
     before its data is loaded or its model built."""
@@ -176,7 +202,7 @@ def check_memory(cfg: TrainConfig, dataset: data_mod.Dataset | None = None) -> N
         x = dataset.x_train
         shape = (int(x.shape[0] + dataset.x_test.shape[0]), *map(int, x.shape[-3:]), x.dim() == 5,
                  dataset.num_classes)
-    parts = memory.training_parts(cfg, shape)
+    parts = memory_parts(cfg, shape)
     if parts is not None:
         memory.check(parts, resolve_device(cfg.device), f"training {cfg.model} (width {cfg.width:g}, "
                      f"T {cfg.T if cfg.spiking else 1}, batch {cfg.resolved_batch_size}) on {cfg.data}",
