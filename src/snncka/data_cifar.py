@@ -1,5 +1,6 @@
 """CIFAR-10 and CIFAR-100: the "python version" archives (or their extracted folders), read with a restricted
-unpickler; ``download_file`` fetches them with the published MD5 checked. Registered in ``snncka.data``."""
+unpickler; ``download_file`` fetches them with the published MD5 checked. Registered on import (``snncka.data``
+imports this module)."""
 
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from .cifar_batches import read_batch
-from .data import FIXED_NORMALISATION, Augment, Dataset, _standardise, register
+from .dataset import FIXED_NORMALISATION, Augment, Dataset, _standardise, register
 from .files import atomic_write_stream
 
 

@@ -1,5 +1,5 @@
 """CIFAR10-DVS and N-Caltech101: event recordings in tonic's layout, read with numpy and integrated into frames
-(cached), with a fixed 9:1 split per class. Registered in ``snncka.data``."""
+(cached), with a fixed 9:1 split per class. Registered on import."""
 
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import Augment, Dataset, _frames_arg, _standardise, cache_dir, register
+from .dataset import Augment, Dataset, _frames_arg, _standardise, cache_dir, register
 from .events import MissingExtraError
 from .files import atomic_write_stream
 
