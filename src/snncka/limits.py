@@ -90,20 +90,6 @@ def string(name: str, v: Any) -> str:
     return v
 
 
-def depth(v: Any, limit: int = MAX_NESTING) -> int:
-    """Nesting depth of lists/tuples/dicts in ``v`` (iterative: any depth is measured without recursion)."""
-    best, stack = 0, [(v, 0)]
-    while stack:
-        x, d = stack.pop()
-        if isinstance(x, list | tuple | dict):
-            d += 1
-            best = max(best, d)
-            if best > limit:
-                return best
-            stack.extend((y, d) for y in (x.values() if isinstance(x, dict) else x))
-    return best
-
-
 def text_nesting(text: str) -> int:
     """Upper bound of the bracket nesting of a TOML/JSON text (brackets inside strings count too), found
     without parsing: a parser recurses once per level, so this is checked first."""

@@ -201,9 +201,10 @@ SCHEMA: dict[str, Callable[[str, Any], Any]] = {
 def read_toml_fields(path: str | Path) -> dict[str, Any]:
     """The TrainConfig fields of a TOML file; an unknown key is a one-line error listing the valid ones."""
     path = Path(path)
+    size = path.stat().st_size
+    if size > 1 << 20:
+        raise ValueError(f"{path} is {size} bytes; a training config is a short TOML file (at most 1 MiB)")
     raw = path.read_bytes()
-    if len(raw) > 1 << 20:
-        raise ValueError(f"{path} is {len(raw)} bytes; a training config is a short TOML file (at most 1 MiB)")
     try:
         text = raw.decode()
         if limits.text_nesting(text) > limits.MAX_NESTING:
