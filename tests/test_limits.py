@@ -196,3 +196,8 @@ def test_eval_batch_size_is_bounded(tmp_path):
     ck = _checkpoint(tmp_path / "m.pt")
     _one_error(["eval", ck, "--batch-size", "1000000000000"],
                "batch_size must be a positive integer, got 1000000000000; valid range [1, 65536]")
+
+
+def test_memory_estimate_of_a_vgg_on_event_data():
+    parts = memory_parts(TrainConfig(model="vgg13", spiking=True, T=2, data="digits-dvs"))
+    assert parts["data"] == 1797 * 2 * 2 * 20 * 20 * 4 and parts["activations of one batch"] > 0

@@ -76,6 +76,7 @@ def model_footprint(build: Callable[[], nn.Module], example: torch.Tensor | None
             return params, 0
         handles = [m.register_forward_hook(hook) for m in model.modules() if not any(True for _ in m.children())]
         try:
+            model.eval()  # shapes only; a training-mode BatchNorm would refuse a batch of one 1x1 map
             with torch.no_grad():
                 model(example.to("meta"))
         finally:
