@@ -209,7 +209,7 @@ def test_engine_symmetric_and_self_comparison():
 
 
 def test_self_comparison_computes_grams_once(monkeypatch):
-    import snncka.cka as mod
+    import snncka.cka_stream as mod
 
     calls = []
     orig = mod._gram_of_feature

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import snncka.data as D
+import snncka.data_events as DE
 from snncka.data import Augment, augment_batch, augment_draws
 
 # --------------------------------------------------------------------------------------------------------
@@ -428,7 +429,7 @@ def test_cifar10_dvs(cifar10_dvs_root, monkeypatch):
     np.testing.assert_allclose(ann.x_test.numpy(), naive_standardise(frames[tr].sum(1, keepdims=True),
                                                                      frames[te].sum(1, keepdims=True), 2)[1],
                                atol=1e-4)
-    monkeypatch.setattr(D, "_recording_frames", lambda a: pytest.fail("cache not used"))
+    monkeypatch.setattr(DE, "_recording_frames", lambda a: pytest.fail("cache not used"))
     assert torch.equal(D.get("cifar10-dvs", root=root, frames=4).x_train, d.x_train)
     # a fixed split: the same for every seed
     assert torch.equal(D.get("cifar10-dvs", root=root, frames=4, seed=3).y_test, d.y_test)
@@ -437,17 +438,17 @@ def test_cifar10_dvs(cifar10_dvs_root, monkeypatch):
 def test_parallel_integration_equals_serial(cifar10_dvs_root, monkeypatch):
     _, recs = cifar10_dvs_root
     files = sorted(recs)[:6]
-    serial, outside = D._integrate_all("cifar10-dvs", files, 3, workers=1)
-    parallel, _ = D._integrate_all("cifar10-dvs", files, 3, workers=2)
+    serial, outside = DE._integrate_all("cifar10-dvs", files, 3, workers=1)
+    parallel, _ = DE._integrate_all("cifar10-dvs", files, 3, workers=2)
     assert serial.shape == (6, 3, 2, 48, 48) and serial.sum() > 0 and outside == 0
     np.testing.assert_array_equal(parallel, serial)
     # one worker per core (at most 8) once the dataset is large enough to repay starting them
-    monkeypatch.setattr(D.os, "sched_getaffinity", lambda pid: {0})
-    assert D._default_workers(10**5) == 1
-    monkeypatch.setattr(D.os, "sched_getaffinity", lambda pid: set(range(16)))
-    assert D._default_workers(10**5) == 8 and D._default_workers(D._MIN_PARALLEL - 1) == 1
-    monkeypatch.setattr(D.os, "sched_getaffinity", lambda pid: {0, 1})
-    assert D._default_workers(10**5) == 2
+    monkeypatch.setattr(DE.os, "sched_getaffinity", lambda pid: {0})
+    assert DE._default_workers(10**5) == 1
+    monkeypatch.setattr(DE.os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert DE._default_workers(10**5) == 8 and DE._default_workers(DE._MIN_PARALLEL - 1) == 1
+    monkeypatch.setattr(DE.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert DE._default_workers(10**5) == 2
 
 
 def test_event_datasets_missing_or_corrupt(tmp_path, cifar10_dvs_root):

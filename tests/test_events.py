@@ -312,6 +312,7 @@ def test_real_recordings_give_the_frames_of_the_old_tonic_pipeline(tmp_path, nam
     """A real recording through the dataset's integration equals tonic's reader + ToFrame + the old
     matmul resize (the pipeline before this module's numpy path)."""
     import snncka.data as D
+    import snncka.data_events as DE
 
     path = _sample(sample)
     pytest.importorskip("tonic", reason="tonic (the snncka[events] extra) is not installed")
@@ -335,7 +336,7 @@ def test_real_recordings_give_the_frames_of_the_old_tonic_pipeline(tmp_path, nam
     t0, window = int(ev["t"].min()), (int(ev["t"].max()) - int(ev["t"].min())) // T + 1
     frames = ToFrame(sensor_size=src.sensor, time_window=window, start_time=t0, end_time=t0 + T * window)(ev)
     want = _old_resize(frames, src.size)
-    got, outside = D._recording_frames((name, str(path), T))
+    got, outside = DE._recording_frames((name, str(path), T))
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
     assert outside == int((~inside).sum()) and (outside > 0) == (name == "cifar10-dvs")
     # and through the whole loader: the recording in tonic's folder layout

@@ -371,3 +371,25 @@ def test_tau_one_allowed_and_bad_T():
     assert LIFConfig(tau=1.0).tau == 1.0
     with pytest.raises(ValueError, match="T .* must be >= 1"):
         LIF(T=0)
+
+
+def test_rate_meter_counts_hand_computed_spikes():
+    """Constant inputs into a LIF (tau 0.5, v_th 1, hard reset) over T=4: 0.6 -> u_pre 0.6, 0.9, 1.05 (spike),
+    0.6: one spike in 4 steps; 1.5 -> a spike every step; 0.2 -> none."""
+    from snncka.neurons import LIF, RateMeter
+
+    lif = LIF(T=4, tau=0.5, v_th=1.0)
+    net = torch.nn.Sequential(lif)
+    x = torch.tensor([0.6, 1.5, 0.2]).repeat(4, 1)  # [T*B, 3] folded, B = 1: three neurons
+    with RateMeter(net, detail=True) as meter:
+        meter.images = 1
+        net(x)
+        meter.images = 1
+        net(x)
+    assert meter.names == ["0"] and meter.handles == []
+    assert meter.rates() == {"0": (1 + 4 + 0) * 2 / 24}
+    assert meter.steps == {"0": 4}
+    assert meter.step_sum["0"].tolist() == [2.0, 2.0, 4.0, 2.0]  # per step, over both images
+    assert meter.neuron_sum["0"].tolist() == [2.0, 8.0, 0.0]  # per neuron, over steps and images
+    net(x)  # hooks removed: nothing more is counted
+    assert meter.sums.tolist() == [[10.0, 24.0]]

@@ -273,9 +273,10 @@ def test_recipe_is_stored_and_rebuilt():
     assert from_config(m.config).s1.b0.act1.cfg == m.s1.b0.act1.cfg
     a = create("resnet20", spiking=False, recipe="code", width=WIDTH, ann_shortcut="identity")
     assert not from_config(a.config).s1.b0.activated_identity
-    # configs written before recipes existed are paper models
+    # every stored config names its recipe (no fallback for an unreleased format without one)
     old = {k: v for k, v in create("resnet20", spiking=True, width=WIDTH).config.items() if k != "recipe"}
-    assert from_config(old).config["recipe"] == "paper"
+    with pytest.raises(ValueError, match="lacks recipe"):
+        from_config(old)
 
 
 def test_parameter_names_do_not_depend_on_the_recipe():

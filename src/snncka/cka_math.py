@@ -1,4 +1,4 @@
-"""The CKA engine's minibatch arithmetic (SPEC §3.3): features -> Grams -> HSIC per batch -> CKA.
+"""The CKA engine's minibatch arithmetic (Sec. 3.3): features -> Grams -> HSIC per batch -> CKA.
 
 A layer's feature ``[B, T, p]`` becomes the linear Gram of its batch-centred columns (``_gram_of_feature``),
 and a Gram becomes a vector whose dot products are HSIC (``_u_rows``, ``_flatten_sym``): fast forms of
@@ -41,7 +41,7 @@ def _u_rows(K: Tensor, tol: Tensor) -> Tensor:
     the strict upper triangles alone: ``U_ij = K_ij - (r_i + r_j) / (n - 2) + s / ((n - 1)(n - 2))`` with
     ``r`` the row sums of ``K`` without its diagonal and ``s`` their total. Half the entries and no
     ``n x n`` float64 temporaries: this step was a fifth of the engine's time on the full-matrix path.
-    Degenerate Grams (see ``snncka.cka._prepared``) become zero rows."""
+    Degenerate Grams (see ``snncka.cka_stream._prepared``) become zero rows."""
     m, n = K.shape[0], K.shape[-1]
     up, i, j, _ = _triu(n, K.device)
     d = K.diagonal(dim1=-2, dim2=-1).double()

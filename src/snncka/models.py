@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import recipes
+from . import limits, recipes
 from .layers import TDBatchNorm2d, change_steps, encode_direct, encode_frames
 from .neurons import LIF, LIFConfig, recompute_spikes
 from .recipes import Recipe
@@ -289,7 +289,12 @@ def _init(model: nn.Module) -> None:
 
 
 def _builder(name: str) -> Callable[..., SNNCKAModel]:
-    m = re.fullmatch(r"resnet(\d+)", name)
+    if not isinstance(name, str):
+        raise ValueError(f"model must be a model name such as resnet20, got {name!r} ({type(name).__name__})")
+    m = re.fullmatch(r"resnet(\d{1,6})", name)
+    if m and int(m.group(1)) > limits.MAX_RESNET_DEPTH:
+        raise ValueError(f"{name}: a ResNet's depth must be 6n+2 in [8, {limits.MAX_RESNET_DEPTH}], got "
+                         f"{int(m.group(1))}")
     if m and (int(m.group(1)) - 2) % 6 == 0 and int(m.group(1)) >= 8:
         n = (int(m.group(1)) - 2) // 6
         return lambda cfg, width, residual, stage_T, parts: PreActResNet(
@@ -340,16 +345,22 @@ def create(
     """
     build = _builder(name)
     rec = _recipe(recipe)
-    if T < 1:
+    spiking = limits.boolean("spiking", spiking)
+    if isinstance(T, int) and not isinstance(T, bool) and T < 1:
         raise ValueError(f"T (number of time steps) must be >= 1, got {T}")
-    if not width > 0:
+    if isinstance(width, int | float) and not isinstance(width, bool) and not width > 0:
         raise ValueError(f"width must be > 0, got {width}")
-    if num_classes < 1 or in_channels < 1:
-        raise ValueError(f"num_classes and in_channels must be >= 1, got {num_classes} and {in_channels}")
+    limits.integer("T (time steps)", T, 1, limits.MAX_T)  # the values stay as given (they are in the config)
+    limits.number("width", width, *limits.WIDTH_RANGE)
+    limits.integer("num_classes", num_classes, 1, limits.MAX_CLASSES)
+    limits.integer("in_channels", in_channels, 1, limits.MAX_IN_CHANNELS)
+    if stage_T is not None:
+        stage_T = [limits.integer("stage_T", t, 1, limits.MAX_T) for t in stage_T]
     n_stages = 4 if name in VGG_BLOCKS else 3
-    residual = tuple(bool(r) for r in residual)
-    if len(residual) != 3:
+    if not isinstance(residual, Sequence) or isinstance(residual, str) or len(residual) != 3:
         raise ValueError(f"residual needs one flag per ResNet stage (3), got {residual}")
+    residual = tuple(bool(r) if isinstance(r, int | bool) and r in (0, 1) else limits.boolean("residual", r)
+                     for r in residual)
     st = tuple(int(t) for t in stage_T) if stage_T is not None else (T,) * n_stages
     if len(st) != n_stages or min(st) < 1:
         raise ValueError(f"stage_T needs {n_stages} step counts >= 1 for {name}, got {stage_T}")
@@ -390,13 +401,14 @@ def _recipe(recipe: str | Recipe) -> Recipe:
 
 
 def from_config(config: dict[str, Any]) -> SNNCKAModel:
-    """Rebuild a model from its ``model.config`` (as stored in checkpoints; one without a recipe is a
-    ``paper`` model, as every model made before recipes existed)."""
+    """Rebuild a model from its ``model.config`` (as stored in checkpoints), every value checked against
+    ``snncka.limits`` before anything is allocated."""
     if not isinstance(config, dict):
         raise ValueError(f"a model config must be a dict (model.config), got {type(config).__name__}")
-    missing = [k for k in _CONFIG_KEYS if k not in config]
+    missing = [k for k in (*_CONFIG_KEYS, "recipe") if k not in config]
     if missing:
-        raise ValueError(f"the model config lacks {', '.join(missing)} (keys needed: {', '.join(_CONFIG_KEYS)})")
+        raise ValueError(f"the model config lacks {', '.join(missing)} (keys needed: {', '.join(_CONFIG_KEYS)}, "
+                         "recipe)")
     c = dict(config)
     neuron = c.get("neuron") or {}
     if not isinstance(neuron, dict):
@@ -404,7 +416,7 @@ def from_config(config: dict[str, Any]) -> SNNCKAModel:
     return create(
         c["name"], spiking=c["spiking"], num_classes=c["num_classes"], in_channels=c["in_channels"],
         width=c["width"], T=c["T"], residual=c["residual"], stage_T=c["stage_T"],
-        recipe=c.get("recipe", "paper"), ann_shortcut=c.get("ann_shortcut"),
+        recipe=limits.string("recipe", c["recipe"]), ann_shortcut=c.get("ann_shortcut"),
         shortcut_first=c.get("shortcut_first"), **neuron,
     )
 
@@ -420,6 +432,13 @@ def load_released_state_dict(model: SNNCKAModel, state_dict: Mapping[str, Tensor
     ``seqbn.module``); the second copy is skipped. Shapes are checked pair by pair; build ``model`` with
     ``recipe="code"`` to get the released computation.
     """
+    if not isinstance(state_dict, Mapping):
+        raise ValueError(f"a released state dict must be a mapping of names to tensors, got "
+                         f"{type(state_dict).__name__}")
+    bad = [str(k) for k, v in state_dict.items() if not isinstance(v, Tensor)]
+    if bad:
+        raise ValueError(f"the released state dict holds non-tensor values at {', '.join(bad[:3])}"
+                         f"{' ...' if len(bad) > 3 else ''}; pass the network's state_dict (name -> tensor)")
     theirs = [(k, v) for k, v in state_dict.items()
               if not ("seqbn.module." in k and k.replace("seqbn.module.", "bn.") in state_dict)]
     ours = list(model.state_dict().items())
@@ -455,14 +474,19 @@ def from_checkpoint(ckpt: dict[str, Any], source: str | Path = "checkpoint",
     a model description snncka cannot build, or weights that don't fit it, raise ``CheckpointError`` naming
     ``source``."""
     from .checkpoint import CheckpointError
+    from .memory import check, model_footprint
 
     where = str(source)
     try:
-        model = from_config(ckpt["model_config"])
+        config = ckpt["model_config"]
+        params, _ = model_footprint(lambda: from_config(config), None)  # limits checked, nothing allocated
     except (KeyError, TypeError, ValueError) as e:
         msg = " ".join(str(e).split()) or type(e).__name__
         raise CheckpointError(f"{where!r} describes a model snncka cannot build ({msg}); it was not written by "
                               "this snncka version or was edited: use another checkpoint or retrain") from e
+    check({"parameters (model and loaded weights)": 2 * 4 * params}, map_location, f"the model in {where!r}",
+          "the model itself does not fit: use a device with more memory")
+    model = from_config(config)
     weights = ckpt.get("model")
     if not isinstance(weights, Mapping):
         raise CheckpointError(f"the weights ('model') in {where!r} are a {type(weights).__name__}, not a state "

@@ -1,4 +1,4 @@
-"""Leaky integrate-and-fire neurons with surrogate gradients (paper §3, SPEC "Neuron, surrogate, training").
+"""Leaky integrate-and-fire neurons with surrogate gradients (paper Sec. 3).
 
 Dynamics per time step t (u[-1] = 0):
 
@@ -35,10 +35,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from . import limits
+
 __all__ = [
     "SURROGATES",
     "LIF",
     "LIFConfig",
+    "RateMeter",
     "lif_fused",
     "lif_reference",
     "recompute_spikes",
@@ -147,12 +150,18 @@ class LIFConfig:
     fire_at_threshold: bool = False  # True: spike when u_pre >= v_th (the released code); False: u_pre > v_th
 
     def __post_init__(self) -> None:
-        if not (0 < self.tau <= 1):
-            raise ValueError(f"tau must lie in (0, 1] (the leak factor; the paper uses 0.5), got {self.tau}")
-        if not self.v_th > 0:
-            raise ValueError(f"v_th must be > 0, got {self.v_th}")
-        if self.alpha is not None and not self.alpha > 0:
-            raise ValueError(f"the surrogate parameter alpha must be > 0, got {self.alpha}")
+        for name, v, ok, rule in (("tau", self.tau, lambda f: 0 < f <= 1,
+                                   "tau must lie in (0, 1] (the leak factor; the paper uses 0.5)"),
+                                  ("v_th", self.v_th, lambda f: 0 < f <= 1e6, "v_th must be > 0 (at most 1e6)"),
+                                  ("alpha", self.alpha, lambda f: 0 < f <= 1e6,
+                                   "the surrogate parameter alpha must be > 0 (at most 1e6)")):
+            if name == "alpha" and v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, int | float) or not (math.isfinite(v) and ok(v)):
+                raise ValueError(f"{rule}, got {v!r}")
+        limits.boolean("detach_reset", self.detach_reset)
+        limits.boolean("fire_at_threshold", self.fire_at_threshold)
+        limits.string("surrogate", self.surrogate)
         _lookup(self.surrogate)
         if self.reset not in ("hard", "soft"):
             raise ValueError(f"reset must be 'hard' or 'soft', got {self.reset!r}")
@@ -425,3 +434,54 @@ class LIF(nn.Module):
             f"{', detach_reset' if c.detach_reset else ''}{', fire_at_threshold' if c.fire_at_threshold else ''}, "
             f"backend={c.backend}"
         )
+
+
+class RateMeter:
+    """Spike counts of every LIF layer of ``model``, through forward hooks: the firing rates that training
+    records after each epoch and that the firing-rate analysis reports.
+
+    ``sums[l] = (spikes, elements)`` in float64 (exact counts; all-reducible under torch.distributed), so
+    ``rates()`` is each layer's fraction of spikes. With ``detail=True`` it also keeps, per layer that ran,
+    its step count and spike counts per time step and per neuron; set ``images`` to the batch's image count
+    before each forward (the LIF output is time-folded, ``[T*B, ...]``). Use as a context manager, or
+    ``close()`` to remove the hooks.
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device | str | None = None, *, detail: bool = False) -> None:
+        lifs = [(n, m) for n, m in model.named_modules() if isinstance(m, LIF)]
+        self.names = [n for n, _ in lifs]
+        self.sums = torch.zeros(len(lifs), 2, dtype=torch.float64, device=device)
+        self.detail = detail
+        self.images = 0
+        self.steps: dict[str, int] = {}
+        self.step_sum: dict[str, Tensor] = {}
+        self.neuron_sum: dict[str, Tensor] = {}
+        self.handles = [m.register_forward_hook(self._hook(i, n)) for i, (n, m) in enumerate(lifs)]
+
+    def _hook(self, i: int, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, inputs: object, out: Tensor) -> None:
+            self.sums[i, 0] += out.detach().sum(dtype=torch.float64)
+            self.sums[i, 1] += out.numel()
+            if self.detail:
+                T = out.shape[0] // self.images
+                spikes = out.detach().reshape(T, self.images, -1).double()
+                self.steps[name] = T
+                self.step_sum[name] = self.step_sum.get(name, 0) + spikes.sum(dim=(1, 2))
+                self.neuron_sum[name] = self.neuron_sum.get(name, 0) + spikes.sum(dim=(0, 1))
+
+        return hook
+
+    def rates(self) -> dict[str, float]:
+        """{LIF layer name: fraction of its outputs that are spikes} (0 for a layer that never ran)."""
+        return {n: float(s / max(c, 1.0)) for n, (s, c) in zip(self.names, self.sums.tolist(), strict=True)}
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    def __enter__(self) -> RateMeter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -22,31 +22,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from .data import SHAPES, DataShape
+
 __all__ = ["CALIBRATION", "DATASETS", "Calibration", "DataShape", "ModelCost", "cka_peak_bytes", "count_macs",
            "feature_sizes", "model_cost"]
 
 
-@dataclass(frozen=True)
-class DataShape:
-    """A dataset's input shape, classes and split sizes (no data needed)."""
-
-    channels: int
-    height: int
-    width: int
-    classes: int
-    n_train: int
-    n_test: int
-    exact: bool = True  # False: split sizes approximate (per-class rounding of a 9:1 split)
-
-
-DATASETS: dict[str, DataShape] = {
-    "cifar10": DataShape(3, 32, 32, 10, 50000, 10000),
-    "cifar100": DataShape(3, 32, 32, 100, 50000, 10000),
-    "cifar10-dvs": DataShape(2, 48, 48, 10, 9000, 1000),  # 10000 recordings, 9:1 per class, 48x48 frames
-    "ncaltech101": DataShape(2, 48, 48, 101, 7838, 871, exact=False),  # 8709 recordings, 9:1 per class
-    "digits": DataShape(1, 8, 8, 10, 1437, 360),  # scikit-learn's 1797 digits, stratified 80/20
-    "digits-dvs": DataShape(2, 20, 20, 10, 1437, 360),
-}
+DATASETS = SHAPES  # the built-in datasets' shapes, kept with the data (snncka.data.SHAPES)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""Record the outputs of chosen layers of any ``nn.Module`` with forward hooks (SPEC "Representation
-similarity").
+"""Record the outputs of chosen layers of any ``nn.Module`` with forward hooks (the representations CKA
+compares, Sec. 3.3).
 
 Layers are chosen by *kind* -- ``conv``, ``norm``, ``act`` (ReLU, LIF and other neurons), ``block`` (residual
 block output), ``pool``, ``linear`` -- or by name (exact or glob pattern); the default ``"paper"`` selects

@@ -1,4 +1,4 @@
-"""Training engine: the paper's recipe (SPEC, App. B) as one compact, resumable loop, on one process or many.
+"""Training engine: the paper's recipe (App. B) as one compact, resumable loop, on one process or many.
 
 Design (in the spirit of airbench / nanoGPT): the whole dataset lives as tensors on the compute device; every
 epoch draws a random permutation from a seeded ``torch.Generator`` and slices it into batches; augmentation
@@ -23,7 +23,11 @@ code), see ``snncka.recipes``):
   permutation every epoch every sample is still seen). Loss: cross-entropy on the time-averaged logits the
   models return. On CUDA: bf16 autocast and channels_last (``amp="auto"``); on CPU: float32 (exact) unless
   ``amp="bf16"`` asks for CPU bf16 autocast.
-* After every epoch: test accuracy/loss, the firing rate of every LIF layer on the test set (SNNs), one JSON
+* Before anything is loaded or allocated, every setting is checked against its type and range
+  (``snncka.trainconfig.SCHEMA``) and the run's memory is estimated against what the device has free
+  (``snncka.memory``); either failing is one ``ValueError`` line.
+* After every epoch: test accuracy/loss and the firing rate of every LIF layer on the test set (SNNs), by the
+  evaluation loop of ``snncka.evaluation``; one JSON
   line in ``metrics.jsonl``, an atomic ``last.pt`` (model, optimizer, scheduler, every RNG state incl. the
   data generator) and ``best.pt`` when the test accuracy improved. ``resume=True`` continues from
   ``last.pt``; on CPU the final weights are bitwise identical to an uninterrupted run's.
@@ -31,25 +35,19 @@ code), see ``snncka.recipes``):
 Many processes (``torchrun --nproc_per_node N -m snncka.cli train ...``): every rank draws the same
 permutation and augmentation for the global batch (``batch_size``) and trains on its contiguous 1/N shard;
 DDP averages gradients, and the loss is scaled so that the averaged gradient equals the single-process one.
-BatchNorm (and tdBN, a BatchNorm2d subclass) is replaced by ``SyncBatchNorm2d`` below, which all-reduces the
-statistics over ranks -- for tdBN's folded ``[T*B, C, H, W]`` input that is exactly tdBN over the global
-batch. (``torch.nn.SyncBatchNorm`` would do the same but refuses CPU tensors, so DDP on gloo could not be
-tested.) State-dict keys are unchanged, so checkpoints load into the plain model. Metrics are all-reduced;
+BatchNorm is replaced by ``SyncBatchNorm2d`` (``snncka.distributed``). Metrics are all-reduced;
 only rank 0 writes files.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 import random
 import time
-import tomllib
 from collections.abc import Callable
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -57,155 +55,32 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from . import data as data_mod
+from . import memory
 from .checkpoint import CheckpointError, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from .distributed import SyncBatchNorm2d, _all_reduce, _Dist, _init_distributed, convert_sync_batchnorm
+from .evaluation import _autocast, evaluate, evaluate_tensors
 from .files import atomic_write_text, remove_stale_temps
 from .models import SNNCKAModel, create
-from .neurons import LIF
-from .recipes import RECIPES, Recipe
-from .recipes import get as get_recipe
 from .runtime import environment, resolve_device
+from .trainconfig import DEFAULT_BATCH, PAPER_BATCH, TrainConfig, read_toml_fields
 
-__all__ = ["CheckpointError", "SyncBatchNorm2d", "TrainConfig", "TrainingDivergedError", "evaluate",
-           "load_checkpoint", "read_metrics", "train"]
+__all__ = ["DEFAULT_BATCH", "PAPER_BATCH", "CheckpointError", "SyncBatchNorm2d", "TrainConfig",
+           "TrainingDivergedError", "convert_sync_batchnorm", "evaluate", "load_checkpoint", "read_metrics",
+           "read_toml_fields", "train"]
 
 # Fields that may change when a run is resumed (they do not change what is computed on CPU).
 RESUMABLE_CHANGES = ("progress", "device", "data_root", "download", "eval_batch_size")
 RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt")
-# Batch size per dataset when none is given: the small 8x8 digits (1,437 training images) need more than the
-# 5 steps per epoch that the paper's 256 gives them; every other dataset uses the paper's 256 (App. B).
-DEFAULT_BATCH = {"digits": 32, "digits-dvs": 32}
-PAPER_BATCH = 256
-# Threads a model trains with on the CPU unless its config says otherwise. Float reductions (BatchNorm statistics,
-# weight gradients) split their sums over the threads, so a model's bits depend on this number: it is a fixed
-# setting of the run (in the cache key and config.json), not the launcher's or the machine's core count.
-TRAIN_THREADS = 1
+
+
 
 
 class TrainingDivergedError(ValueError):
     """The loss became NaN or infinite; the run stopped before writing that epoch."""
 
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run (JSON-serialisable; stored in config.json and checkpoints)."""
-
-    model: str = "resnet20"
-    spiking: bool = False
-    T: int = 4
-    width: float = 1.0
-    residual: list[bool] = field(default_factory=lambda: [True, True, True])
-    stage_T: list[int] | None = None
-    neuron: dict[str, Any] = field(default_factory=dict)  # LIFConfig kwargs: tau, v_th, surrogate, alpha, ...
-    data: str = "digits"
-    data_root: str | None = None
-    download: bool = False
-    frames: int | None = None  # event data: frames per sample; None = T for an SNN, 1 for an ANN
-    data_seed: int = 0  # seed of generated datasets (digits-dvs); fixed so that training seeds share the data
-    epochs: int = 300
-    batch_size: int | None = None  # global batch (split over ranks under torchrun); None = DEFAULT_BATCH
-    lr: float | None = None  # None = 0.1 * batch_size / 256
-    momentum: float | None = None  # None = the recipe's (paper: 0.9)
-    weight_decay: float | None = None  # None = the recipe's for this dataset (paper: 1e-4)
-    recipe: str = "paper"  # "paper" (the text, App. B) or "code" (the released code): snncka.recipes
-    seed: int = 0
-    device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda", "cuda:1", ...
-    amp: str = "auto"  # "auto" (bf16 autocast on CUDA only), "bf16", "off"
-    eval_batch_size: int = 512
-    threads: int = TRAIN_THREADS  # CPU threads while training: fixed, not the machine's, so every launcher agrees
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        self.residual = [bool(r) for r in self.residual]
-        if self.stage_T is not None:
-            self.stage_T = [int(t) for t in self.stage_T]
-        self.neuron = dict(self.neuron)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields {unknown}; valid fields: {sorted(names)}")
-        return cls(**d)
-
-    @classmethod
-    def from_toml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
-        """A config from a TOML file of TrainConfig fields (``[neuron]`` a table), with ``overrides`` on top."""
-        return cls.from_dict({**read_toml_fields(path), **overrides})
-
-    @property
-    def resolved_recipe(self) -> Recipe:
-        return get_recipe(self.recipe)
-
-    @property
-    def resolved_batch_size(self) -> int:
-        return self.batch_size if self.batch_size is not None else DEFAULT_BATCH.get(self.data, PAPER_BATCH)
-
-    @property
-    def resolved_lr(self) -> float:
-        return self.lr if self.lr is not None else 0.1 * self.resolved_batch_size / PAPER_BATCH
-
-    @property
-    def resolved_momentum(self) -> float:
-        return self.momentum if self.momentum is not None else self.resolved_recipe.momentum(self.spiking)
-
-    @property
-    def resolved_weight_decay(self) -> float:
-        if self.weight_decay is not None:
-            return self.weight_decay
-        return self.resolved_recipe.weight_decay_for(self.data, self.spiking)
-
-    def resolved(self) -> dict[str, Any]:
-        """The optimiser settings this config trains with (defaults filled in), as recorded in config.json."""
-        return {"batch_size": self.resolved_batch_size, "lr": self.resolved_lr, "momentum": self.resolved_momentum,
-                "weight_decay": self.resolved_weight_decay,
-                "lr_schedule_step": self.resolved_recipe.lr_schedule_step}
-
-    def validate(self) -> None:
-        """Raise ValueError naming every bad field and how to fix it."""
-        errs = []
-        sized = ("epochs", "eval_batch_size", "T", "threads")
-        for name in sized + (("batch_size",) if self.batch_size is not None else ()):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                errs.append(f"{name} must be a positive integer, got {v!r}")
-        if self.lr is not None and not (_finite(self.lr) and self.lr > 0):
-            errs.append(f"lr must be a finite number > 0 (or None for 0.1 * batch_size / 256), got {self.lr}")
-        if self.momentum is not None and not (_finite(self.momentum) and 0 <= self.momentum < 1):
-            errs.append(f"momentum must lie in [0, 1) (or None for the recipe's), got {self.momentum}")
-        if self.weight_decay is not None and not (_finite(self.weight_decay) and self.weight_decay >= 0):
-            errs.append(f"weight_decay must be a finite number >= 0 (or None for the recipe's), "
-                        f"got {self.weight_decay}")
-        if self.recipe not in RECIPES:
-            errs.append(f"unknown recipe {self.recipe!r}; choose one of: {', '.join(RECIPES)}")
-        if self.frames is not None and self.frames < 1:
-            errs.append(f"frames must be >= 1 (or None for the default), got {self.frames}")
-        if self.amp not in ("auto", "bf16", "off"):
-            errs.append(f"amp must be 'auto', 'bf16' or 'off', got {self.amp!r}")
-        if errs:
-            raise ValueError("invalid training configuration: " + "; ".join(errs))
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def read_toml_fields(path: str | Path) -> dict[str, Any]:
-    """The TrainConfig fields of a TOML file; an unknown key is a one-line error listing the valid ones."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            values = tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{path} is not valid TOML: {e}") from None
-    names = [f.name for f in dataclasses.fields(TrainConfig)]
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(names)}")
-    return values
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -231,204 +106,6 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         out.append(rec)
     return out
 
-
-# --------------------------------------------------------------------------------------------------------
-# Distributed helpers
-# --------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    owned: bool = False  # this module initialised the process group (and destroys it)
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _init_distributed(device_pref: str) -> _Dist:
-    """Join the process group torchrun describes in the environment (WORLD_SIZE > 1), else single process."""
-    if dist.is_available() and dist.is_initialized():
-        return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist()
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device_pref != "cpu" and torch.cuda.is_available()
-    if use_cuda:
-        torch.cuda.set_device(local)
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size(), local, owned=True)
-
-
-class _AllReduceSum(torch.autograd.Function):
-    """Differentiable all-reduce (sum): the gradient of a sum over ranks is the sum of the ranks'
-    gradients."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        x = x.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(x)
-        return x
-
-    @staticmethod
-    def backward(ctx, g: Tensor) -> Tensor:
-        return _AllReduceSum.apply(g)
-
-
-class SyncBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d whose training statistics are those of the whole global batch across all ranks.
-
-    Mean and (biased) variance are combined exactly and stably: an all-reduce of per-rank sums and counts
-    gives the mean, a second one of the squared deviations from it the variance. Gradients flow through both
-    (``_AllReduceSum``). In eval mode, or without a process group, it is plain BatchNorm2d.
-    """
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.dim() == 5:  # tdBN's unfolded [T, B, C, H, W] input
-            return self.forward(x.reshape(-1, *x.shape[2:])).reshape(x.shape)
-        synced = self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        if not synced:
-            return super().forward(x)
-        xf = x.float()
-        c = xf.shape[1]
-        n_local = torch.tensor([xf.numel() / c], dtype=torch.float32, device=xf.device)
-        s = _AllReduceSum.apply(torch.cat([xf.sum((0, 2, 3)), n_local]))
-        n = s[c].detach()
-        mean = s[:c] / n
-        d = xf - mean.view(1, c, 1, 1)
-        var = _AllReduceSum.apply((d * d).sum((0, 2, 3))) / n
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                f = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-                self.running_mean.mul_(1 - f).add_(f * mean)
-                self.running_var.mul_(1 - f).add_(f * var * n / max(float(n) - 1, 1.0))
-        y = d * torch.rsqrt(var + self.eps).view(1, c, 1, 1)
-        if self.affine:
-            y = y * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)
-        return y.to(x.dtype)
-
-
-def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm2d (incl. tdBN) by ``SyncBatchNorm2d`` sharing its parameters and buffers."""
-    for name, child in list(module.named_children()):
-        if isinstance(child, nn.BatchNorm2d) and not isinstance(child, SyncBatchNorm2d):
-            new = SyncBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
-                                  child.track_running_stats)
-            if child.affine:
-                new.weight, new.bias = child.weight, child.bias
-            if child.track_running_stats:
-                new.running_mean, new.running_var = child.running_mean, child.running_var
-                new.num_batches_tracked = child.num_batches_tracked
-            new.train(child.training)
-            setattr(module, name, new)
-        else:
-            convert_sync_batchnorm(child)
-    return module
-
-
-def _all_reduce(t: Tensor, d: _Dist) -> Tensor:
-    if d.world > 1:
-        dist.all_reduce(t)
-    return t
-
-
-# --------------------------------------------------------------------------------------------------------
-# Evaluation
-# --------------------------------------------------------------------------------------------------------
-
-
-class _RateMeter:
-    """Forward hooks summing the spikes and elements of every LIF call (firing rate per LIF layer)."""
-
-    def __init__(self, model: nn.Module, device: torch.device) -> None:
-        self.names = [n for n, m in model.named_modules() if isinstance(m, LIF)]
-        self.sums = torch.zeros(len(self.names), 2, dtype=torch.float64, device=device)
-        self.handles = [m.register_forward_hook(self._hook(i))
-                        for i, m in enumerate(m for m in model.modules() if isinstance(m, LIF))]
-
-    def _hook(self, i: int) -> Callable:
-        def hook(module: nn.Module, inputs: Any, out: Tensor) -> None:
-            self.sums[i, 0] += out.detach().sum(dtype=torch.float64)
-            self.sums[i, 1] += out.numel()
-
-        return hook
-
-    def rates(self) -> dict[str, float]:
-        return {n: float(s / max(c, 1.0)) for n, (s, c) in zip(self.names, self.sums.tolist(), strict=True)}
-
-    def close(self) -> None:
-        for h in self.handles:
-            h.remove()
-
-
-def _autocast(device: torch.device, amp: bool):
-    """bf16 autocast on ``device`` (CUDA, or CPU when asked for explicitly) when ``amp``."""
-    return torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
-
-
-@torch.no_grad()
-def _evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, device: torch.device, amp: bool,
-              d: _Dist, channels_last: bool = False) -> dict[str, Any]:
-    was_training = model.training
-    model.eval()
-    meter = _RateMeter(model, device)
-    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
-    try:
-        n = x.shape[0]
-        lo, hi = n * d.rank // d.world, n * (d.rank + 1) // d.world  # this rank's shard
-        for i in range(lo, hi, batch_size):
-            xb = x[i:min(i + batch_size, hi)].to(device, non_blocking=True)
-            yb = y[i:min(i + batch_size, hi)].to(device, non_blocking=True)
-            xb = data_mod.to_model_input(xb)
-            if channels_last and xb.dim() == 4:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            with _autocast(device, amp):
-                logits = model(xb)
-            sums[0] += F.cross_entropy(logits.float(), yb, reduction="sum").double()
-            sums[1] += (logits.argmax(1) == yb).sum()
-            sums[2] += yb.numel()
-        _all_reduce(sums, d)
-        _all_reduce(meter.sums, d)
-    finally:
-        meter.close()
-        model.train(was_training)
-    loss, correct, count = sums.tolist()
-    out: dict[str, Any] = {"acc": correct / max(count, 1), "loss": loss / max(count, 1), "n": int(count)}
-    if meter.names:
-        out["firing_rates"] = meter.rates()
-    return out
-
-
-def evaluate(model: nn.Module, dataset_or_tensors: data_mod.Dataset | tuple[Tensor, Tensor],
-             batch_size: int = 512, device: str | torch.device | None = None,
-             amp: bool = False) -> dict[str, Any]:
-    """Accuracy and mean cross-entropy of ``model`` on a ``Dataset``'s test split or on ``(x, y)`` tensors.
-
-    Returns ``{"acc", "loss", "n"}`` plus ``"firing_rates"`` ({LIF layer name: fraction of spikes}) for
-    spiking models. ``device`` defaults to the model's. The model's train/eval mode is restored afterwards.
-    """
-    if isinstance(dataset_or_tensors, data_mod.Dataset):
-        x, y = dataset_or_tensors.x_test, dataset_or_tensors.y_test
-    else:
-        try:
-            x, y = dataset_or_tensors
-        except (TypeError, ValueError):
-            raise TypeError("evaluate() takes a snncka.data.Dataset or a pair (inputs, labels) of tensors"
-                            ) from None
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(f"inputs and labels differ in length: {x.shape[0]} vs {y.shape[0]}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if device is None:
-        device = next(model.parameters()).device
-    device = torch.device(device)
-    model.to(device)
-    return _evaluate(model, x, y, batch_size, device, amp, _Dist())
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -463,10 +140,7 @@ def _check_run_dir(out: Path, resume: bool, force: bool) -> None:
 
 def _check_resumable(cfg: TrainConfig, saved: dict[str, Any]) -> None:
     mine = asdict(cfg)
-    try:  # fields added since the run was saved take their defaults
-        saved = asdict(TrainConfig.from_dict(saved))
-    except (TypeError, ValueError):
-        pass
+    saved = asdict(TrainConfig.from_dict(saved))  # typed like ``cfg`` (a bad stored value is one line)
     diff = {k: (saved.get(k), v) for k, v in mine.items() if k not in RESUMABLE_CHANGES and saved.get(k) != v}
     if diff:
         lines = ", ".join(f"{k}: run has {a!r}, asked {b!r}" for k, (a, b) in diff.items())
@@ -494,6 +168,47 @@ def load_dataset(cfg: TrainConfig) -> data_mod.Dataset:
                         normalisation=cfg.resolved_recipe.normalisation_for(cfg.data))
 
 
+EVENT_DATA = ("digits-dvs", *data_mod.EVENT_SOURCES)  # one frame per time step (``data.frames_for``)
+
+
+def memory_parts(cfg: Any, shape: tuple[int, int, int, int, bool, int] | None = None) -> dict[str, int] | None:
+    """The memory a training run of ``TrainConfig`` ``cfg`` needs, by part, in bytes; None for a dataset of
+    unknown shape. ``shape``: ``(images, channels, height, width, event data, classes)`` of its dataset (default: the
+    built-in dataset's, from ``snncka.data.SHAPES``, known before its data is loaded)."""
+    if shape is None:
+        known = data_mod.SHAPES.get(cfg.data)
+        if known is None:
+            return None
+        shape = (known.n_train + known.n_test, known.channels, known.height, known.width, cfg.data in EVENT_DATA,
+                 known.classes)
+    n, c, h, w, events, classes = shape
+    frames = data_mod.frames_for(cfg.spiking, cfg.T, cfg.frames) if events else 1
+    # the ANN twin has the SNN's layers and shapes; an SNN keeps them for each of its (at most T) steps
+    params, per_image = memory.model_footprint(
+        lambda: create(cfg.model, spiking=False, num_classes=classes, in_channels=c, width=cfg.width,
+                       residual=cfg.residual, recipe=cfg.recipe),
+        torch.zeros(1, c, h, w))
+    steps = max(cfg.stage_T or [cfg.T]) if cfg.spiking else 1
+    return {"parameters and optimizer": 3 * params * memory.FLOAT,
+            "activations of one batch": per_image * steps * cfg.resolved_batch_size * memory.FLOAT,
+            "data": n * frames * c * h * w * memory.FLOAT}
+
+
+def check_memory(cfg: TrainConfig, dataset: data_mod.Dataset | None = None) -> None:
+    """Refuse, in one line, a run whose estimated memory (``snncka.memory``) exceeds what its device has free,
+    before its data is loaded or its model built."""
+    shape = None
+    if dataset is not None:
+        x = dataset.x_train
+        shape = (int(x.shape[0] + dataset.x_test.shape[0]), *map(int, x.shape[-3:]), x.dim() == 5,
+                 dataset.num_classes)
+    parts = memory_parts(cfg, shape)
+    if parts is not None:
+        memory.check(parts, resolve_device(cfg.device), f"training {cfg.model} (width {cfg.width:g}, "
+                     f"T {cfg.T if cfg.spiking else 1}, batch {cfg.resolved_batch_size}) on {cfg.data}",
+                     "lower --batch-size, --T, --width or --frames (or use a larger machine)")
+
+
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, force: bool = False,
           on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
           dataset: data_mod.Dataset | None = None) -> dict[str, Any]:
@@ -506,6 +221,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, force: boo
     resume). Under torchrun every rank calls this; only rank 0 writes.
     """
     cfg.validate()
+    check_memory(cfg, dataset)
     out = Path(out)
     d = _init_distributed(cfg.device)
     threads = torch.get_num_threads()
@@ -709,8 +425,8 @@ class _Run:
         _all_reduce(sums, d)
         loss_total, correct, count = sums.tolist()
         train_s = time.perf_counter() - t0
-        ev = _evaluate(self.model, ds.x_test, ds.y_test, cfg.eval_batch_size, dev, self.amp, d,
-                       self.channels_last)
+        ev = evaluate_tensors(self.model, ds.x_test, ds.y_test, cfg.eval_batch_size, dev, self.amp, d,
+                              self.channels_last)
         m: dict[str, Any] = {
             "epoch": epoch, "loss": loss_total / count, "train_acc": correct / count, "test_acc": ev["acc"],
             "test_loss": ev["loss"], "lr": lr0, "seconds": time.perf_counter() - t0, "train_seconds": train_s,
@@ -719,4 +435,5 @@ class _Run:
         if "firing_rates" in ev:
             m["firing_rates"] = ev["firing_rates"]
         return m
+
 

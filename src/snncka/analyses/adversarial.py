@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import re
 import time
 from collections.abc import Sequence
@@ -153,8 +154,8 @@ def robustness(
     t0 = time.perf_counter()
     dev = resolve_device(device)
     eps = [float(e) for e in eps]
-    if not eps or any(e < 0 for e in eps):
-        raise ValueError(f"eps must be a non-empty list of values >= 0, got {eps}")
+    if not eps or not all(math.isfinite(e) and e >= 0 for e in eps):
+        raise ValueError(f"eps must be a non-empty list of finite values >= 0, got {eps}")
     if list(eps) != sorted(eps):
         raise ValueError(f"eps must be in increasing order, got {eps}")
     if steps is not None and steps < 1:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch import Tensor
 
-from ..neurons import LIF
+from ..neurons import RateMeter
 from ..recipes import Recipe
 from ..runtime import environment, resolve_device
 from .subjects import RecipeMeasured, images_used, model_input, positive, resolve_recipe, subject
@@ -90,37 +88,18 @@ def rates(
     dev = resolve_device(device)
     s = subject(a, data_root, dev, recipe)
     _, recorded = resolve_recipe(recipe, [s])
-    lifs = [(n, m) for n, m in s.model.named_modules() if isinstance(m, LIF)]
-    if not lifs:
+    meter = RateMeter(s.model, dev, detail=True)
+    if not meter.names:
+        meter.close()
         raise ValueError(f"{s.label} has no LIF layers: firing rates need a spiking checkpoint")
     n = images_used(s, n_images)
-    step_sum: dict[str, Tensor] = {}
-    neuron_sum: dict[str, Tensor] = {}
-    steps_of: dict[str, int] = {}
-    state = {"B": 0}
-
-    def hook(name: str) -> Callable[..., None]:
-        def f(module: LIF, inputs: Any, out: Tensor) -> None:
-            B = state["B"]
-            T = out.shape[0] // B
-            spikes = out.detach().reshape(T, B, -1).double()
-            steps_of[name] = T
-            step_sum[name] = step_sum.get(name, 0) + spikes.sum(dim=(1, 2))
-            neuron_sum[name] = neuron_sum.get(name, 0) + spikes.sum(dim=(0, 1))
-
-        return f
-
-    mods = dict(lifs)
-    handles = [mods[nm].register_forward_hook(hook(nm)) for nm in mods]
-    try:
+    with meter:
         for i in tqdm(range(0, n, batch_size), desc=f"rates {s.label}", disable=not progress, unit="batch"):
             x = s.data.x_test[i : min(i + batch_size, n)]
-            state["B"] = len(x)
+            meter.images = len(x)
             s.model(model_input(s, x).to(dev))
-    finally:
-        for h in handles:
-            h.remove()
-    names = [nm for nm in mods if nm in steps_of]
+    steps_of, step_sum, neuron_sum = meter.steps, meter.step_sum, meter.neuron_sum
+    names = [nm for nm in meter.names if nm in steps_of]
     Tmax = max(steps_of.values())
     per_step = np.full((len(names), Tmax), np.nan)
     mean, dead, sat, nstd, Ts = [], [], [], [], []

@@ -26,6 +26,7 @@ from .. import recipes
 from ..checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from ..data import Dataset, frames_for, to_model_input
 from ..data import get as get_dataset
+from ..evaluation import evaluate_tensors
 from ..models import SNNCKAModel
 from ..models import from_checkpoint as models_from_checkpoint
 from ..results import Measured
@@ -287,21 +288,16 @@ def check_same_images(a: Subject, b: Subject) -> None:
         )
 
 
-@torch.no_grad()
 def accuracy(
     s: Subject, n_images: int | None = None, batch_size: int = 256, device: str | torch.device | None = None
 ) -> float:
-    """Test accuracy (%) of the subject's model on the first ``n_images`` test images (all by default)."""
+    """Test accuracy (%) of the subject's model on the first ``n_images`` test images (all by default), by the
+    evaluation loop training uses (``snncka.evaluation``)."""
     dev = resolve_device(device)
     n = len(s.data.y_test) if n_images is None else min(n_images, len(s.data.y_test))
-    correct = 0
-    for i in range(0, n, batch_size):
-        j = min(i + batch_size, n)
-        x = model_input(s, s.data.x_test[i:j]).to(dev)
-        correct += int((s.model(x).argmax(-1).cpu() == s.data.y_test[i:j].cpu()).sum())
-    return 100.0 * correct / n
-
-
+    res = evaluate_tensors(s.model, s.data.x_test[:n], s.data.y_test[:n], batch_size, dev,
+                           to_input=lambda x: model_input(s, x))
+    return 100.0 * res["correct"] / n
 
 
 @dataclass(kw_only=True)

@@ -47,9 +47,11 @@ def _config_from_cli(ctx: click.Context, p: dict[str, Any], base: TrainConfig | 
         values["residual"] = [bool(r) for r in _ints(p["residual"], "--residual")]
     if _given(ctx, "stage_T"):
         values["stage_T"] = _ints(p["stage_T"], "--stage-T")
-    neuron = dict(values["neuron"])
+    neuron = dict(values["neuron"]) if isinstance(values["neuron"], dict) else values["neuron"]
     for k in _NEURON:
         if _given(ctx, k) and not (p[k] is None or (k == "detach_reset" and not p[k])):
+            if not isinstance(neuron, dict):
+                break  # a malformed [neuron] from the TOML file: TrainConfig names it
             neuron["backend" if k == "neuron_backend" else k] = p[k]
     values["neuron"] = neuron
     return TrainConfig.from_dict(values)
