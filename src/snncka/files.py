@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["DiskFullError", "atomic_write", "atomic_write_bytes", "atomic_write_stream", "atomic_write_text",
-           "file_lock", "remove_stale_temps"]
+__all__ = ["DiskFullError", "atomic_link_or_copy", "atomic_write", "atomic_write_bytes", "atomic_write_stream",
+           "atomic_write_text", "file_lock", "remove_stale_temps"]
 
 _TMP_SUFFIX = ".tmp"
 
@@ -63,6 +63,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        # renaming a hard link onto another link of the same file does nothing (POSIX): the temp name stays
+        Path(tmp).unlink(missing_ok=True)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if _is_disk_full(e):
@@ -98,6 +100,26 @@ def atomic_write_stream(path: str | Path, write: Callable[[BinaryIO], None]) -> 
             write(f)
 
     atomic_write(path, to_file)
+
+
+def atomic_link_or_copy(src: str | Path, dst: str | Path) -> None:
+    """Make ``dst`` the file ``src`` atomically: a hard link where the file system allows (no disk used), else
+    a copy. Nothing to do when ``dst`` already is ``src`` (the same file), and no temp file is left either way.
+
+    Only for files that are replaced, never rewritten in place (as every snncka writer does): a link shares
+    the bytes."""
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and os.path.samefile(src, dst):
+        return
+
+    def link(tmp: Path) -> None:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+    atomic_write(dst, link)
 
 
 def remove_stale_temps(folder: str | Path, older_than_s: float = 60.0) -> list[Path]:

@@ -217,7 +217,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
             rec = json.loads(line)
             if not isinstance(rec, dict) or not isinstance(rec.get("epoch"), int):
                 raise ValueError("not an epoch record")
-        except ValueError:
+        except (ValueError, RecursionError):
             if i == len(lines) - 1:  # no newline after it: torn by a kill
                 break
             raise ValueError(f"{path}, line {i + 1}: not a metrics record (the file is corrupt); delete the "

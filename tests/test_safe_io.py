@@ -1,0 +1,167 @@
+"""Loaders that refuse politely, one writer at a time, nothing left behind (safe reading and writing)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from snncka import readers
+from snncka.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from snncka.cli import main
+from snncka.files import atomic_link_or_copy, atomic_write_text
+from snncka.readers import BadFileError, read_json, read_npz, verify_zip
+from snncka.results import CKAResult, load_result
+
+
+def _one_line(text: str) -> str:
+    assert "\n" not in text.strip() and "Traceback" not in text, text
+    return text
+
+
+def _good(folder: Path, name: str = "good") -> Path:
+    res = CKAResult(matrix=np.array([[1.0, 0.5], [0.25, 0.75]]), layers_a=["conv1", "fc"], layers_b=["conv1", "fc"],
+                    kinds_a=["conv", "fc"], kinds_b=["conv", "fc"], n_images=64, batch_size=32,
+                    estimator="unbiased", kernel="linear", ci_low=np.zeros((2, 2)), ci_high=np.ones((2, 2)))
+    return res.save(folder, name)
+
+
+def _flip_inside(path: Path, needle: bytes) -> None:
+    """Change one byte of ``needle`` (some stored data) inside the zip file ``path``."""
+    raw = bytearray(path.read_bytes())
+    i = raw.index(needle) + len(needle) // 2
+    raw[i] ^= 0x01
+    path.write_bytes(bytes(raw))
+
+
+def _huge_npz(path: Path) -> None:
+    """An .npz whose array header declares 1 TiB of float64 but holds 16 bytes."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": (2**37,)})
+    buf.write(b"\0" * 16)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("matrix.npy", buf.getvalue())
+
+
+def _bad_files(folder: Path) -> dict[str, tuple[Path, str]]:
+    """Each bad-file case beside nothing else: name -> (file to load, what its one line must say)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cases: dict[str, tuple[Path, str]] = {}
+    deep = folder / "deep.json"
+    deep.write_text('{"snncka_result": "cka", "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    cases["deep"] = (deep, "nests 100001 levels deep")
+    js = _good(folder, "truncated")
+    npz = js.with_suffix(".npz")
+    npz.write_bytes(npz.read_bytes()[:-40])
+    cases["truncated"] = (js, "not a readable zip file")
+    js = _good(folder, "crc")
+    _flip_inside(js.with_suffix(".npz"), np.array([0.25, 0.75]).tobytes())
+    cases["crc"] = (js, "CRC")
+    js = _good(folder, "huge")
+    _huge_npz(js.with_suffix(".npz"))
+    cases["huge"] = (js, "declares array 'matrix' of shape (137438953472,)")
+    js = _good(folder, "shape")
+    with np.load(js.with_suffix(".npz")) as z:
+        arrays = {k: z[k] for k in z.files}
+    np.savez(js.with_suffix(".npz"), **{**arrays, "matrix": np.zeros((2, 3))})
+    cases["shape"] = (js, "matrix has shape (2, 3), but there are 2 x 2 layers")
+    js = _good(folder, "type")
+    meta = json.loads(js.read_text())
+    js.write_text(json.dumps({**meta, "n_images": "many"}))
+    cases["type"] = (js, "field 'n_images' of the 'cka' result should be int, got str \"many\"")
+    return cases
+
+
+@pytest.mark.parametrize("case", ["deep", "truncated", "crc", "huge", "shape", "type"])
+def test_a_bad_result_file_is_refused_with_one_line(tmp_path: Path, case: str) -> None:
+    path, message = _bad_files(tmp_path)[case]
+    with pytest.raises(ValueError) as e:
+        load_result(path)
+    assert message in _one_line(str(e.value))
+    assert path.stem in str(e.value)  # names the file
+
+
+def test_report_skips_each_bad_file_with_one_warning_and_still_writes(tmp_path: Path) -> None:
+    cases = _bad_files(tmp_path)
+    _good(tmp_path)
+    res = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    warnings = [line for line in res.output.splitlines() if line.startswith("Warning:")]
+    assert len(warnings) == len(cases), res.output
+    for path, message in cases.values():
+        assert sum(path.name in w and message in w for w in warnings) == 1, (path, res.output)
+    assert "Traceback" not in res.output
+    html = (tmp_path / "report.html").read_text()
+    assert "<h3>good.json" in html and "<h3>crc.json" not in html  # the bad ones are listed as skipped only
+
+
+def test_read_json_counts_depth_outside_strings_only(tmp_path: Path) -> None:
+    p = tmp_path / "a.json"
+    p.write_text(json.dumps({"s": "[[[[[[" * 100, "x": [[1, {"y": [2]}]]}))
+    assert read_json(p)["x"] == [[1, {"y": [2]}]]
+    assert readers.json_depth(p.read_bytes()) == 5
+
+
+def test_npz_declaring_more_than_memory_is_refused_before_allocating(tmp_path: Path, monkeypatch) -> None:
+    p = tmp_path / "x.npz"
+    np.savez(p, a=np.arange(1000.0))
+    assert np.array_equal(read_npz(p)["a"], np.arange(1000.0))
+    monkeypatch.setattr(readers, "memory_available", lambda: 4000)
+    with pytest.raises(BadFileError, match=r"declares contents of .* GiB, more than the .* GiB of memory"):
+        read_npz(p)
+
+
+def test_metrics_line_nested_deep_is_a_corrupt_line_not_a_recursion_error(tmp_path: Path) -> None:
+    from snncka.training import read_metrics
+
+    p = tmp_path / "metrics.jsonl"
+    p.write_text('{"epoch": 1}\n' + "[" * 100_000 + "]" * 100_000 + "\n" + '{"epoch": 2}\n')
+    with pytest.raises(ValueError, match="line 2: not a metrics record"):
+        read_metrics(p)
+
+
+def _checkpoint(path: Path) -> Path:
+    from snncka.models import create
+
+    model = create("resnet8", num_classes=10, width=0.25, spiking=False)
+    save_checkpoint({"model_config": model.config, "model": model.state_dict()}, path)
+    return path
+
+
+def test_a_checkpoint_with_one_byte_flipped_is_refused(tmp_path: Path) -> None:
+    ckpt = _checkpoint(tmp_path / "last.pt")
+    assert load_checkpoint(ckpt)["format"] == "snncka-checkpoint"
+    weight = torch.load(ckpt, weights_only=True)["model"]
+    w = next(v for k, v in weight.items() if v.numel() > 100)
+    _flip_inside(ckpt, w.numpy().tobytes()[:64])
+    with pytest.raises(CheckpointError, match="fails its CRC-32 check"):
+        load_checkpoint(ckpt)
+    res = CliRunner().invoke(main, ["eval", str(ckpt), "--data", "digits"])
+    assert res.exit_code != 0
+    assert _one_line(res.output).startswith("Error: cannot use checkpoint: ") and "CRC-32" in res.output
+
+
+def test_verify_zip_refuses_a_member_that_would_inflate_beyond_memory(tmp_path: Path, monkeypatch) -> None:
+    ckpt = _checkpoint(tmp_path / "last.pt")
+    verify_zip(ckpt)
+    monkeypatch.setattr(readers, "memory_available", lambda: 1000)
+    with pytest.raises(BadFileError, match="more than the"):
+        verify_zip(ckpt)
+
+
+def test_linking_a_file_onto_itself_leaves_no_temp_file(tmp_path: Path) -> None:
+    src, dst = tmp_path / "a.pt", tmp_path / "b.pt"
+    atomic_write_text(src, "x")
+    for _ in range(3):
+        atomic_link_or_copy(src, dst)
+    os.link(src, tmp_path / "c.pt")
+    atomic_link_or_copy(src, tmp_path / "c.pt")
+    assert dst.read_text() == "x" and os.path.samefile(src, dst)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.pt", "c.pt"]
