@@ -165,3 +165,51 @@ def test_linking_a_file_onto_itself_leaves_no_temp_file(tmp_path: Path) -> None:
     atomic_link_or_copy(src, tmp_path / "c.pt")
     assert dst.read_text() == "x" and os.path.samefile(src, dst)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.pt", "c.pt"]
+
+
+def _bomb(root: Path, member: str, size: int) -> Path:
+    """A .tar.gz of a few hundred bytes whose member ``member`` declares ``size`` bytes (a header is all it
+    takes: tar readers trust it), followed by a little of that data."""
+    import gzip
+    import tarfile
+
+    info = tarfile.TarInfo(member)
+    info.size = size
+    arc = root / "cifar-10-python.tar.gz"
+    with gzip.open(arc, "wb") as z:
+        z.write(info.tobuf(format=tarfile.GNU_FORMAT))
+        z.write(b"\0" * 65536)
+    return arc
+
+
+@pytest.mark.parametrize("member", ["cifar-10-batches-py/data_batch_1", "cifar-10-batches-py/readme.html"])
+def test_a_cifar_archive_bomb_is_refused_before_it_is_inflated(tmp_path: Path, member: str) -> None:
+    import subprocess
+    import sys
+
+    arc = _bomb(tmp_path, member, 2 * 2**30)
+    assert arc.stat().st_size < 4096
+    code = ("import resource, snncka.data as D\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "try:\n"
+            f"    D.get('cifar10', root={str(tmp_path)!r})\n"
+            "except ValueError as e:\n"
+            "    print(e)\n"
+            "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    message, grown_mib = out.strip().splitlines()
+    assert f"member {member} declares 2048 MiB, more than a CIFAR archive's file can be" in message
+    assert "cifar-10-python.tar.gz is corrupt or incomplete" in message
+    assert int(grown_mib) < 64  # nothing was inflated into memory
+
+
+def test_an_oversized_extracted_cifar_batch_is_refused(tmp_path: Path) -> None:
+    from snncka import data as D
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for f in D.CIFAR["cifar10"].train + D.CIFAR["cifar10"].test:
+        with open(folder / f, "wb") as fh:
+            fh.truncate(40 * 2**20 if f == "data_batch_1" else 10)  # sparse: no disk used
+    with pytest.raises(ValueError, match=r"data_batch_1 is 40 MiB, more than a CIFAR batch file can be \(33 MiB\)"):
+        D.get("cifar10", root=tmp_path)
