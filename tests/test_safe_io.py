@@ -213,3 +213,112 @@ def test_an_oversized_extracted_cifar_batch_is_refused(tmp_path: Path) -> None:
             fh.truncate(40 * 2**20 if f == "data_batch_1" else 10)  # sparse: no disk used
     with pytest.raises(ValueError, match=r"data_batch_1 is 40 MiB, more than a CIFAR batch file can be \(33 MiB\)"):
         D.get("cifar10", root=tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One writer at a time
+# ---------------------------------------------------------------------------------------------------------
+
+TINY = ["--model", "resnet8", "--width", "0.25", "--batch-size", "256", "--no-progress", "--ann"]
+
+
+def _snncka(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "snncka.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _epochs(run: Path) -> list[int]:
+    from snncka.training import read_metrics
+
+    return [m["epoch"] for m in read_metrics(run / "metrics.jsonl")]
+
+
+def _holder(lock: Path):
+    """Another process that holds ``lock`` (as a training run does) until its stdin closes."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from snncka.files import file_lock\n"
+            f"with file_lock({str(lock)!r}):\n    print('held', flush=True); sys.stdin.read()\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
+_TINY_CFG = dict(model="resnet8", width=0.25, batch_size=256, progress=False, spiking=False)
+
+
+def _interrupted(run: Path, epochs: int = 3) -> None:
+    """A run of ``epochs`` epochs killed after its first (as ``kill -9`` would leave it: resumable)."""
+    from snncka.training import TrainConfig, train
+
+    def stop(epoch: int, metrics: dict) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**_TINY_CFG, epochs=epochs), run, on_epoch_end=stop)
+    assert _epochs(run) == [1]
+
+
+def test_a_second_writer_stops_at_once_saying_who_holds_the_folder(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _interrupted(run, epochs=2)
+    before = (run / "metrics.jsonl").read_text()
+    holder = _holder(run / ".lock")
+    try:
+        for args in (["--resume"], [*TINY, "--force", "--epochs", "1"]):
+            res = CliRunner().invoke(main, ["train", "--no-progress", *args, "--out", str(run)])
+            assert res.exit_code == 1
+            assert _one_line(res.output).startswith(f"Error: run folder {str(run)!r} is being written by another "
+                                                    f"process (pid {holder.pid} on ")
+            assert "pass --resume to continue the run, or choose another --out" in res.output
+        assert (run / "metrics.jsonl").read_text() == before
+    finally:
+        holder.communicate("")
+    res = CliRunner().invoke(main, ["train", "--no-progress", "--resume", "--out", str(run)])
+    assert res.exit_code == 0, res.output
+    assert _epochs(run) == [1, 2]
+
+
+def test_two_simultaneous_trainings_into_one_folder_never_interleave(tmp_path: Path) -> None:
+    run = str(tmp_path / "run")
+    procs = [_snncka("train", *TINY, "--epochs", "2", "--out", run) for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert sorted(p.returncode for p in procs) == [0, 1], outs
+    loser = outs[[p.returncode for p in procs].index(1)]
+    assert "is being written by another process (pid" in loser or "already holds" in loser, loser
+    assert _epochs(tmp_path / "run") == [1, 2]
+
+
+def test_two_simultaneous_resumes_never_interleave(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _interrupted(run)
+    procs = [_snncka("train", "--no-progress", "--resume", "--out", str(run)) for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert 0 in [p.returncode for p in procs], outs
+    assert all(p.returncode == 0 or "is being written by another process" in o
+               for p, o in zip(procs, outs, strict=True)), outs
+    assert _epochs(run) == [1, 2, 3]
+
+
+def test_reproduce_and_train_resume_on_one_cache_entry_never_interleave(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from snncka.launch import run_folder
+    from snncka.training import TrainConfig
+
+    run = run_folder(TrainConfig(**_TINY_CFG, epochs=3), tmp_path / "cache")
+    _interrupted(run)
+    code = ("import sys; from snncka.launch import ensure_trained; from snncka.training import TrainConfig; "
+            f"ensure_trained(TrainConfig(**{_TINY_CFG!r}, epochs=3), sys.argv[1])")
+    runner = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "cache")], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    trainer = _snncka("train", "--no-progress", "--resume", "--out", str(run))
+    outs = [p.communicate(timeout=600)[0] for p in (runner, trainer)]
+    assert runner.returncode == 0, outs[0]
+    assert trainer.returncode == 0 or "is being written by another process" in outs[1], outs[1]
+    assert _epochs(run) == [1, 2, 3]

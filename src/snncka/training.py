@@ -40,6 +40,7 @@ only rank 0 writes files.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -47,7 +48,7 @@ import os
 import random
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,7 +62,7 @@ from torch import Tensor, nn
 
 from . import data as data_mod
 from .checkpoint import CheckpointError, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
-from .files import atomic_write_text, remove_stale_temps
+from .files import atomic_write_text, file_lock, lock_holder, remove_stale_temps
 from .models import SNNCKAModel, create
 from .neurons import LIF
 from .recipes import RECIPES, Recipe
@@ -74,6 +75,7 @@ __all__ = ["CheckpointError", "SyncBatchNorm2d", "TrainConfig", "TrainingDiverge
 # Fields that may change when a run is resumed (they do not change what is computed on CPU).
 RESUMABLE_CHANGES = ("progress", "device", "data_root", "download", "eval_batch_size")
 RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt")
+LOCK_FILE = ".lock"  # held by the one process writing a run folder (files.file_lock)
 # Batch size per dataset when none is given: the small 8x8 digits (1,437 training images) need more than the
 # 5 steps per epoch that the paper's 256 gives them; every other dataset uses the paper's 256 (App. B).
 DEFAULT_BATCH = {"digits": 32, "digits-dvs": 32}
@@ -455,6 +457,30 @@ def _check_run_dir(out: Path, resume: bool, force: bool) -> None:
         )
 
 
+@contextlib.contextmanager
+def _one_writer(out: Path, writer: bool) -> Iterator[None]:
+    """Hold the run folder's lock (the one ``launch.ensure_trained`` holds for a cache entry) while training
+    into it, so two processes never write one run; a second one stops at once, saying who holds it."""
+    if not writer:
+        yield
+        return
+    created = not out.exists()
+    try:
+        with file_lock(out / LOCK_FILE, wait=False) as mine:
+            if not mine:
+                raise BlockingIOError(
+                    f"run folder {str(out)!r} is being written by another process "
+                    f"({lock_holder(out / LOCK_FILE)}); wait for it to finish, then pass --resume to continue "
+                    "the run, or choose another --out")
+            yield
+    except BaseException:
+        if created:  # a run that failed before writing anything leaves no folder behind
+            with contextlib.suppress(OSError):
+                (out / LOCK_FILE).unlink()
+                out.rmdir()
+        raise
+
+
 def _check_resumable(cfg: TrainConfig, saved: dict[str, Any]) -> None:
     mine = asdict(cfg)
     try:  # fields added since the run was saved take their defaults
@@ -504,16 +530,18 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, force: boo
     d = _init_distributed(cfg.device)
     try:
         _check_run_dir(out, resume, force)
-        ckpt = None
-        if resume:
-            ckpt = load_checkpoint(out / "last.pt")
-            if "train_config" not in ckpt or "optimizer" not in ckpt:
-                raise CheckpointError(
-                    f"{out / 'last.pt'} is a model-only checkpoint; it cannot resume training")
-            _check_resumable(cfg, ckpt["train_config"])
-        if d.world > 1:
-            dist.barrier()  # every rank has checked the folder before rank 0 writes into it
-        return _Run(cfg, out, d, ckpt, force, on_epoch_end, dataset).run()
+        with _one_writer(out, d.rank == 0):
+            _check_run_dir(out, resume, force)  # again: the folder is ours now
+            ckpt = None
+            if resume:
+                ckpt = load_checkpoint(out / "last.pt")
+                if "train_config" not in ckpt or "optimizer" not in ckpt:
+                    raise CheckpointError(
+                        f"{out / 'last.pt'} is a model-only checkpoint; it cannot resume training")
+                _check_resumable(cfg, ckpt["train_config"])
+            if d.world > 1:
+                dist.barrier()  # every rank has checked the folder before rank 0 writes into it
+            return _Run(cfg, out, d, ckpt, force, on_epoch_end, dataset).run()
     finally:
         if d.owned:
             dist.destroy_process_group()
