@@ -322,3 +322,55 @@ def test_reproduce_and_train_resume_on_one_cache_entry_never_interleave(tmp_path
     assert runner.returncode == 0, outs[0]
     assert trainer.returncode == 0 or "is being written by another process" in outs[1], outs[1]
     assert _epochs(run) == [1, 2, 3]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Read-only output folders, temp files
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def read_only_folder(tmp_path: Path):
+    """An existing folder nobody can write into. As root a permission bit stops nothing, so there it is a
+    read-only bind mount (skipped where mounting is not permitted); otherwise mode 0555."""
+    import subprocess
+
+    src, ro = tmp_path / "src", tmp_path / "ro"
+    src.mkdir()
+    ro.mkdir()
+    if os.geteuid() != 0:
+        ro.chmod(0o555)
+        yield ro
+        ro.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "--bind", str(src), str(ro)], capture_output=True).returncode == 0
+    if not mounted or subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], capture_output=True).returncode:
+        if mounted:
+            subprocess.run(["umount", str(ro)], check=True)
+        pytest.skip("as root only a read-only mount makes a folder read-only, and mounting is not permitted here")
+    try:
+        yield ro
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+
+
+@pytest.mark.parametrize("command", [["reproduce", "fig3", "--epochs", "1"], ["train", *TINY, "--epochs", "1"]])
+def test_a_read_only_out_fails_before_any_training(tmp_path: Path, read_only_folder: Path, command: list[str]) -> None:
+    cache = tmp_path / "cache"
+    extra = ["--cache", str(cache), "--no-progress"] if command[0] == "reproduce" else []
+    res = CliRunner().invoke(main, [*command, *extra, "--out", str(read_only_folder)])
+    assert res.exit_code == 1
+    what = "output folder" if command[0] == "reproduce" else "run folder"
+    assert _one_line(res.output).startswith(f"Error: cannot write into the {what} {str(read_only_folder)!r} (")
+    assert not cache.exists() and not list(read_only_folder.iterdir())  # nothing trained, nothing written
+
+
+def test_rerunning_an_experiment_into_one_folder_leaves_no_temp_files(tmp_path: Path) -> None:
+    from snncka.reproduce import run
+
+    out = tmp_path / "out"
+    for _ in range(3):
+        run("fig3", "smoke", out, cache=tmp_path / "cache", epochs=1, cka_images=32, progress=False, device="cpu")
+    left = [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+    assert left == []
+    assert sorted(p.name for p in (out / "models").rglob("*.pt"))  # the checkpoints are there

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 __all__ = ["DiskFullError", "atomic_link_or_copy", "atomic_write", "atomic_write_bytes", "atomic_write_stream",
-           "atomic_write_text", "file_lock", "lock_holder", "remove_stale_temps"]
+           "atomic_write_text", "check_writable", "file_lock", "lock_holder", "remove_stale_temps"]
 
 _TMP_SUFFIX = ".tmp"
 
@@ -102,6 +102,23 @@ def atomic_write_stream(path: str | Path, write: Callable[[BinaryIO], None]) -> 
             write(f)
 
     atomic_write(path, to_file)
+
+
+def check_writable(folder: str | Path, what: str = "output folder") -> Path:
+    """Create ``folder`` (with its parents) if missing and really write and remove a file in it, so that a
+    read-only folder or file system fails at once, as one line, not after hours of work. (A permission check
+    such as ``os.access`` says yes to root, and knows nothing of read-only mounts.)"""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".snncka-write-test.", suffix=_TMP_SUFFIX, dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise PermissionError(f"cannot write into the {what} {str(folder)!r} ({reason}); make it writable or "
+                              "choose another --out") from None
+    return folder
 
 
 def atomic_link_or_copy(src: str | Path, dst: str | Path) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 from . import analyses, data, recipe_compare, recipes, stagesteps, verdicts
 from .analyses import Result, load_result
 from .checkpoint import resolve_checkpoint
-from .files import atomic_link_or_copy, atomic_write, atomic_write_text
+from .files import atomic_link_or_copy, atomic_write, atomic_write_text, check_writable
 from .launch import InlineLauncher, ModelJob, cache_key, ensure_trained, run_folder
 from .report import build_report
 from .runtime import environment
@@ -649,6 +649,7 @@ def _check_writable(out: Path) -> None:
     except (FileExistsError, NotADirectoryError) as e:
         raise OSError(f"cannot create the output folder {str(out)!r}: a file is in the way ({e.strerror}); "
                       "choose another --out") from e
+    check_writable(out)  # an existing read-only --out fails here, not after the training
 
 
 def _save(res: Result, out: Path, name: str) -> None:

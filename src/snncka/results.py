@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import types
 import typing
 import warnings
@@ -32,7 +31,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from .files import atomic_write_bytes, atomic_write_stream
+from .files import atomic_write_bytes, atomic_write_stream, check_writable
 from .readers import BadFileError, read_json, read_npz
 
 __all__ = ["CKAResult", "Measured", "Result", "TemporalResult", "check_output_dir", "iter_results", "load_result",
@@ -84,8 +83,8 @@ def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
     if existing.exists() and not existing.is_dir():
         where = "is a file" if existing == p else f"cannot be created: {str(existing)!r} is a file"
         raise ValueError(f"{what} {str(p)!r} {where}, not a folder; choose another path")
-    if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(f"{what} {str(p)!r} cannot be written: no write permission in {str(existing)!r}")
+    if existing.exists():
+        check_writable(existing, what if existing == p else f"folder above the {what}")
     return p
 
 

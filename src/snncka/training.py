@@ -62,7 +62,7 @@ from torch import Tensor, nn
 
 from . import data as data_mod
 from .checkpoint import CheckpointError, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
-from .files import atomic_write_text, file_lock, lock_holder, remove_stale_temps
+from .files import atomic_write_text, check_writable, file_lock, lock_holder, remove_stale_temps
 from .models import SNNCKAModel, create
 from .neurons import LIF
 from .recipes import RECIPES, Recipe
@@ -466,6 +466,7 @@ def _one_writer(out: Path, writer: bool) -> Iterator[None]:
         return
     created = not out.exists()
     try:
+        check_writable(out, "run folder")
         with file_lock(out / LOCK_FILE, wait=False) as mine:
             if not mine:
                 raise BlockingIOError(
