@@ -42,6 +42,7 @@ from torch import Tensor
 from .cifar_batches import read_batch, read_batch_file, stream_archive
 from .events import MissingExtraError
 from .files import atomic_write_stream
+from .readers import read_npz
 from .recipes import RELEASED_NORMALISATION
 
 __all__ = ["CIFAR", "DATASETS", "EVENT_SOURCES", "FIXED_NORMALISATION", "NORMALISATIONS", "Augment", "Dataset",
@@ -303,8 +304,8 @@ def digits_dvs_events(seed: int = 0, cache: Path | None = None, progress: bool =
     path = (cache or cache_dir()) / "digits-dvs" / f"events-seed{seed}-{key}.npz"
     if path.exists():
         try:
-            with np.load(path, allow_pickle=False) as z:
-                flat, offsets = z["events"], z["offsets"]
+            z = read_npz(path)
+            flat, offsets = z["events"], z["offsets"]
             return [flat[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # unreadable cache (e.g. from an older numpy): simulate again and overwrite it
@@ -624,8 +625,8 @@ def _load_events(name: str, root, frames: int | None, download: bool, workers: i
     x = None
     if path.exists():
         try:
-            with np.load(path, allow_pickle=False) as z:
-                x, outside = z["x"], int(z["outside"])
+            z = read_npz(path)
+            x, outside = z["x"], int(z["outside"])
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             x = None
         if x is not None and x.shape != (len(files), T, src.sensor[2], *src.size):
