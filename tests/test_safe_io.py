@@ -374,3 +374,15 @@ def test_rerunning_an_experiment_into_one_folder_leaves_no_temp_files(tmp_path: 
     left = [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
     assert left == []
     assert sorted(p.name for p in (out / "models").rglob("*.pt"))  # the checkpoints are there
+
+
+def test_a_released_state_dict_with_non_tensors_is_one_line() -> None:
+    from snncka.models import create, load_released_state_dict
+
+    model = create("resnet8", num_classes=10, width=0.25, spiking=False)
+    sd = dict(model.state_dict())
+    sd[next(iter(sd))] = [1.0, 2.0]
+    with pytest.raises(ValueError, match=r"the state dict's '.*' is a list, not a tensor"):
+        load_released_state_dict(model, sd)
+    with pytest.raises(ValueError, match="a state dict maps names to tensors; got a str"):
+        load_released_state_dict(model, "weights.pt")

@@ -420,6 +420,12 @@ def load_released_state_dict(model: SNNCKAModel, state_dict: Mapping[str, Tensor
     ``seqbn.module``); the second copy is skipped. Shapes are checked pair by pair; build ``model`` with
     ``recipe="code"`` to get the released computation.
     """
+    if not isinstance(state_dict, Mapping):
+        raise ValueError(f"a state dict maps names to tensors; got a {type(state_dict).__name__}")
+    bad = next(((k, v) for k, v in state_dict.items() if not isinstance(v, Tensor)), None)
+    if bad is not None:
+        raise ValueError(f"the state dict's {bad[0]!r} is a {type(bad[1]).__name__}, not a tensor; pass the "
+                         "released network's state dict (its tensors only)")
     theirs = [(k, v) for k, v in state_dict.items()
               if not ("seqbn.module." in k and k.replace("seqbn.module.", "bn.") in state_dict)]
     ours = list(model.state_dict().items())
