@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .files import atomic_write
+from .readers import BadFileError, verify_zip
 
 __all__ = ["FORMAT", "CheckpointError", "get_rng_state", "load_checkpoint", "resolve_checkpoint", "save_checkpoint",
            "set_rng_state"]
@@ -52,7 +53,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device | None = 
     if not path.is_file():
         hint = " (it is a folder: pass the run's last.pt or best.pt)" if path.is_dir() else ""
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist{hint}")
-    _check_torch_file(path)
+    if _check_torch_file(path):
+        try:
+            verify_zip(path)  # torch's zip reader does not check CRCs: a flipped bit would load silently
+        except BadFileError as e:
+            raise CheckpointError(f"cannot use checkpoint: {e}; use another checkpoint (best.pt/last.pt) or "
+                                  "retrain") from None
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # zip/pickle errors come in many types
@@ -96,15 +102,16 @@ def _as_text(head: bytes) -> str | None:
     return None
 
 
-def _check_torch_file(path: Path) -> None:
-    """A one-line ``CheckpointError`` for an empty file or one that is not a torch.save file at all."""
+def _check_torch_file(path: Path) -> bool:
+    """A one-line ``CheckpointError`` for an empty file or one that is not a torch.save file at all; True for
+    a zip (torch.save's format since 1.6), False for a legacy pickle."""
     with open(path, "rb") as f:
         head = f.read(16)
     if not head:
         raise CheckpointError(f"checkpoint {str(path)!r} is empty (truncated); use another checkpoint "
                               "(best.pt/last.pt) or retrain")
     if head.startswith(b"PK") or head[:2] in _PICKLE_PROTOCOLS:  # a zip (torch.save since 1.6) or a pickle
-        return
+        return head.startswith(b"PK")
     text = _as_text(head)
     if text is None:  # binary, but no torch file header: damaged, or some other binary format
         raise CheckpointError(

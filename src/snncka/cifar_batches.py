@@ -12,10 +12,65 @@ from __future__ import annotations
 import io
 import math
 import pickle
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_batch"]
+__all__ = ["batch_file_limit", "read_batch", "read_batch_file", "stream_archive"]
+
+_IMAGE_BYTES = 3072
+_PER_IMAGE_EXTRA = 256  # a label or two and a file name per image, pickled
+_OTHER_BYTES = 1 << 20  # the archives' small files (batches.meta, readme.html)
+
+
+def batch_file_limit(name: str) -> int:
+    """The most bytes a batch file of the "python version" archives may have: CIFAR-100's ``train`` holds
+    50,000 images, every other batch file 10,000 (3,072 bytes each, plus labels and file names)."""
+    images = 50_000 if name == "train" else 10_000
+    return images * (_IMAGE_BYTES + _PER_IMAGE_EXTRA) + _OTHER_BYTES
+
+
+def read_batch_file(path: Path) -> bytes:
+    """The bytes of an extracted batch file, refused (``ValueError``) if larger than such a file can be."""
+    size, limit = path.stat().st_size, batch_file_limit(path.name)
+    if size > limit:
+        raise ValueError(f"{path} is {size / 2**20:.0f} MiB, more than a CIFAR batch file can be "
+                         f"({limit / 2**20:.0f} MiB)")
+    return path.read_bytes()
+
+
+def stream_archive(archive: Path, folder: str, names: tuple[str, ...]) -> Iterator[tuple[str, bytes]]:
+    """``(name, bytes)`` of each batch file ``folder/<name>`` of a ``.tar.gz`` archive, read as one stream.
+
+    Every member's declared size is checked before it is read: a wanted batch file may be as large as
+    ``batch_file_limit`` says, and the archive as a whole may inflate to those plus a little for its other
+    files. A crafted archive (a "bomb" that inflates to gigabytes) is a ``ValueError`` before it is inflated
+    into memory; missing members are a ``KeyError``."""
+    wanted = {f"{folder}/{n}": n for n in names}
+    budget = sum(batch_file_limit(n) for n in names) + _OTHER_BYTES
+    found: set[str] = set()
+    with tarfile.open(archive, "r|gz") as tar:
+        for member in tar:
+            name = wanted.get(member.name)
+            limit = batch_file_limit(name) if name is not None else _OTHER_BYTES
+            if member.size > min(limit, budget):
+                raise ValueError(f"member {member.name} declares {member.size / 2**20:.0f} MiB, more than a "
+                                 f"CIFAR archive's file can be ({min(limit, budget) / 2**20:.0f} MiB)")
+            budget -= member.size
+            if name is None or not member.isfile() or name in found:
+                continue
+            f = tar.extractfile(member)
+            if f is None:
+                continue
+            yield name, f.read(member.size)
+            found.add(name)
+            if len(found) == len(wanted):
+                return
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise KeyError(f"{folder}/{missing[0]}")
 
 
 class _PickledArray:

@@ -59,6 +59,7 @@ from .dataset import (
 )
 from .events import MissingExtraError
 from .files import atomic_write_stream
+from .readers import read_npz
 
 __all__ = ["CIFAR", "CIFAR10_DVS_CLASSES", "DATASETS", "EVENT_SOURCES", "FIXED_NORMALISATION", "NORMALISATIONS",
            "SHAPES", "Augment", "CifarSource", "DataShape", "Dataset", "EventSource",
@@ -142,8 +143,8 @@ def digits_dvs_events(seed: int = 0, cache: Path | None = None, progress: bool =
     path = (cache or cache_dir()) / "digits-dvs" / f"events-seed{seed}-{key}.npz"
     if path.exists():
         try:
-            with np.load(path, allow_pickle=False) as z:
-                flat, offsets = z["events"], z["offsets"]
+            z = read_npz(path)
+            flat, offsets = z["events"], z["offsets"]
             return [flat[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # unreadable cache (e.g. from an older numpy): simulate again and overwrite it

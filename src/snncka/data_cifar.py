@@ -15,7 +15,7 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
-from .cifar_batches import read_batch
+from .cifar_batches import read_batch, read_batch_file, stream_archive
 from .dataset import FIXED_NORMALISATION, Augment, Dataset, _standardise, register
 from .files import atomic_write_stream
 
@@ -104,20 +104,15 @@ def _load_cifar(name: str, root, download: bool, normalisation: str = "dataset")
     if folder is not None:
         for f in files:
             try:
-                parts[f] = read_batch((folder / f).read_bytes(), src.label_key, src.num_classes,
-                                              str(folder / f))
+                parts[f] = read_batch(read_batch_file(folder / f), src.label_key, src.num_classes,
+                                      str(folder / f))
             except (EOFError, OSError, ValueError, pickle.UnpicklingError) as e:
                 raise ValueError(f"{folder / f} is corrupt ({type(e).__name__}: {e}); extract {src.folder}/ "
                                  f"again from {src.archive} (MD5 {src.md5}, from {src.url})") from e
     else:
         try:
-            with tarfile.open(archive, "r:gz") as tar:
-                for f in files:
-                    member = tar.extractfile(f"{src.folder}/{f}")
-                    if member is None:
-                        raise KeyError(f"{src.folder}/{f}")
-                    parts[f] = read_batch(member.read(), src.label_key, src.num_classes,
-                                                  f"{archive}:{src.folder}/{f}")
+            for f, raw in stream_archive(archive, src.folder, files):  # bounded: no archive bomb
+                parts[f] = read_batch(raw, src.label_key, src.num_classes, f"{archive}:{src.folder}/{f}")
         except (tarfile.TarError, EOFError, OSError, KeyError, ValueError, pickle.UnpicklingError) as e:
             raise ValueError(f"{archive} is corrupt or incomplete ({type(e).__name__}: {e}; its MD5 is "
                              f"{_md5(archive)}, the published one {src.md5}); delete it and "

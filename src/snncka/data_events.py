@@ -17,6 +17,7 @@ import torch
 from .dataset import Augment, Dataset, _frames_arg, _standardise, cache_dir, register
 from .events import MissingExtraError
 from .files import atomic_write_stream
+from .readers import read_npz
 
 
 @dataclass(frozen=True)
@@ -158,8 +159,8 @@ def _load_events(name: str, root, frames: int | None, download: bool, workers: i
     x = None
     if path.exists():
         try:
-            with np.load(path, allow_pickle=False) as z:
-                x, outside = z["x"], int(z["outside"])
+            z = read_npz(path)
+            x, outside = z["x"], int(z["outside"])
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             x = None
         if x is not None and x.shape != (len(files), T, src.sensor[2], *src.size):

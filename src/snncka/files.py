@@ -12,14 +12,16 @@ import fcntl
 import functools
 import os
 import shutil
+import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["DiskFullError", "atomic_write", "atomic_write_bytes", "atomic_write_stream", "atomic_write_text",
-           "file_lock", "remove_stale_temps"]
+__all__ = ["DiskFullError", "atomic_link_or_copy", "atomic_write", "atomic_write_bytes", "atomic_write_stream",
+           "atomic_write_text", "check_writable", "file_lock", "lock_holder", "remove_stale_temps"]
 
 _TMP_SUFFIX = ".tmp"
 
@@ -63,6 +65,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        # renaming a hard link onto another link of the same file does nothing (POSIX): the temp name stays
+        Path(tmp).unlink(missing_ok=True)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if _is_disk_full(e):
@@ -100,6 +104,43 @@ def atomic_write_stream(path: str | Path, write: Callable[[BinaryIO], None]) -> 
     atomic_write(path, to_file)
 
 
+def check_writable(folder: str | Path, what: str = "output folder") -> Path:
+    """Create ``folder`` (with its parents) if missing and really write and remove a file in it, so that a
+    read-only folder or file system fails at once, as one line, not after hours of work. (A permission check
+    such as ``os.access`` says yes to root, and knows nothing of read-only mounts.)"""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".snncka-write-test.", suffix=_TMP_SUFFIX, dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise PermissionError(f"cannot write into the {what} {str(folder)!r} ({reason}); make it writable or "
+                              "choose another --out") from None
+    return folder
+
+
+def atomic_link_or_copy(src: str | Path, dst: str | Path) -> None:
+    """Make ``dst`` the file ``src`` atomically: a hard link where the file system allows (no disk used), else
+    a copy. Nothing to do when ``dst`` already is ``src`` (the same file), and no temp file is left either way.
+
+    Only for files that are replaced, never rewritten in place (as every snncka writer does): a link shares
+    the bytes."""
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and os.path.samefile(src, dst):
+        return
+
+    def link(tmp: Path) -> None:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+    atomic_write(dst, link)
+
+
 def remove_stale_temps(folder: str | Path, older_than_s: float = 60.0) -> list[Path]:
     """Delete temp files that ``atomic_write`` left behind in ``folder`` when a process was killed.
 
@@ -116,15 +157,38 @@ def remove_stale_temps(folder: str | Path, older_than_s: float = 60.0) -> list[P
     return gone
 
 
+_held = threading.local()  # the lock files this thread holds (file_lock is re-entrant within a thread)
+
+
+def lock_holder(path: str | Path) -> str:
+    """Who holds (or last held) the lock file ``path``, as ``file_lock`` records it: "pid N on HOST since
+    TIME", or "an unknown process" when nothing is recorded."""
+    try:
+        text = Path(path).read_text(errors="replace").strip()
+    except OSError:
+        text = ""
+    return text.splitlines()[0][:200] if text else "an unknown process"
+
+
 @contextlib.contextmanager
 def file_lock(path: str | Path, *, wait: bool = True, on_wait: Callable[[], None] | None = None) -> Iterator[bool]:
     """Hold an exclusive OS lock on ``path`` (created if missing) for the ``with`` block.
 
     The OS frees the lock when its process dies, so a killed run never leaves a cache entry locked.
     ``wait=False`` yields ``False`` at once when another process holds it; ``on_wait`` is called once before
-    blocking (e.g. to say what is being waited for)."""
+    blocking (e.g. to say what is being waited for). The holder writes its pid, host and start time into the
+    file (``lock_holder`` reads them). Re-entrant: a thread already holding ``path`` gets it again at once."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    key = os.path.realpath(path)
+    held: dict[str, int] = _held.__dict__.setdefault("paths", {})
+    if key in held:
+        held[key] += 1
+        try:
+            yield True
+        finally:
+            held[key] -= 1
+        return
     with open(path, "a+b") as f:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -135,7 +199,14 @@ def file_lock(path: str | Path, *, wait: bool = True, on_wait: Callable[[], None
             if on_wait is not None:
                 on_wait()
             fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        held[key] = 1
         try:
+            with contextlib.suppress(OSError):  # who holds it, for the message of a process that finds it held
+                f.truncate(0)
+                f.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                        f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+                f.flush()
             yield True
         finally:
+            del held[key]
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)

@@ -22,7 +22,7 @@ from typing import Any
 
 from .checkpoint import load_checkpoint
 from .files import file_lock, remove_stale_temps
-from .training import RESUMABLE_CHANGES, TrainConfig, train
+from .training import LOCK_FILE, RESUMABLE_CHANGES, TrainConfig, train
 
 __all__ = ["InlineLauncher", "LocalLauncher", "ModelJob", "SlurmLauncher", "cache_key", "ensure_trained",
            "parse_minutes", "run_folder", "trained_epochs"]
@@ -64,7 +64,7 @@ def ensure_trained(cfg: TrainConfig, cache: str | Path) -> Path:
     if int(os.environ.get("RANK", "0")) != 0:
         _train_or_resume(cfg, run)
         return run
-    with file_lock(run / ".lock", on_wait=lambda: _say(
+    with file_lock(run / LOCK_FILE, on_wait=lambda: _say(
             f"waiting for another process that is training {cfg.model} ({'SNN' if cfg.spiking else 'ANN'}) "
             f"in {run} ...")):
         _train_or_resume(cfg, run)

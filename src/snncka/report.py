@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .files import atomic_write_bytes
+from .readers import read_json
 from .results import Result, iter_results
 from .runtime import environment
 from .training import read_metrics
@@ -92,7 +93,7 @@ def find_training_runs(root: str | Path) -> list[TrainingRun]:
         if not (d / "metrics.jsonl").is_file():
             continue
         try:
-            config = json.loads(cfg.read_text())
+            config = read_json(cfg)
             metrics = read_metrics(d / "metrics.jsonl")  # a torn last line (a killed run) is ignored
         except (OSError, ValueError) as e:
             warnings.warn(f"skipped training run {d}: {e}", UserWarning, stacklevel=2)
@@ -195,6 +196,19 @@ def _environments(items: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str,
     return rows
 
 
+def _usable(path: Path, res: Result) -> bool:
+    """Whether the report can show ``res`` (its summary and accuracies compute); else one warning naming the
+    file, and the report goes on without it."""
+    try:
+        res.summary()
+        res.accuracies()
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError, ZeroDivisionError) as e:
+        warnings.warn(f"skipped {path}: its {res.analysis!r} result cannot be shown ({type(e).__name__}: {e})",
+                      UserWarning, stacklevel=2)
+        return False
+    return True
+
+
 def build_report(run_dir: str | Path, out: str | Path | None = None, *, title: str | None = None) -> Path:
     """Write the HTML report of ``run_dir`` (default ``run_dir/report.html``) atomically; returns its path."""
     t0 = time.perf_counter()
@@ -207,7 +221,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, title: s
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         runs = find_training_runs(root)
-        results: list[tuple[Path, Result]] = list(iter_results(root))
+        results: list[tuple[Path, Result]] = [(p, r) for p, r in iter_results(root) if _usable(p, r)]
     skipped = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     if not runs and not results:
         why = f" (skipped: {'; '.join(skipped)})" if skipped else ""
@@ -290,7 +304,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, title: s
         )
     for p, res in results:
         try:
-            meta = json.loads(p.read_text())
+            meta = read_json(p)
         except (OSError, ValueError):
             meta = {}
         cfg.append(

@@ -12,7 +12,6 @@ same model reuses it, a rerun resumes what was interrupted, and the models can t
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tomllib
 from collections.abc import Callable
@@ -26,7 +25,7 @@ import numpy as np
 from . import analyses, data, recipe_compare, recipes, stagesteps, verdicts
 from .analyses import Result, load_result
 from .checkpoint import resolve_checkpoint
-from .files import atomic_write, atomic_write_text
+from .files import atomic_link_or_copy, atomic_write, atomic_write_text, check_writable
 from .launch import InlineLauncher, ModelJob, cache_key, ensure_trained, run_folder
 from .report import build_report
 from .runtime import environment
@@ -650,6 +649,7 @@ def _check_writable(out: Path) -> None:
     except (FileExistsError, NotADirectoryError) as e:
         raise OSError(f"cannot create the output folder {str(out)!r}: a file is in the way ({e.strerror}); "
                       "choose another --out") from e
+    check_writable(out)  # an existing read-only --out fails here, not after the training
 
 
 def _save(res: Result, out: Path, name: str) -> None:
@@ -679,15 +679,7 @@ def _export_run(run_dir: Path, dst: Path) -> None:
         atomic_write(dst / f, lambda tmp, f=f: shutil.copyfile(run_dir / f, tmp))
     for f in ("last.pt", "best.pt"):
         if (run_dir / f).is_file():
-            atomic_write(dst / f, lambda tmp, f=f: _link_or_copy(run_dir / f, tmp))
-
-
-def _link_or_copy(src: Path, tmp: Path) -> None:
-    tmp.unlink()
-    try:
-        os.link(src, tmp)  # same file, no disk: the cache replaces (never rewrites) its checkpoints
-    except OSError:
-        shutil.copyfile(src, tmp)
+            atomic_link_or_copy(run_dir / f, dst / f)  # the cache replaces (never rewrites) its checkpoints
 
 
 def _write_json(path: Path, obj: Any) -> None:

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import types
+import typing
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
@@ -30,7 +31,8 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from .files import atomic_write_bytes, atomic_write_stream
+from .files import atomic_write_bytes, atomic_write_stream, check_writable
+from .readers import BadFileError, read_json, read_npz
 
 __all__ = ["CKAResult", "Measured", "Result", "TemporalResult", "check_output_dir", "iter_results", "load_result",
            "result_paths"]
@@ -81,8 +83,8 @@ def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
     if existing.exists() and not existing.is_dir():
         where = "is a file" if existing == p else f"cannot be created: {str(existing)!r} is a file"
         raise ValueError(f"{what} {str(p)!r} {where}, not a folder; choose another path")
-    if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(f"{what} {str(p)!r} cannot be written: no write permission in {str(existing)!r}")
+    if existing.exists():
+        check_writable(existing, what if existing == p else f"folder above the {what}")
     return p
 
 
@@ -142,6 +144,11 @@ class Result:
         """Rows for the report's tables."""
         return []
 
+    def inconsistency(self) -> str | None:
+        """What is inconsistent between the fields of a loaded result (e.g. a matrix whose shape does not
+        match its layer lists), or None."""
+        return None
+
 
 @dataclass(kw_only=True)
 class Measured(Result):
@@ -168,21 +175,65 @@ def _encode(res: Result, prefix: str = "") -> tuple[dict[str, Any], dict[str, np
 
 def _decode(meta: dict[str, Any], arrays: dict[str, np.ndarray], where: str, prefix: str = "") -> Result:
     cls = _REGISTRY[meta[KIND_KEY]]
+    hints = typing.get_type_hints(cls)
     kw: dict[str, Any] = {}
     for f in fields(cls):
         if f.name in cls.arrays:
             if prefix + f.name not in arrays:
-                raise ValueError(f"{where} lacks array {prefix + f.name!r}; the result is incomplete")
-            kw[f.name] = arrays[prefix + f.name]
+                raise ValueError(f"{where}: its .npz lacks array {prefix + f.name!r}; the result is incomplete")
+            v = arrays[prefix + f.name]
+            if v.dtype.kind not in "biuf":
+                raise ValueError(f"{where}: its .npz array {prefix + f.name!r} holds {v.dtype}, not numbers")
+            kw[f.name] = v
         elif f.name in meta:
             v = meta[f.name]
             if isinstance(v, dict) and v.get(KIND_KEY) in _REGISTRY:
                 v = _decode(v, arrays, where, f"{prefix}{f.name}.")
+            if not _conforms(v, hints[f.name]):
+                raise ValueError(f"{where}: field {prefix + f.name!r} of the {cls.analysis!r} result should be "
+                                 f"{_hint_name(hints[f.name])}, got {type(v).__name__} {_short(v)}")
             kw[f.name] = v
     try:
-        return cls(**kw)
+        res = cls(**kw)
     except TypeError as e:  # a required field is missing
         raise ValueError(f"{where} is not a complete {cls.__name__} ({e})") from None
+    problem = res.inconsistency()
+    if problem:
+        raise ValueError(f"{where}: {problem}; the result is corrupt")
+    return res
+
+
+def _conforms(v: Any, hint: Any) -> bool:
+    """Whether the JSON value ``v`` has the type ``hint`` of a result's field (a float may be null: NaN)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(v, a) for a in args)
+    if hint is type(None):
+        return v is None
+    if hint is float:
+        return v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+    if hint in (int, bool):
+        return type(v) is hint
+    if hint is str:
+        return isinstance(v, str)
+    if hint is dict or origin is dict:
+        return isinstance(v, dict) and (not args or all(_conforms(x, args[1]) for x in v.values()))
+    if hint is list or origin is list:
+        return isinstance(v, list) and (not args or all(_conforms(x, args[0]) for x in v))
+    if isinstance(hint, type) and issubclass(hint, Result | np.ndarray):
+        return isinstance(v, hint)
+    return True
+
+
+def _hint_name(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
+def _short(v: Any) -> str:
+    text = json.dumps(jsonable(v)) if not isinstance(v, Result) else v.analysis
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _kind_of(head: Any) -> str | None:
@@ -208,11 +259,7 @@ def load_result(path: str | Path) -> Result:
     js, npz = result_paths(p)
     if not js.is_file():
         raise FileNotFoundError(f"no saved result at {str(js)!r} (a result is <name>.json + <name>.npz)")
-    try:
-        meta = json.loads(js.read_text())
-    except (UnicodeDecodeError, ValueError) as e:
-        raise ValueError(f"{str(js)!r} is not a snncka result (not JSON: {e})") from None
-    return _from_meta(js, npz, meta)
+    return _from_meta(js, npz, read_json(js))
 
 
 def _from_meta(js: Path, npz: Path, meta: Any) -> Result:
@@ -220,17 +267,11 @@ def _from_meta(js: Path, npz: Path, meta: Any) -> Result:
     kind = _kind_of(meta)
     if kind is None:
         raise ValueError(f"{str(js)!r} is not a snncka result (no known {KIND_KEY!r} tag)")
-    arrays: dict[str, np.ndarray] = {}
-    if npz.is_file():
-        try:
-            with np.load(npz, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
-            raise ValueError(f"cannot read {str(npz)!r}: {e}") from None
+    arrays = read_npz(npz) if npz.is_file() else {}
     cls = _REGISTRY[kind]
     if KIND_KEY not in meta:  # version 1
         meta, arrays = cls.upgrade_v1({**meta, KIND_KEY: kind}, arrays)
-    return _decode(meta, arrays, repr(str(npz)))
+    return _decode(meta, arrays, repr(str(js)))
 
 
 def iter_results(root: str | Path) -> Iterator[tuple[Path, Result]]:
@@ -238,8 +279,12 @@ def iter_results(root: str | Path) -> Iterator[tuple[Path, Result]]:
     warning, so one bad file does not hide the others."""
     for p in sorted(Path(root).rglob("*.json")):
         try:
-            head = json.loads(p.read_text())
-        except (OSError, UnicodeDecodeError, ValueError):
+            head = read_json(p)
+        except BadFileError as e:
+            if p.name != "config.json":  # a training run's config is the report's to judge
+                warnings.warn(f"skipped {e}", UserWarning, stacklevel=2)
+            continue
+        except OSError:
             continue
         if _kind_of(head) is None:
             continue
@@ -294,6 +339,16 @@ class CKAResult(Result):
     ci_high: np.ndarray
     n_batches: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def inconsistency(self) -> str | None:
+        want = (len(self.layers_a), len(self.layers_b))
+        for name in self.arrays:
+            shape = np.shape(getattr(self, name))
+            if shape != want:
+                return f"{name} has shape {shape}, but there are {want[0]} x {want[1]} layers"
+        if len(self.kinds_a) != want[0] or len(self.kinds_b) != want[1]:
+            return (f"{len(self.kinds_a)} x {len(self.kinds_b)} layer kinds for {want[0]} x {want[1]} layers")
+        return None
 
     def diagonal(self) -> np.ndarray:
         """The matrix's diagonal: layer i of A vs layer i of B (the lists must have equal length)."""
@@ -395,6 +450,14 @@ class TemporalResult(Result):
     estimator: str = "unbiased"
     kernel: str = "linear"
     steps: list[int] = field(default_factory=list)
+
+    def inconsistency(self) -> str | None:
+        shape = np.shape(self.matrices)
+        if len(shape) != 3 or shape[0] != len(self.layers) or shape[1] != shape[2]:
+            return f"matrices has shape {shape}, expected [{len(self.layers)} layers, T, T]"
+        if len(self.kinds) != len(self.layers):
+            return f"{len(self.kinds)} layer kinds for {len(self.layers)} layers"
+        return None
 
     def off_diagonal_mean(self) -> np.ndarray:
         """Mean CKA between different time steps, per layer (1 = the layer is static in time)."""

@@ -41,12 +41,13 @@ only rank 0 writes files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ from . import memory
 from .checkpoint import CheckpointError, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from .distributed import SyncBatchNorm2d, _all_reduce, _Dist, _init_distributed, convert_sync_batchnorm
 from .evaluation import _autocast, evaluate, evaluate_tensors
-from .files import atomic_write_text, remove_stale_temps
+from .files import atomic_write_text, check_writable, file_lock, lock_holder, remove_stale_temps
 from .models import SNNCKAModel, create
 from .runtime import environment, resolve_device
 from .trainconfig import DEFAULT_BATCH, PAPER_BATCH, TrainConfig, read_toml_fields
@@ -74,6 +75,7 @@ __all__ = ["DEFAULT_BATCH", "PAPER_BATCH", "CheckpointError", "SyncBatchNorm2d",
 # Fields that may change when a run is resumed (they do not change what is computed on CPU).
 RESUMABLE_CHANGES = ("progress", "device", "data_root", "download", "eval_batch_size")
 RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt")
+LOCK_FILE = ".lock"  # held by the one process writing a run folder (files.file_lock)
 
 
 
@@ -98,7 +100,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
             rec = json.loads(line)
             if not isinstance(rec, dict) or not isinstance(rec.get("epoch"), int):
                 raise ValueError("not an epoch record")
-        except ValueError:
+        except (ValueError, RecursionError):
             if i == len(lines) - 1:  # no newline after it: torn by a kill
                 break
             raise ValueError(f"{path}, line {i + 1}: not a metrics record (the file is corrupt); delete the "
@@ -136,6 +138,31 @@ def _check_run_dir(out: Path, resume: bool, force: bool) -> None:
             f"run folder {str(out)!r} already holds {', '.join(existing)}; pass --resume (resume=True) to "
             "continue that run, --force (force=True) to overwrite it, or choose another --out"
         )
+
+
+@contextlib.contextmanager
+def _one_writer(out: Path, writer: bool) -> Iterator[None]:
+    """Hold the run folder's lock (the one ``launch.ensure_trained`` holds for a cache entry) while training
+    into it, so two processes never write one run; a second one stops at once, saying who holds it."""
+    if not writer:
+        yield
+        return
+    created = not out.exists()
+    try:
+        check_writable(out, "run folder")
+        with file_lock(out / LOCK_FILE, wait=False) as mine:
+            if not mine:
+                raise BlockingIOError(
+                    f"run folder {str(out)!r} is being written by another process "
+                    f"({lock_holder(out / LOCK_FILE)}); wait for it to finish, then pass --resume to continue "
+                    "the run, or choose another --out")
+            yield
+    except BaseException:
+        if created:  # a run that failed before writing anything leaves no folder behind
+            with contextlib.suppress(OSError):
+                (out / LOCK_FILE).unlink()
+                out.rmdir()
+        raise
 
 
 def _check_resumable(cfg: TrainConfig, saved: dict[str, Any]) -> None:
@@ -228,16 +255,18 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, force: boo
     torch.set_num_threads(cfg.threads)  # this run's, whoever launched it; the caller's again afterwards
     try:
         _check_run_dir(out, resume, force)
-        ckpt = None
-        if resume:
-            ckpt = load_checkpoint(out / "last.pt")
-            if "train_config" not in ckpt or "optimizer" not in ckpt:
-                raise CheckpointError(
-                    f"{out / 'last.pt'} is a model-only checkpoint; it cannot resume training")
-            _check_resumable(cfg, ckpt["train_config"])
-        if d.world > 1:
-            dist.barrier()  # every rank has checked the folder before rank 0 writes into it
-        return _Run(cfg, out, d, ckpt, force, on_epoch_end, dataset).run()
+        with _one_writer(out, d.rank == 0):
+            _check_run_dir(out, resume, force)  # again: the folder is ours now
+            ckpt = None
+            if resume:
+                ckpt = load_checkpoint(out / "last.pt")
+                if "train_config" not in ckpt or "optimizer" not in ckpt:
+                    raise CheckpointError(
+                        f"{out / 'last.pt'} is a model-only checkpoint; it cannot resume training")
+                _check_resumable(cfg, ckpt["train_config"])
+            if d.world > 1:
+                dist.barrier()  # every rank has checked the folder before rank 0 writes into it
+            return _Run(cfg, out, d, ckpt, force, on_epoch_end, dataset).run()
     finally:
         torch.set_num_threads(threads)
         if d.owned:
