@@ -37,7 +37,8 @@ def demo_pair(*, cache: str | Path | None = None, epochs: int | None = None, pro
 
     ``cache``: the model cache (default ``$SNNCKA_CACHE/models``, as for ``snncka reproduce``); ``epochs``:
     override the demo's 20 (as ``snncka demo --epochs``; a different number is a different cached model)."""
-    from .reproduce import default_cache, load_experiment, model_jobs, scale_settings
+    from .experiment import load_experiment
+    from .runner import default_cache, model_jobs, scale_settings
 
     exp = load_experiment("demo")
     settings = scale_settings(exp, "smoke", epochs=epochs)

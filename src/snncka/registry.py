@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 __all__ = ["NEEDS", "AnalysisEntry", "analyses", "get_analysis", "get_judge", "get_model", "judges", "models",
-           "register_analysis", "register_judge", "register_model"]
+           "experiment_folders", "register_analysis", "register_experiments", "register_judge", "register_model"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 NEEDS = ("pair", "snn", "ann", "all")
@@ -40,6 +40,7 @@ class AnalysisEntry:
     name: str
     fn: Callable[..., Any]
     needs: str
+    check: Callable[..., None] | None = None
 
 
 _MODELS: dict[str, Callable[..., Any]] = {}
@@ -64,14 +65,17 @@ def register_model(name: str) -> Callable[[F], F]:
     return deco
 
 
-def register_analysis(name: str, needs: str = "pair") -> Callable[[F], F]:
-    """Register an analysis for experiment files' ``[[analysis]] kind = name`` (see the module doc)."""
+def register_analysis(name: str, needs: str = "pair", check: Callable[..., None] | None = None
+                      ) -> Callable[[F], F]:
+    """Register an analysis for experiment files' ``[[analysis]] kind = name`` (see the module doc).
+    ``check(specs, **settings)``, if given, runs before any training and raises on settings that cannot work
+    for the experiment's models (``specs``: its ``ModelSpec``s at the scale run)."""
     _check_name(name, "analysis")
     if needs not in NEEDS:
         raise ValueError(f"needs must be one of {', '.join(NEEDS)}, got {needs!r}")
 
     def deco(fn: F) -> F:
-        _ANALYSES[name] = AnalysisEntry(name, fn, needs)
+        _ANALYSES[name] = AnalysisEntry(name, fn, needs, check)
         return fn
 
     return deco
@@ -120,3 +124,17 @@ def get_judge(name: str) -> Callable[..., Any]:
         raise ValueError(f"unknown judge {name!r}; registered: {', '.join(sorted(_JUDGES)) or 'none'} (register "
                          "one with @snncka.register_judge and list its module in the file's plugins)")
     return _JUDGES[name]
+
+
+_EXPERIMENT_FOLDERS: list[Any] = []
+
+
+def register_experiments(folder: Any) -> None:
+    """Make the experiment files (``*.toml``) in ``folder`` loadable by ID (``snncka reproduce ID``)."""
+    if folder not in _EXPERIMENT_FOLDERS:
+        _EXPERIMENT_FOLDERS.append(folder)
+
+
+def experiment_folders() -> list[Any]:
+    """The folders registered with ``register_experiments``, in registration order."""
+    return list(_EXPERIMENT_FOLDERS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import torch
 
-from ..models import NAMES, create
+from ..models import create, list_models
 from .errors import user_errors
 
 
@@ -24,9 +24,9 @@ def models_cmd(width: float, num_classes: int, in_channels: int) -> None:
     with user_errors():  # a bad width or class count is one line, before any output
         for spiking in (False, True):
             with torch.device("meta"):
-                create(NAMES[0], spiking=spiking, width=width, num_classes=num_classes, in_channels=in_channels)
+                create("resnet20", spiking=spiking, width=width, num_classes=num_classes, in_channels=in_channels)
     click.echo(f"{'model':<10} {'ANN params':>12} {'SNN params':>12}  layers (conv/norm/act)")
-    for name in NAMES:
+    for name in list_models():
         counts = []
         for spiking in (False, True):
             with torch.device("meta"):  # shapes only: no memory, no random initialisation
