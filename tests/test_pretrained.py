@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import snncka
+from snncka.experiment import load_experiment
 from snncka.launch import run_folder
-from snncka.reproduce import load_experiment, model_jobs, scale_settings
+from snncka.runner import model_jobs, scale_settings
 
 
 @pytest.mark.slow
