@@ -2,11 +2,11 @@
 
 from typing import Any
 
+from ._version import __version__
 from .cka import CKAResult, MinibatchCKA, compare
 from .models import create, from_config, list_models
 from .registry import register_analysis, register_judge, register_model
 
-__version__ = "0.1.0"
 __all__ = ["__version__", "CKAResult", "MinibatchCKA", "compare", "create", "demo_pair", "from_config",
            "list_models", "register_analysis", "register_judge", "register_model"]
 

@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from . import analyses as _builtin  # noqa: F401  (registers the built-in analyses)
-from . import recipes, registry
+from . import data, recipes, registry
+from .launch import ModelJob
+from .training import TrainConfig
 
-__all__ = ["KEYS", "MODEL_KEYS", "SCALES", "Experiment", "ModelSpec", "default_scales", "experiment_files",
-           "load_experiment"]
+__all__ = ["KEYS", "MODEL_KEYS", "SCALES", "Experiment", "ModelSpec", "default_cache", "default_scales",
+           "experiment_files", "load_experiment", "model_jobs", "scale_settings", "train_config"]
 
 SCALES = ("smoke", "paper")
 KEYS = ("id", "title", "description", "plugins", "recipes", "judges", "scale", "model", "analysis")
@@ -223,3 +225,55 @@ def load_experiment(ref: str | Path) -> Experiment:
 def order(exp_id: str) -> tuple[int, str]:
     """The paper's order of experiment IDs: the figures, then the appendices."""
     return (0 if exp_id.startswith("fig") else 1, exp_id)
+
+
+def default_cache() -> Path:
+    """Where trained models are cached: ``$SNNCKA_CACHE/models`` or ``~/.cache/snncka/models``."""
+    return data.cache_dir() / "models"
+
+
+def train_config(spec: ModelSpec, kind: str, settings: dict[str, Any], **run_opts: Any) -> TrainConfig:
+    """The training config of one model of a spec (``kind``: "ann" or "snn") at the scale's settings.
+
+    An ANN ignores the SNN-only fields, so every spec that differs only in them shares one trained ANN.
+    """
+    snn = kind == "snn"
+    return TrainConfig(
+        model=spec.arch, spiking=snn, T=spec.T if snn else 1, width=float(spec.width),
+        residual=list(spec.residual), stage_T=list(spec.stage_T) if snn and spec.stage_T else None,
+        neuron=dict(spec.neuron) if snn else {}, data=spec.data or settings["data"], frames=spec.frames,
+        epochs=int(settings["epochs"]), batch_size=int(settings["batch_size"]), seed=spec.seed,
+        **{k: v for k, v in run_opts.items() if v is not None},
+    )
+
+
+def scale_settings(exp: Experiment, scale: str, epochs: int | None = None,
+                   cka_images: int | None = None) -> dict[str, Any]:
+    """The scale's settings with the command line's overrides, checked before any work starts."""
+    settings = exp.settings(scale)
+    for key, value, least in (("epochs", epochs, 1), ("cka_images", cka_images, 4)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            flag = "--" + key.replace("_", "-")
+            why = " (unbiased CKA needs 4 images per batch)" if key == "cka_images" else ""
+            raise ValueError(f"{flag} must be an integer >= {least}{why}, got {value!r}")
+        settings[key] = value
+    return settings
+
+
+def model_jobs(exp: Experiment, scale: str, settings: dict[str, Any], cache: str | Path,
+               **run_opts: Any) -> tuple[list[ModelJob], dict[str, dict[str, Path]]]:
+    """Every model the experiment trains at ``scale`` as a job (each cache entry once), and the run folder of
+    each spec's ANN/SNN by spec name. Every training config is validated here, before any training."""
+    jobs: dict[Path, ModelJob] = {}
+    runs: dict[str, dict[str, Path]] = {}
+    for spec in exp.resolve(scale):
+        runs[spec.name] = {}
+        for kind in spec.types:
+            cfg = train_config(spec, kind, settings, **run_opts)
+            cfg.validate()
+            job = ModelJob(f"{spec.name}-{kind}", cfg, Path(cache))
+            jobs.setdefault(job.run_dir, job)
+            runs[spec.name][kind] = job.run_dir
+    return list(jobs.values()), runs

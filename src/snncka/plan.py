@@ -244,17 +244,16 @@ def plan(exp_ids: list[str | Any], scale: str, cache: Any = None, epochs: int | 
     nothing is trained or loaded."""
     from pathlib import Path
 
-    from . import runner
-    from .experiment import load_experiment
+    from .experiment import default_cache, load_experiment, model_jobs, scale_settings
     from .launch import trained_epochs
 
-    cache = Path(cache) if cache is not None else runner.default_cache()
+    cache = Path(cache) if cache is not None else default_cache()
     out = []
     for exp_id in exp_ids:
         exp = load_experiment(exp_id)
-        settings = runner.scale_settings(exp, scale, epochs)
+        settings = scale_settings(exp, scale, epochs)
         batch = min(256, int(settings.get("cka_images", 4096)))
-        jobs, runs = runner.model_jobs(exp, scale, settings, cache)
+        jobs, runs = model_jobs(exp, scale, settings, cache)
         by_dir = {j.run_dir: j for j in jobs}
         for job in jobs:  # the CKA step of the pair the job was first listed for
             cfgs = [by_dir[d].cfg for d in runs[job.label.rsplit("-", 1)[0]].values()]
