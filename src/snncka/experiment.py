@@ -12,6 +12,7 @@ model's files are named ``<what was trained>-for-<model id>``.
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -22,6 +23,7 @@ from typing import Any
 from . import analyses as _builtin  # noqa: F401  (registers the built-in analyses)
 from . import data, recipes, registry
 from .launch import ModelJob
+from .models import check_name
 from .training import TrainConfig
 
 __all__ = ["KEYS", "MODEL_KEYS", "SCALES", "Experiment", "ModelSpec", "default_cache", "default_scales",
@@ -115,6 +117,7 @@ def _spec(entry: dict[str, Any], exp_id: str) -> ModelSpec:
     if entry.get("train", "pair") not in TRAIN:
         raise ValueError(f"experiment {exp_id}: model {entry.get('id')}: train must be one of "
                          f"{', '.join(TRAIN)}, got {entry.get('train')!r}")
+    check_name(entry["arch"])
     for key in ("residual", "stage_T"):
         if entry.get(key) is not None:
             entry[key] = tuple(entry[key])
@@ -214,12 +217,33 @@ def load_experiment(ref: str | Path) -> Experiment:
     for a in exp.analyses:
         if "kind" not in a:
             raise ValueError(f"{source}: every [[analysis]] needs a kind, got {a}")
-        registry.get_analysis(a["kind"])
+        check_settings(registry.get_analysis(a["kind"]), a, source)
     for j in exp.judges:
         registry.get_judge(j)
     for scale in SCALES:
         exp.resolve(scale)  # validate early
     return exp
+
+
+#: the keys of an ``[[analysis]]`` entry the runner reads itself; a per-model analysis is not given them
+RUNNER_KEYS = ("kind", "name", "models", *SCALES)
+_POSITIONAL = {"all": 1, "pair": 3, "snn": 2, "ann": 2}  # (run) / (snn, ann, images) / (model, images)
+
+
+def check_settings(entry: registry.AnalysisEntry, a: dict[str, Any], where: str) -> None:
+    """A one-line error for a key of an ``[[analysis]]`` entry its function does not take."""
+    params = list(inspect.signature(entry.fn).parameters.values())
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return
+    takes = [p.name for p in params[_POSITIONAL[entry.needs]:]]
+    given = {k for k, v in a.items() if k not in SCALES or not isinstance(v, dict)}
+    for scale in SCALES:
+        given |= set(a.get(scale, {}) if isinstance(a.get(scale), dict) else {})
+    ignored = {"kind"} if entry.needs == "all" else set(RUNNER_KEYS)
+    unknown = sorted(given - ignored - set(takes))
+    if unknown:
+        raise ValueError(f"{where}: analysis {entry.name}: unknown setting(s) {', '.join(unknown)}; valid: "
+                         f"{', '.join([*takes, *([] if entry.needs == 'all' else ['name', 'models'])]) or 'none'}")
 
 
 def order(exp_id: str) -> tuple[int, str]:

@@ -318,16 +318,21 @@ def create(name: str, **kwargs: Any) -> nn.Module:
     ``resnet<6n+2>``, and VGGs are registered here) with ``_zoo``'s keyword arguments (see there). A model
     from another factory gets the attributes the trainer and the analyses read (``config``, ``spiking``,
     ``in_channels``, ``num_classes``, ``T``) unless it sets them itself."""
+    check_name(name)
     factory = registry.get_model(name)
-    if factory is None and _RESNET.fullmatch(name):
-        return _zoo(name, **kwargs)
     if factory is None:
-        raise ValueError(f"unknown model {name!r}; registered: {', '.join(registry.models())} (and any "
-                         "resnet<6n+2>, e.g. resnet32; add your own with @snncka.register_model)")
+        return _zoo(name, **kwargs)
     model = factory(**{k: v for k, v in kwargs.items() if v is not None or k == "stage_T"})
     if not isinstance(model, SNNCKAModel):
         _describe(model, name, kwargs)
     return model
+
+
+def check_name(name: str) -> None:
+    """A one-line error unless ``name`` is a registered model (or a ``resnet<6n+2>`` of the zoo)."""
+    if registry.get_model(name) is None and not _RESNET.fullmatch(str(name)):
+        raise ValueError(f"unknown model {name!r}; registered: {', '.join(registry.models())} (and any "
+                         "resnet<6n+2>, e.g. resnet32; add your own with @snncka.register_model)")
 
 
 def _describe(model: nn.Module, name: str, kw: dict[str, Any]) -> None:
