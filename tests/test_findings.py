@@ -40,9 +40,15 @@ def block_curve(out: float, conv: float, act: float, norm: float = 0.8, blocks=(
     return names, vals, kinds
 
 
+def identity(model: str) -> dict:
+    """The identity fields of a test model named ``<arch>[x<width>][-nores]``."""
+    arch, _, width = model.split("-")[0].partition("x")
+    return {"arch": arch, "width": float(width or 1), "residual": [not model.endswith("-nores")] * 3}
+
+
 def table(name: str, accs: dict[tuple[str, str], float]) -> PaperComparison:
     rows = [{"model": m, "type": t.upper(), "paper setting": "", "ours (%)": v, "paper (%)": None,
-             "difference": None} for (m, t), v in accs.items()]
+             "difference": None, "identity": identity(m)} for (m, t), v in accs.items()]
     return PaperComparison(table=name, caption="", rows=rows, scale="smoke")
 
 
@@ -365,3 +371,14 @@ def test_results_in_reads_saved_experiment_folders(tmp_path) -> None:
     f = by_id(evaluate(loaded))
     assert f["residuals-matter-more-for-snn"].verdict == HOLDS
     assert f["similarity-high"].numbers["fraction above"] == 1.0
+
+
+def test_width_gap_is_measured_on_smoke_rows_named_for_the_paper_model() -> None:
+    # at smoke scale fig2 trains resnet8 at widths 1, 2, 4 under names like "resnet8x2-for-resnet20x2"
+    names = {"resnet8-for-resnet20": 1.0, "resnet8x2-for-resnet20x2": 2.0, "resnet8x4-for-resnet20x4": 4.0}
+    gaps = {1.0: 3.0, 2.0: 2.0, 4.0: 1.0}
+    rows = [{"model": m, "type": t, "ours (%)": 90.0 - (gaps[w] if t == "SNN" else 0.0),
+             "identity": {"arch": "resnet8", "width": w, "residual": [True] * 3}}
+            for m, w in names.items() for t in ("ANN", "SNN")]
+    f = claims.width_closes_accuracy_gap(PaperComparison(table="table1", caption="", rows=rows, scale="smoke"))
+    assert f.verdict == HOLDS and f.numbers["gap (points)"] == pytest.approx({"1": 3.0, "2": 2.0, "4": 1.0})

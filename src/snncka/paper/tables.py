@@ -9,8 +9,9 @@ parameter names do not depend on ``stage_T``, so the full-T state dict loads unc
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,10 +19,11 @@ import torch
 
 from ..analyses import RobustnessResult, Subject, accuracy, load_result
 from ..experiment import ModelSpec
+from ..identity import ModelIdentity
 from ..models import SNNCKAModel, from_config
 from ..registry import register_analysis
 from ..results import Result
-from ..training import read_metrics
+from ..training import TrainConfig, read_metrics
 from .numbers import numbers, row, value
 
 __all__ = ["REUSED", "RETRAINED", "PaperComparison", "with_stage_T", "without_retraining_accuracy"]
@@ -38,13 +40,14 @@ class PaperComparison(Result):
 
     table: str
     caption: str
-    rows: list[dict]  # model, type, paper setting, "ours (%)", "paper (%)"
+    rows: list[dict]  # model, type, paper setting, "ours (%)", "paper (%)", identity (a ModelIdentity's fields)
     scale: str
     seconds: float = 0.0
 
     def summary(self) -> list[dict[str, Any]]:
         if self.scale == "paper":  # an ambiguous paper value is a text naming its readings: no difference
-            return [{**r, "difference": r["ours (%)"] - r["paper (%)"] if _number(r["paper (%)"]) else None}
+            return [{**{k: v for k, v in r.items() if k != "identity"},
+                     "difference": r["ours (%)"] - r["paper (%)"] if _number(r["paper (%)"]) else None}
                     for r in self.rows]
         ours = f"ours, {self.scale} scale (%)"
         return [{"model": r["model"], "type": r["type"], **({"protocol": r["protocol"]} if "protocol" in r else {}),
@@ -96,6 +99,15 @@ def _final_accuracy(run_dir: Path) -> float:
     return 100.0 * float(read_metrics(run_dir / "metrics.jsonl")[-1]["test_acc"])
 
 
+def _identity(run_dir: Path) -> dict[str, Any]:
+    """The identity of the model trained in ``run_dir`` (from its resolved training config)."""
+    train = json.loads((run_dir / "config.json").read_text())["train"]  # the config's fields and resolved values
+    return ModelIdentity.of(TrainConfig.from_dict({k: v for k, v in train.items() if k in _FIELDS})).as_dict()
+
+
+_FIELDS = {f.name for f in fields(TrainConfig)}
+
+
 def _check_table(specs: Sequence[ModelSpec], *, table: str, **_: Any) -> None:
     if table not in numbers():
         raise ValueError(f"no paper table {table!r}; the paper's tables: {', '.join(numbers())}")
@@ -113,7 +125,8 @@ def accuracy_table(run: Any, *, table: str, models: list[str] | None = None, wit
         r = row(table, key)
         for kind, run_dir in run.runs[spec.name].items():
             theirs = None if r is None else r.get(kind, r.get(f"{kind}_{'c100' if c100 else 'c10'}"))
-            rows.append(_row(spec.name, kind, _describe_key(key), _final_accuracy(run_dir), theirs))
+            rows.append({**_row(spec.name, kind, _describe_key(key), _final_accuracy(run_dir), theirs),
+                         "identity": _identity(run_dir)})
     caption = numbers()[table]["caption"]
     if without_retraining:
         rows = _with_reused_weights(run, rows)

@@ -192,8 +192,11 @@ class _PGD:
     cka: list[Any] = field(default_factory=list)
 
 
-def _rows(pairs: Iterable[tuple[str, float, float]]) -> list[dict[str, Any]]:
-    return [{"model": m, "type": t, "ours (%)": v} for m, a, s in pairs for t, v in (("ANN", a), ("SNN", s))]
+def _rows(pairs: Iterable[tuple[str, float, float]], who: Mapping[str, dict] | None = None
+          ) -> list[dict[str, Any]]:
+    """Accuracy-table rows (ANN and SNN per model), each with its model's identity fields where ``who`` has them."""
+    return [{"model": m, "type": t, "ours (%)": v, **({"identity": who[m]} if who and m in who else {})}
+            for m, a, s in pairs for t, v in (("ANN", a), ("SNN", s))]
 
 
 def _pgd_readings(table: dict[str, Any]) -> list[tuple[str, _PGD]]:
@@ -217,12 +220,14 @@ def evaluate_paper() -> list[Finding]:
     p = _paper_tables()
     t1 = [(r["model"] + (f"x{r['width']}" if r["width"] != 1 else ""), r["ann"], r["snn"])
           for r in p["table1"]["rows"] if r["model"] == "resnet20"]
+    who = {m: {"arch": r["model"], "width": r["width"], "residual": [True] * 3}
+           for (m, _, _), r in zip(t1, [r for r in p["table1"]["rows"] if r["model"] == "resnet20"], strict=True)}
     t2 = [(r["model"] + ("" if r["residual"] else "-nores"), r["ann"], r["snn"]) for r in p["table2"]["rows"]]
     suffix = {"full": "", "first_stage_1": "-first1", "last_stage_1": "-last1"}
     t3 = [{"model": f"snn-T{r['T']}{suffix[r['variant']]}", "type": "SNN", "ours (%)": r["snn"]}
           for r in p["table3"]["rows"]]
     out = [
-        _relabel(width_closes_accuracy_gap(_Table("table1", _rows(t1))), "Table 1"),
+        _relabel(width_closes_accuracy_gap(_Table("table1", _rows(t1, who))), "Table 1"),
         _relabel(residuals_matter_more_for_snn(_Table("table2", _rows(t2))), "Table 2"),
         _relabel(first_stage_tolerates_one_step(_Table("table3", t3)), "Table 3"),
     ]

@@ -233,11 +233,12 @@ def width_closes_accuracy_gap(table: Any) -> Finding:
     """§4.1 / Table 1: the ANN-SNN accuracy gap shrinks as ResNet-20 gets wider (1.39 -> 0.05 points)."""
     fid, claim, src = "width-closes-accuracy-gap", "The ANN-SNN accuracy gap shrinks with width", "§4.1, Table 1"
     acc = _accuracies(table) if table is not None else {}
+    who = {str(r["model"]): r["identity"] for r in getattr(table, "rows", []) if r.get("identity")}
     groups: dict[str, dict[float, float]] = {}
-    for mid in {m for m, _ in acc}:
-        m = re.fullmatch(r"([a-z]+\d+)(?:x(\d+))?", mid)
-        if m and (mid, "ann") in acc and (mid, "snn") in acc:
-            groups.setdefault(m.group(1), {})[float(m.group(2) or 1)] = acc[(mid, "ann")] - acc[(mid, "snn")]
+    for mid in {m for m, _ in acc}:  # fully residual networks of one architecture at several widths
+        ident = who.get(mid)
+        if ident and all(ident["residual"]) and (mid, "ann") in acc and (mid, "snn") in acc:
+            groups.setdefault(ident["arch"], {})[float(ident["width"])] = acc[(mid, "ann")] - acc[(mid, "snn")]
     if not groups or max(len(g) for g in groups.values()) < 2:
         return Finding(fid, claim, src, UNMEASURED, "needs ANN and SNN accuracies of one ResNet at two widths")
     g = max(groups.values(), key=len)
