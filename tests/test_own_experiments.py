@@ -119,3 +119,16 @@ def test_mistakes_in_an_own_experiment_are_one_line_errors(own: Path, tmp_path: 
                                     str(tmp_path / "cache"), "--no-progress"])
     assert res.exit_code == 1 and message in res.output, res.output
     assert res.output.count("\n") == 1 and not (tmp_path / "cache").exists()
+
+
+def test_a_registered_model_trains_from_the_command_line(own: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(own.parent)
+    res = CliRunner().invoke(main, ["--plugin", "my_plugin", "train", "--model", "tiny-own", "--spiking", "--T", "2",
+                                    "--epochs", "1", "--out", str(tmp_path / "run"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    from snncka.models import load
+
+    model = load(tmp_path / "run" / "last.pt")
+    assert type(model).__name__ == "Tiny" and model.config["name"] == "tiny-own" and model.spiking
+    bad = CliRunner().invoke(main, ["--plugin", "no_such_plugin", "models"])
+    assert bad.exit_code == 1 and "plugin 'no_such_plugin' not found" in bad.output

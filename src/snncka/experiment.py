@@ -191,8 +191,8 @@ def load_experiment(ref: str | Path) -> Experiment:
     else:
         files = experiment_files()
         if str(ref) not in files:
-            raise ValueError(f"unknown experiment {str(ref)!r}; give a .toml file or one of: "
-                             f"{', '.join(sorted(files, key=order))}")
+            raise ValueError(f"unknown experiment {str(ref)!r}; valid IDs: {', '.join(sorted(files, key=order))} "
+                             "(or an experiment file, FILE.toml)")
         text, source, folder = files[str(ref)].read_text(), str(files[str(ref)]), None
     try:
         raw = tomllib.loads(text)

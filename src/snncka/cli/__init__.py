@@ -11,8 +11,18 @@ from .errors import user_errors
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="snncka")
-def main() -> None:
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
+              help="Import MODULE first (repeatable; also from the current folder): your registered models and "
+                   "analyses, e.g. `snncka --plugin my_models train --model mynet`.")
+def main(plugins: tuple[str, ...]) -> None:
     """snncka: train spiking and artificial twins, record every layer, compare them with CKA."""
+    if plugins:
+        from pathlib import Path
+
+        from ..experiment import import_plugins
+
+        with user_errors():
+            import_plugins(list(plugins), Path.cwd())
 
 
 @main.command("models")
