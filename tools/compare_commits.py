@@ -68,7 +68,12 @@ def verdicts(path: Path) -> dict[str, str]:
 def compare(a: Path, b: Path) -> list[str]:
     """Every difference between two commits' run folders (empty: identical)."""
     diffs: list[str] = []
-    exps = sorted({p.name for p in a.iterdir()} | {p.name for p in b.iterdir()})
+    done = {side: {p.name for p in d.iterdir() if (p / "report.html").is_file()} if d.is_dir() else set()
+            for side, d in (("before", a), ("after", b))}
+    exps = sorted(done["before"] & done["after"])
+    missing = sorted(done["before"] ^ done["after"])
+    if missing:
+        print(f"not finished on both commits (not compared): {', '.join(missing)}")
     n_arrays = n_verdicts = 0
     for exp in exps:
         fa = {p.relative_to(a / exp) for p in (a / exp).rglob("results/*.npz")}
@@ -109,12 +114,15 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--only", choices=("before", "after"), default=None, help="run one commit, compare nothing")
+    ap.add_argument("--no-run", action="store_true", help="compare what has been run so far, run nothing")
     args = ap.parse_args()
     repo, work = Path(args.repo).resolve(), Path(args.work).resolve()
     shas = {"before": sha_of(repo, args.before), "after": sha_of(repo, args.after)}
     folders = {}
     for side, sha in shas.items():
-        if args.only in (None, side):
+        if args.no_run:
+            folders[side] = work / sha / "runs"
+        elif args.only in (None, side):
             folders[side] = run_commit(repo, sha, work, args.lock, args.threads, args.python)
     if args.only:
         return 0
