@@ -106,7 +106,7 @@ def test_a_users_model_analysis_and_experiment_run_through_reproduce(own: Path, 
 
 
 @pytest.mark.parametrize("change, message", [
-    (("arch = \"tiny-own\"", "arch = \"nope\""), "unknown model 'nope'; registered:"),
+    (("arch = \"tiny-own\"", "arch = \"nope\""), "unknown model 'nope'; available:"),
     (("kind = \"mean-logit\"", "kind = \"nope\""), "unknown analysis kind 'nope'; registered:"),
     (("title =", "colour = 1\ntitle ="), "unknown key(s) colour; valid: id, title"),
     (("T = 2", "T = 2\ndepth = 3"), "unknown model key(s) depth; valid: id, arch"),

@@ -136,13 +136,14 @@ def _check_experiment(exp_id: str, out: Path, cache: Path) -> None:
 
         d = np.array([np.diag(m)[: t.T] for m in t.matrices])
         assert np.allclose(d[~np.isnan(d)], 1.0, atol=1e-6)
-    if exp.paper and ("accuracy" in kinds or "robustness" in kinds):
+    table = next((a["table"] for a in exp.analyses if "table" in a), None)  # the paper table it is set beside
+    if table and ("accuracy" in kinds or "robustness" in kinds):
         paper = [analyses.load_result(p) for p in results if p.stem.startswith("paper-")]
         assert paper and all(r.rows for r in paper)
         assert any(r["paper (%)"] is not None for t in paper for r in t.rows)
         assert "paper (%)" in html
     if any(a.get("without_retraining") for a in exp.analyses):  # Table 3: both protocols, labelled
-        rows = analyses.load_result(out / "results" / f"paper-{exp.paper}.json").rows
+        rows = analyses.load_result(out / "results" / f"paper-{table}.json").rows
         protocols = {r["model"]: r["protocol"] for r in rows}
         assert protocols["snn-T4-first1"] == "retrained"
         assert protocols["reuse-snn-T4-first1"] == protocols["reuse-snn-T4-last1"] == "full-T weights, no retraining"
@@ -178,7 +179,7 @@ def test_interrupted_reproduce_resumes_without_retraining(tmp_path: Path, monkey
     def broken(*a, **k):
         raise RuntimeError("killed during the analyses")
 
-    monkeypatch.setattr(analyses, "seeds", broken)
+    monkeypatch.setattr(analyses.seedpairs, "seeds", broken)
     with pytest.raises(RuntimeError, match="killed"):
         run("appC", "smoke", out, cache=cache, **SMOKE)
     trained = sorted(p.name for p in cache.iterdir())

@@ -331,7 +331,7 @@ def create(name: str, **kwargs: Any) -> nn.Module:
 def check_name(name: str) -> None:
     """A one-line error unless ``name`` is a registered model (or a ``resnet<6n+2>`` of the zoo)."""
     if registry.get_model(name) is None and not _RESNET.fullmatch(str(name)):
-        raise ValueError(f"unknown model {name!r}; registered: {', '.join(registry.models())} (and any "
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(registry.models())} (and any "
                          "resnet<6n+2>, e.g. resnet32; add your own with @snncka.register_model)")
 
 
