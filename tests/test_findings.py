@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 
-from snncka import findings
-from snncka.analyses import CompareAnalysis, RobustnessResult, SeedsResult, TemporalAnalysis
-from snncka.findings import FAILS, HOLDS, UNMEASURED, Finding, evaluate
-from snncka.reproduce import PaperComparison, paper_numbers, paper_row
+from snncka.analyses import CompareAnalysis, RobustnessResult, SeedsResult, TemporalAnalysis, blocks_from
+from snncka.paper import findings
+from snncka.paper.findings import FAILS, HOLDS, UNMEASURED, Finding, claims, evaluate
+from snncka.paper.findings.claims import model_info
+from snncka.paper.numbers import numbers as paper_numbers
+from snncka.paper.numbers import row as paper_row
+from snncka.paper.tables import PaperComparison
 
 BLOCK = ["act", "conv", "norm", "act", "conv", "norm", "block"]
 BLOCK_NAMES = ["act1", "conv1", "bn1", "act2", "conv2", "bn2", None]
@@ -39,9 +40,15 @@ def block_curve(out: float, conv: float, act: float, norm: float = 0.8, blocks=(
     return names, vals, kinds
 
 
+def identity(model: str) -> dict:
+    """The identity fields of a test model named ``<arch>[x<width>][-nores]``."""
+    arch, _, width = model.split("-")[0].partition("x")
+    return {"arch": arch, "width": float(width or 1), "residual": [not model.endswith("-nores")] * 3}
+
+
 def table(name: str, accs: dict[tuple[str, str], float]) -> PaperComparison:
     rows = [{"model": m, "type": t.upper(), "paper setting": "", "ours (%)": v, "paper (%)": None,
-             "difference": None} for (m, t), v in accs.items()]
+             "difference": None, "identity": identity(m)} for (m, t), v in accs.items()]
     return PaperComparison(table=name, caption="", rows=rows, scale="smoke")
 
 
@@ -72,10 +79,10 @@ def by_id(found: list[Finding]) -> dict[str, Finding]:
 
 
 def test_model_info_reads_snnckas_labels() -> None:
-    i = findings.model_info("SNN resnet20 x4 T8 res010 seed1")
+    i = model_info("SNN resnet20 x4 T8 res010 seed1")
     assert (i["arch"], i["family"], i["depth"], i["width"], i["T"], i["residual"], i["spiking"]) == \
         ("resnet20", "resnet", 20, 4.0, 8, False, True)
-    j = findings.model_info("ANN vgg13")
+    j = model_info("ANN vgg13")
     assert (j["depth"], j["width"], j["T"], j["residual"], j["spiking"]) == (13, 1.0, None, True, False)
 
 
@@ -95,41 +102,41 @@ def test_finding_rejects_an_unknown_verdict() -> None:
 
 
 def test_similarity_high_judges_the_shallowest_width1_pair() -> None:
-    ok = findings.similarity_high([pair("SNN resnet20 T4", [0.9, 0.8, 0.4]),
+    ok = claims.similarity_high([pair("SNN resnet20 T4", [0.9, 0.8, 0.4]),
                                    pair("SNN resnet56 T4", [0.1, 0.1, 0.1])])
     assert ok.verdict == HOLDS and ok.numbers["fraction above"] == pytest.approx(2 / 3)
-    bad = findings.similarity_high([pair("SNN resnet20 T4", [0.4, 0.3, 0.9])])
+    bad = claims.similarity_high([pair("SNN resnet20 T4", [0.4, 0.3, 0.9])])
     assert bad.verdict == FAILS and bad.numbers["mean diagonal CKA"] == pytest.approx(1.6 / 3)
-    assert findings.similarity_high([pair("SNN resnet20 x2 T4", [0.9])]).verdict == UNMEASURED
+    assert claims.similarity_high([pair("SNN resnet20 x2 T4", [0.9])]).verdict == UNMEASURED
 
 
 def test_depth_and_width_trends() -> None:
     deeper = [pair("SNN resnet8 T4", [0.8]), pair("SNN resnet14 T4", [0.7]), pair("SNN resnet20 T4", [0.6])]
-    f = findings.depth_lowers_similarity(deeper)
+    f = claims.depth_lowers_similarity(deeper)
     assert f.verdict == HOLDS and f.numbers["spearman"] == pytest.approx(-1.0)
     assert f.numbers["mean diagonal CKA"] == pytest.approx({"8": 0.8, "14": 0.7, "20": 0.6})
     rising = [pair("SNN resnet8 T4", [0.6]), pair("SNN resnet14 T4", [0.7])]
-    assert findings.depth_lowers_similarity(rising).verdict == FAILS
-    assert findings.depth_lowers_similarity(deeper[:1]).verdict == UNMEASURED
+    assert claims.depth_lowers_similarity(rising).verdict == FAILS
+    assert claims.depth_lowers_similarity(deeper[:1]).verdict == UNMEASURED
     wider = [pair("SNN resnet8 T4", [0.6]), pair("SNN resnet8 x2 T4", [0.7]), pair("SNN resnet8 x4 T4", [0.8])]
-    assert findings.width_raises_similarity(wider).verdict == HOLDS
-    assert findings.width_raises_similarity(wider[::-1][:1] + [pair("SNN resnet8 x8 T4", [0.5])]).verdict == FAILS
+    assert claims.width_raises_similarity(wider).verdict == HOLDS
+    assert claims.width_raises_similarity(wider[::-1][:1] + [pair("SNN resnet8 x8 T4", [0.5])]).verdict == FAILS
     # a network without residuals in some stage is not part of the depth/width series
     partial = [pair("SNN resnet8 T4", [0.8]), pair("SNN resnet14 T4 res010", [0.9])]
-    assert findings.depth_lowers_similarity(partial).verdict == UNMEASURED
+    assert claims.depth_lowers_similarity(partial).verdict == UNMEASURED
 
 
 def test_width_closes_accuracy_gap() -> None:
     shrinking = table("table1", {("resnet20", "ann"): 91.06, ("resnet20", "snn"): 89.67,
                                  ("resnet20x2", "ann"): 93.36, ("resnet20x2", "snn"): 92.00,
                                  ("resnet20x4", "ann"): 94.52, ("resnet20x4", "snn"): 93.96})
-    f = findings.width_closes_accuracy_gap(shrinking)
+    f = claims.width_closes_accuracy_gap(shrinking)
     assert f.verdict == HOLDS
     assert f.numbers["gap (points)"] == pytest.approx({"1": 1.39, "2": 1.36, "4": 0.56})
     growing = table("table1", {("resnet20", "ann"): 90.0, ("resnet20", "snn"): 89.0,
                                ("resnet20x4", "ann"): 95.0, ("resnet20x4", "snn"): 90.0})
-    assert findings.width_closes_accuracy_gap(growing).verdict == FAILS
-    assert findings.width_closes_accuracy_gap(None).verdict == UNMEASURED
+    assert claims.width_closes_accuracy_gap(growing).verdict == FAILS
+    assert claims.width_closes_accuracy_gap(None).verdict == UNMEASURED
 
 
 # ---------------------------------------------------------------------------------------------- Fig. 3, Table 2
@@ -137,15 +144,15 @@ def test_width_closes_accuracy_gap() -> None:
 
 def test_blocks_restore_similarity_from_a_cka_diagonal_and_from_a_blocks_curve() -> None:
     names, vals, kinds = block_curve(out=0.95, conv=0.6, act=0.7)
-    f = findings.blocks_restore_similarity([pair("SNN resnet20 T4", vals, names, kinds)])
+    f = claims.blocks_restore_similarity([pair("SNN resnet20 T4", vals, names, kinds)])
     assert f.verdict == HOLDS
     assert f.numbers["mean CKA"] == pytest.approx({"block": 0.95, "act": 0.7, "conv": 0.6})
     assert f.numbers["restore fraction"] == 1.0
     names, vals, kinds = block_curve(out=0.65, conv=0.6, act=0.7)  # outputs above conv but below LIF
-    curve = SimpleNamespace(curve=np.array(vals), layers=names, kinds=kinds, label="SNN resnet20 T4 vs ANN")
-    g = findings.blocks_restore_similarity([curve])
+    curve = blocks_from(vals, names, kinds, "SNN resnet20 T4 vs ANN")  # a blocks result, found by its type
+    g = claims.blocks_restore_similarity([curve])
     assert g.verdict == FAILS and g.numbers["mean CKA"]["block"] == pytest.approx(0.65)
-    assert findings.blocks_restore_similarity([pair("SNN vgg13 T4", [0.9, 0.8])]).verdict == UNMEASURED
+    assert claims.blocks_restore_similarity([pair("SNN vgg13 T4", [0.9, 0.8])]).verdict == UNMEASURED
 
 
 def test_residuals_matter_more_for_snn_at_every_depth() -> None:
@@ -155,18 +162,18 @@ def test_residuals_matter_more_for_snn_at_every_depth() -> None:
             ("resnet20", "ann"): 98.0, ("resnet20", "snn"): 97.0,
             ("resnet20-nores", "ann"): 98.0, ("resnet20-nores", "snn"): 94.5,
             ("resnet56-nores-s1", "snn"): 90.0}
-    f = findings.residuals_matter_more_for_snn(table("table2", accs))
+    f = claims.residuals_matter_more_for_snn(table("table2", accs))
     assert f.verdict == HOLDS
     assert f.numbers["drop (points)"]["resnet56"] == pytest.approx({"ann": 1.1, "snn": 16.1})
     assert f.numbers["extra SNN drop (points)"] == pytest.approx({"resnet20": 2.5, "resnet56": 15.0})
     # one depth where the SNN loses only 1.5 points more (not more than the 2-point small-gap band): fails
     shallow = table("table2", {**accs, ("resnet20-nores", "snn"): 95.5})
-    assert findings.residuals_matter_more_for_snn(shallow).verdict == FAILS
+    assert claims.residuals_matter_more_for_snn(shallow).verdict == FAILS
     small = table("table2", {("resnet56", "ann"): 98.9, ("resnet56", "snn"): 94.7,
                              ("resnet56-nores", "ann"): 97.8, ("resnet56-nores", "snn"): 92.0})
-    assert findings.residuals_matter_more_for_snn(small).verdict == FAILS  # 2.7 - 1.1 = 1.6 < 2 points
+    assert claims.residuals_matter_more_for_snn(small).verdict == FAILS  # 2.7 - 1.1 = 1.6 < 2 points
     no_ann = table("table2", {("resnet56", "snn"): 94.7, ("resnet56-nores", "snn"): 78.6})
-    assert findings.residuals_matter_more_for_snn(no_ann).verdict == UNMEASURED
+    assert claims.residuals_matter_more_for_snn(no_ann).verdict == UNMEASURED
 
 
 # ---------------------------------------------------------------------------------------------- Fig. 5, 6, Table 3
@@ -179,37 +186,37 @@ def test_time_steps_add_little_uses_block_outputs() -> None:
         vals = [out if k == "block" else 0.3 for k in kinds]
         return pair(f"SNN resnet20 T{T}", vals, names, kinds)
 
-    f = findings.time_steps_add_little([at(2, 0.80), at(4, 0.82), at(8, 0.81)])
+    f = claims.time_steps_add_little([at(2, 0.80), at(4, 0.82), at(8, 0.81)])
     assert f.verdict == HOLDS and f.numbers["spread"] == pytest.approx(0.02)
     assert f.numbers["mean block-output CKA"] == pytest.approx({"2": 0.80, "4": 0.82, "8": 0.81})
-    assert findings.time_steps_add_little([at(2, 0.6), at(8, 0.8)]).verdict == FAILS
-    assert findings.time_steps_add_little([at(4, 0.8)]).verdict == UNMEASURED
+    assert claims.time_steps_add_little([at(2, 0.6), at(8, 0.8)]).verdict == FAILS
+    assert claims.time_steps_add_little([at(4, 0.8)]).verdict == UNMEASURED
 
 
 def test_early_static_late_dynamic() -> None:
     ok = temporal("SNN resnet20 T4", 4, {"s1.b0": 0.99, "s1.b1": 0.97, "s2.b0": 0.9, "s3.b0": 0.6, "s3.b1": 0.5})
-    f = findings.early_static_late_dynamic([ok])
+    f = claims.early_static_late_dynamic([ok])
     assert f.verdict == HOLDS
     assert f.numbers["SNN resnet20 T4"] == pytest.approx({"first stage": 0.98, "last stage": 0.55})
     moving = temporal("SNN resnet20 T8", 8, {"s1.b0": 0.8, "s3.b0": 0.5})  # stage 1 not static
     flat = temporal("SNN resnet20 T8", 8, {"s1.b0": 0.99, "s3.b0": 0.97})  # last stage static too
-    assert findings.early_static_late_dynamic([moving]).verdict == FAILS
-    assert findings.early_static_late_dynamic([flat]).verdict == FAILS
-    assert findings.early_static_late_dynamic([ok, flat]).verdict == FAILS  # must hold for every T
+    assert claims.early_static_late_dynamic([moving]).verdict == FAILS
+    assert claims.early_static_late_dynamic([flat]).verdict == FAILS
+    assert claims.early_static_late_dynamic([ok, flat]).verdict == FAILS  # must hold for every T
     one_step = temporal("SNN resnet20 T1", 1, {"s1.b0": 1.0, "s3.b0": 1.0})
-    assert findings.early_static_late_dynamic([one_step]).verdict == UNMEASURED
+    assert claims.early_static_late_dynamic([one_step]).verdict == UNMEASURED
 
 
 def test_first_stage_tolerates_one_step() -> None:
     ok = table("table3", {("snn-T4", "snn"): 89.67, ("snn-T4-first1", "snn"): 88.81,
                           ("snn-T4-last1", "snn"): 87.41})
-    f = findings.first_stage_tolerates_one_step(ok)
+    f = claims.first_stage_tolerates_one_step(ok)
     assert f.verdict == HOLDS
     assert f.numbers["snn-T4"] == pytest.approx({"drop first stage": 0.86, "drop last stage": 2.26})
     bad = table("table3", {("snn-T4", "snn"): 89.67, ("snn-T4-first1", "snn"): 87.0,
                            ("snn-T4-last1", "snn"): 89.0})
-    assert findings.first_stage_tolerates_one_step(bad).verdict == FAILS
-    assert findings.first_stage_tolerates_one_step(table("table3", {})).verdict == UNMEASURED
+    assert claims.first_stage_tolerates_one_step(bad).verdict == FAILS
+    assert claims.first_stage_tolerates_one_step(table("table3", {})).verdict == UNMEASURED
 
 
 # ---------------------------------------------------------------------------------------------- Fig. 7, 8, App. C
@@ -229,27 +236,27 @@ def test_event_data_lowers_similarity_pairs_the_same_architecture() -> None:
 
 def test_snn_more_robust() -> None:
     paper_like = pgd([91.06, 89.67], [[87.99, 48.30], [87.77, 68.04]])
-    f = findings.snn_more_robust([paper_like])
+    f = claims.snn_more_robust([paper_like])
     assert f.verdict == HOLDS
     assert f.numbers["SNN resnet8 T4"]["0.01"] == pytest.approx({"ann drop": 42.76, "snn drop": 21.63})
     worse = pgd([90.0, 90.0], [[89.5, 80.0], [85.0, 60.0]])
-    assert findings.snn_more_robust([worse]).verdict == FAILS
+    assert claims.snn_more_robust([worse]).verdict == FAILS
     untouched = pgd([90.0, 90.0], [[89.5, 89.9], [90.0, 89.8]])  # no eps cost either model a point
-    assert findings.snn_more_robust([untouched]).verdict == UNMEASURED
+    assert claims.snn_more_robust([untouched]).verdict == UNMEASURED
 
 
 def test_snn_adversarial_features_closer() -> None:
     cka = [[[0.5, 0.7], [0.2, 0.4]], [[0.9, 0.9], [0.6, 0.8]]]  # [model][eps][layer]
-    f = findings.snn_adversarial_features_closer([pgd([90, 90], [[80, 50], [85, 70]], cka)])
+    f = claims.snn_adversarial_features_closer([pgd([90, 90], [[80, 50], [85, 70]], cka)])
     assert f.verdict == HOLDS
     assert f.numbers["SNN resnet8 T4"]["0.01"] == pytest.approx({"ann": 0.3, "snn": 0.7})
-    g = findings.snn_adversarial_features_closer([pgd([90, 90], [[80, 50], [85, 70]], cka[::-1])])
+    g = claims.snn_adversarial_features_closer([pgd([90, 90], [[80, 50], [85, 70]], cka[::-1])])
     assert g.verdict == FAILS
-    assert findings.snn_adversarial_features_closer([pgd([90, 90], [[80, 50], [85, 70]])]).verdict == UNMEASURED
+    assert claims.snn_adversarial_features_closer([pgd([90, 90], [[80, 50], [85, 70]])]).verdict == UNMEASURED
     # the released train-mode attack's CKA (BN drift) beside the eval-mode one: the eval-mode one is judged
     both = pgd([90, 90], [[80, 50], [85, 70]], cka[::-1])
     both.cka_eval = cka
-    assert findings.snn_adversarial_features_closer([both]).verdict == HOLDS
+    assert claims.snn_adversarial_features_closer([both]).verdict == HOLDS
 
 
 def test_seed_pairings_alike() -> None:
@@ -264,10 +271,10 @@ def test_seed_pairings_alike() -> None:
         return SeedsResult(matrices=mats, pairs=pairs, labels=labels, spiking=spiking, layers=["a", "b"],
                            n_images=10)
 
-    f = findings.seed_pairings_alike([seeds([0.80, 0.82, 0.81, 0.79])])
+    f = claims.seed_pairings_alike([seeds([0.80, 0.82, 0.81, 0.79])])
     assert f.verdict == HOLDS and f.numbers["spread"] == pytest.approx(0.03)
     assert f.numbers["mean diagonal CKA"]["ANN s0 vs SNN s1"] == pytest.approx(0.82)
-    assert findings.seed_pairings_alike([seeds([0.80, 0.6, 0.81, 0.79])]).verdict == FAILS
+    assert claims.seed_pairings_alike([seeds([0.80, 0.6, 0.81, 0.79])]).verdict == FAILS
 
 
 # ---------------------------------------------------------------------------------------------- evaluate
@@ -357,26 +364,26 @@ def test_thresholds_follow_the_claims_wording() -> None:
     names, vals, kinds = block_curve(out=0.95, conv=0.6, act=0.7)
     vals = list(vals)
     vals[names.index("s3.b0")] = 0.5  # the last block's output below its own conv and LIF layers
-    f = findings.blocks_restore_similarity([pair("SNN resnet20 T4", vals, names, kinds)])
+    f = claims.blocks_restore_similarity([pair("SNN resnet20 T4", vals, names, kinds)])
     assert t["restore_fraction"] == 1.0 and f.numbers["restore fraction"] == pytest.approx(2 / 3)
     assert f.verdict == FAILS
     # Fig. 6: a last stage only 0.1 below an all-yellow first stage is not "around 0.5"
     near = temporal("SNN resnet20 T4", 4, {"s1.b0": 0.98, "s3.b0": 0.88})
-    assert findings.early_static_late_dynamic([near]).verdict == FAILS
+    assert claims.early_static_late_dynamic([near]).verdict == FAILS
     far = temporal("SNN resnet20 T4", 4, {"s1.b0": 0.98, "s3.b0": 0.72})
-    assert findings.early_static_late_dynamic([far]).verdict == HOLDS  # 0.26 >= 0.25
+    assert claims.early_static_late_dynamic([far]).verdict == HOLDS  # 0.26 >= 0.25
     # Table 3: the last stage must cost at least 1 point more than the first, at every T
     thin = table("table3", {("snn-T4", "snn"): 90.0, ("snn-T4-first1", "snn"): 89.5, ("snn-T4-last1", "snn"): 89.0})
-    assert findings.first_stage_tolerates_one_step(thin).verdict == FAILS  # 0.5 vs 1.0: margin 0.5 only
+    assert claims.first_stage_tolerates_one_step(thin).verdict == FAILS  # 0.5 vs 1.0: margin 0.5 only
     # "most layers": a strict majority; exactly half is not most
-    half = findings.similarity_high([pair("SNN resnet20 T4", [0.9, 0.4])])
+    half = claims.similarity_high([pair("SNN resnet20 T4", [0.9, 0.4])])
     assert half.numbers["fraction above"] == 0.5 and half.verdict == FAILS
 
 
 def test_predicates_judge_only_the_settings_their_claims_are_about() -> None:
     # similarity-high is a ResNet-20 claim: a VGG-13 never stands in for it
-    assert findings.similarity_high([pair("SNN vgg13 T4", [0.9, 0.9, 0.9])]).verdict == UNMEASURED
-    f = findings.similarity_high([pair("SNN vgg13 T4", [0.1, 0.1]), pair("SNN resnet20 T4", [0.9, 0.8])])
+    assert claims.similarity_high([pair("SNN vgg13 T4", [0.9, 0.9, 0.9])]).verdict == UNMEASURED
+    f = claims.similarity_high([pair("SNN vgg13 T4", [0.1, 0.1]), pair("SNN resnet20 T4", [0.9, 0.8])])
     assert f.verdict == HOLDS and f.numbers["model"] == "resnet20"
     # width-raises-similarity does not judge App. A.2's CIFAR-100 runs ("somewhat irregular")
     narrower = [pair("SNN resnet20 T4", [0.8]), pair("SNN resnet20 x2 T4", [0.6])]
@@ -428,3 +435,14 @@ def test_results_in_reads_saved_experiment_folders(tmp_path) -> None:
     f = by_id(evaluate(loaded))
     assert f["residuals-matter-more-for-snn"].verdict == HOLDS
     assert f["similarity-high"].numbers["fraction above"] == 1.0
+
+
+def test_width_gap_is_measured_on_smoke_rows_named_for_the_paper_model() -> None:
+    # at smoke scale fig2 trains resnet8 at widths 1, 2, 4 under names like "resnet8x2-for-resnet20x2"
+    names = {"resnet8-for-resnet20": 1.0, "resnet8x2-for-resnet20x2": 2.0, "resnet8x4-for-resnet20x4": 4.0}
+    gaps = {1.0: 3.0, 2.0: 2.0, 4.0: 1.0}
+    rows = [{"model": m, "type": t, "ours (%)": 90.0 - (gaps[w] if t == "SNN" else 0.0),
+             "identity": {"arch": "resnet8", "width": w, "residual": [True] * 3}}
+            for m, w in names.items() for t in ("ANN", "SNN")]
+    f = claims.width_closes_accuracy_gap(PaperComparison(table="table1", caption="", rows=rows, scale="smoke"))
+    assert f.verdict == HOLDS and f.numbers["gap (points)"] == pytest.approx({"1": 3.0, "2": 2.0, "4": 1.0})

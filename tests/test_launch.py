@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from snncka import reproduce
+from snncka import paper  # noqa: F401  (the paper's experiment IDs)
+from snncka import runner as reproduce
 from snncka.checkpoint import load_checkpoint
 from snncka.files import file_lock
 from snncka.launch import (

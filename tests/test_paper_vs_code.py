@@ -10,10 +10,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from snncka import analyses, findings, plots, reproduce
+from snncka import analyses, plots
+from snncka import runner as reproduce
 from snncka.cli import main
 from snncka.launch import cache_key
-from snncka.verdicts import FindingsResult
+from snncka.paper import findings
+from snncka.paper.findings.verdicts import FindingsResult
 
 
 def test_the_recipe_reaches_every_training_config_and_the_cache_key(tmp_path: Path) -> None:

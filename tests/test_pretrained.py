@@ -7,8 +7,9 @@ import pytest
 import torch
 
 import snncka
+from snncka.experiment import load_experiment
 from snncka.launch import run_folder
-from snncka.reproduce import load_experiment, model_jobs, scale_settings
+from snncka.runner import model_jobs, scale_settings
 
 
 @pytest.mark.slow
@@ -34,8 +35,8 @@ def test_demo_pair_is_the_checkpoint_the_demos_report_analyses(tmp_path, eager_k
     under the paper's recipe), the very file the demo's compare analysis reads."""
     from snncka import recipes
     from snncka.checkpoint import resolve_checkpoint
-    from snncka.reproduce import run
     from snncka.results import load_result
+    from snncka.runner import run
 
     pair = snncka.demo_pair(cache=tmp_path / "cache", epochs=1, progress=False)
     assert recipes.get("paper").checkpoint == "best"

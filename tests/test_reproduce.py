@@ -8,19 +8,19 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from snncka import analyses, findings, launch, reproduce, stagesteps
+from snncka import analyses, launch, registry
+from snncka.analyses import block_subset, check_block_names
 from snncka.cli import main
+from snncka.experiment import load_experiment
+from snncka.launch import cache_key
 from snncka.models import create
 from snncka.models import load as load_model
-from snncka.reproduce import (
-    cache_key,
-    list_experiments,
-    load_experiment,
-    paper_numbers,
-    paper_row,
-    run,
-    train_config,
-)
+from snncka.paper import findings, list_experiments
+from snncka.paper.numbers import numbers as paper_numbers
+from snncka.paper.numbers import row as paper_row
+from snncka.paper.numbers import value as paper_value
+from snncka.paper.tables import PaperComparison, table_key, with_stage_T
+from snncka.runner import run, train_config
 
 IDS = ["fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "appA1", "appA2", "appA3", "appC", "paper-vs-code"]
 FAST = {"fig3", "fig7", "fig8", "appC"}  # the rest run under the slow marker
@@ -41,8 +41,7 @@ def test_every_experiment_of_the_spec_is_registered_and_valid() -> None:
                     1 if (s.data or settings.get("data")) == "digits" else 3)
                 create(s.arch, spiking=True, width=s.width, T=s.T, residual=s.residual, stage_T=s.stage_T,
                        in_channels=ch)
-        assert {a["kind"] for a in exp.analyses} <= {"compare", "self", "temporal", "blocks", "robustness",
-                                                     "probe", "seeds", "accuracy"}
+        assert {a["kind"] for a in exp.analyses} <= set(registry.analyses())
 
 
 def test_paper_numbers_match_the_paper_text() -> None:
@@ -62,13 +61,13 @@ def test_paper_tables_cover_every_model_of_their_experiment() -> None:
         exp = load_experiment(exp_id)
         table = next(a for a in exp.analyses if a["kind"] == "accuracy")
         specs = [s for s in exp.resolve("paper") if s.id in table.get("models", [s.id])]
-        missing = {s.id for s in specs if paper_row(exp.paper, reproduce._paper_key(exp.paper_spec(s.id))) is None}
+        missing = {s.id for s in specs if paper_row(table["table"], table_key(exp.paper_spec(s.id))) is None}
         assert missing == unreported, exp_id  # T=128 is in Fig. 5 but not in Table B.1
-        assert sum(len(s.kinds) for s in specs) == kinds
+        assert sum(len(s.types) for s in specs) == kinds
     # Table 2: every fully residual or fully non-residual model has a row; the partial ones don't.
     exp = load_experiment("fig4")
     for s in exp.resolve("paper"):
-        row = paper_row("table2", reproduce._paper_key(exp.paper_spec(s.id)))
+        row = paper_row("table2", table_key(exp.paper_spec(s.id)))
         assert (row is None) == ("nores-s" in s.id), s.id
 
 
@@ -137,13 +136,14 @@ def _check_experiment(exp_id: str, out: Path, cache: Path) -> None:
 
         d = np.array([np.diag(m)[: t.T] for m in t.matrices])
         assert np.allclose(d[~np.isnan(d)], 1.0, atol=1e-6)
-    if exp.paper and ("accuracy" in kinds or "robustness" in kinds):
+    table = next((a["table"] for a in exp.analyses if "table" in a), None)  # the paper table it is set beside
+    if table and ("accuracy" in kinds or "robustness" in kinds):
         paper = [analyses.load_result(p) for p in results if p.stem.startswith("paper-")]
         assert paper and all(r.rows for r in paper)
         assert any(r["paper (%)"] is not None for t in paper for r in t.rows)
         assert "paper (%)" in html
     if any(a.get("without_retraining") for a in exp.analyses):  # Table 3: both protocols, labelled
-        rows = analyses.load_result(out / "results" / f"paper-{exp.paper}.json").rows
+        rows = analyses.load_result(out / "results" / f"paper-{table}.json").rows
         protocols = {r["model"]: r["protocol"] for r in rows}
         assert protocols["snn-T4-first1"] == "retrained"
         assert protocols["reuse-snn-T4-first1"] == protocols["reuse-snn-T4-last1"] == "full-T weights, no retraining"
@@ -179,7 +179,7 @@ def test_interrupted_reproduce_resumes_without_retraining(tmp_path: Path, monkey
     def broken(*a, **k):
         raise RuntimeError("killed during the analyses")
 
-    monkeypatch.setattr(analyses, "seeds", broken)
+    monkeypatch.setattr(analyses.seedpairs, "seeds", broken)
     with pytest.raises(RuntimeError, match="killed"):
         run("appC", "smoke", out, cache=cache, **SMOKE)
     trained = sorted(p.name for p in cache.iterdir())
@@ -259,15 +259,15 @@ def test_an_output_folder_below_a_file_is_rejected_before_training(tmp_path: Pat
 
 def test_every_analysis_kind_has_a_function() -> None:
     kinds = {a["kind"] for e in list_experiments() for a in e.analyses}
-    assert kinds <= set(reproduce.ANALYSES)
+    assert kinds <= set(registry.analyses())
 
 
 def test_paper_numbers_are_a_reference_only_below_paper_scale() -> None:
     rows = [{"model": "resnet20", "type": "SNN", "paper setting": "model=resnet20", "ours (%)": 95.0,
              "paper (%)": 91.0}]
-    at_paper = reproduce.PaperComparison(table="table1", caption="", rows=rows, scale="paper").summary()
+    at_paper = PaperComparison(table="table1", caption="", rows=rows, scale="paper").summary()
     assert at_paper[0]["difference"] == pytest.approx(4.0)
-    smoke = reproduce.PaperComparison(table="table1", caption="", rows=rows, scale="smoke").summary()
+    smoke = PaperComparison(table="table1", caption="", rows=rows, scale="smoke").summary()
     assert not any("difference" in k for k in smoke[0])
     assert smoke[0]["ours, smoke scale (%)"] == 95.0
     assert any("not comparable" in k for k in smoke[0])
@@ -279,9 +279,9 @@ def test_full_T_weights_rebuilt_with_mixed_steps_are_the_same_weights() -> None:
     torch.manual_seed(0)
     full = create("resnet8", spiking=True, T=4, in_channels=1).eval()
     x = 20 * torch.rand(3, 1, 8, 8)  # strong enough to make every stage spike at initialisation
-    same = stagesteps.with_stage_T(full, None)
+    same = with_stage_T(full, None)
     assert torch.equal(same(x), full(x))  # stage_T=None: the model itself
-    first1 = stagesteps.with_stage_T(full, [1, 4, 4])
+    first1 = with_stage_T(full, [1, 4, 4])
     assert first1.config["stage_T"] == [1, 4, 4] and first1.state_dict().keys() == full.state_dict().keys()
     assert all(torch.equal(a, b) for a, b in zip(first1.state_dict().values(), full.state_dict().values(),
                                                   strict=True))
@@ -291,17 +291,17 @@ def test_full_T_weights_rebuilt_with_mixed_steps_are_the_same_weights() -> None:
     with torch.no_grad():
         assert torch.equal(first1(x), built.eval()(x)) and not torch.equal(first1(x), full(x))
     with pytest.raises(ValueError, match="spiking models only"):
-        stagesteps.with_stage_T(create("resnet8", spiking=False, in_channels=1), [1, 4, 4])
+        with_stage_T(create("resnet8", spiking=False, in_channels=1), [1, 4, 4])
 
 
 def test_ambiguous_paper_values_show_every_reading() -> None:
     row = paper_row("fig8", {"eps": 0.05})
-    assert stagesteps.paper_value(row, "ann") == "0.1 or 0.11 (printed '0.111.88')"
-    assert stagesteps.paper_value(row, "snn") == "11.88 or 1.88 (printed '0.111.88')"
-    assert stagesteps.paper_value(paper_row("fig8", {"eps": 0.01}), "snn") == 68.04
+    assert paper_value(row, "ann") == "0.1 or 0.11 (printed '0.111.88')"
+    assert paper_value(row, "snn") == "11.88 or 1.88 (printed '0.111.88')"
+    assert paper_value(paper_row("fig8", {"eps": 0.01}), "snn") == 68.04
     rows = [{"model": "resnet20", "type": "ANN", "paper setting": "eps=0.05", "ours (%)": 3.0,
-             "paper (%)": stagesteps.paper_value(row, "ann")}]
-    summary = reproduce.PaperComparison(table="fig8", caption="", rows=rows, scale="paper").summary()
+             "paper (%)": paper_value(row, "ann")}]
+    summary = PaperComparison(table="fig8", caption="", rows=rows, scale="paper").summary()
     assert summary[0]["difference"] is None and "or" in summary[0]["paper (%)"]
 
 
@@ -315,18 +315,18 @@ def test_single_block_analysis_and_its_block_names() -> None:
     curve = np.array([0.9, 0.5, 0.4, 0.8, 0.3, 0.2, 0.7, 0.6])
     cmp = SimpleNamespace(corresponding=lambda: (names, curve), layers_a=names, kinds_a=kinds, label_a="SNN",
                           label_b="ANN")
-    res = stagesteps.block_subset(cmp, "s1.b1")
+    res = block_subset(cmp, "s1.b1")
     assert res.layers == ["s1.b1.act1", "s1.b1.conv1", "s1.b1"] and res.block_names == ["s1.b1"]
     assert res.type_means == pytest.approx({"LIF/ReLU": 0.3, "conv": 0.2, "residual output": 0.7})
     with pytest.raises(ValueError, match="its blocks: s1.b0, s1.b1"):
-        stagesteps.block_subset(cmp, "s2.b0")
-    stagesteps.check_block_names(["s1.b9", "s2.b15"], "resnet110", "x")  # 18 blocks per stage
+        block_subset(cmp, "s2.b0")
+    check_block_names(["s1.b9", "s2.b15"], "resnet110", "x")  # 18 blocks per stage
     for bad, arch in (("s2.b18", "resnet110"), ("s4.b0", "resnet20"), ("b1", "resnet20"), ("s1.b0", "vgg13")):
         with pytest.raises(ValueError):
-            stagesteps.check_block_names([bad], arch, "x")
+            check_block_names([bad], arch, "x")
     exp = load_experiment("appA2")  # Fig. A.5's blocks exist at both scales (smoke overrides them)
     for scale in ("smoke", "paper"):
         a = next(a for a in exp.analyses_at(scale) if a["kind"] == "blocks")
         specs = {s.id: s for s in exp.resolve(scale)}
-        stagesteps.check_block_names(a["blocks"], specs["resnet110"].arch, scale)
-    assert next(a for a in exp.analyses_at("paper") if a["kind"] == "robustness")["paper"] == "figA9"
+        check_block_names(a["blocks"], specs["resnet110"].arch, scale)
+    assert next(a for a in exp.analyses_at("paper") if a["kind"] == "robustness-table")["table"] == "figA9"

@@ -141,24 +141,10 @@ def test_plotting_from_python_works_for_engine_and_analysis_results(tmp_path):
     np.testing.assert_allclose(t.off_diagonal_mean(), 0.9)
 
 
-def test_version_1_files_are_still_read(tmp_path):
-    m = _matrix()
-    # the earlier analysis format: fields flat, tagged snncka_analysis
-    v1 = {"snncka_analysis": "compare", "name": "compare", "format_version": 1, "layers_a": LAYERS,
-          "layers_b": LAYERS, "kinds_a": ["conv"] * 4, "kinds_b": ["conv"] * 4, "label_a": "A", "label_b": "B",
-          "spiking_a": False, "spiking_b": True, "n_images": 64, "batch_size": 32, "estimator": "unbiased",
-          "kernel": "linear", "accuracy_a": 90.0}
-    (tmp_path / "old.json").write_text(json.dumps(v1))
-    np.savez(tmp_path / "old.npz", matrix=m, ci_low=m, ci_high=m)
-    old = load_result(tmp_path / "old.json")
-    assert isinstance(old, A.CompareAnalysis) and old.label_b == "B" and old.n_images == 64
-    np.testing.assert_array_equal(CKAResult.load(tmp_path / "old.json").matrix, m)
-    # the earlier engine format: a JSON sidecar tagged type
-    eng = {k: v1[k] for k in ("layers_a", "layers_b", "kinds_a", "kinds_b", "n_images", "batch_size",
-                              "estimator", "kernel")}
-    (tmp_path / "e.json").write_text(json.dumps({"type": "CKAResult", **eng, "n_batches": 2, "meta": {}}))
-    np.savez(tmp_path / "e.npz", matrix=m, ci_low=m, ci_high=m)
-    assert CKAResult.load(tmp_path / "e.npz").n_batches == 2
+def test_a_result_of_a_kind_no_module_defines_is_a_clear_error(tmp_path):
+    (tmp_path / "x.json").write_text(json.dumps({"snncka_result": "someones-own", "format_version": 2}))
+    with pytest.raises(ValueError, match="'someones-own' result, a kind no imported module defines"):
+        load_result(tmp_path / "x.json")
 
 
 def test_save_path_and_name_rules(tmp_path):

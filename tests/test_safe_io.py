@@ -366,7 +366,7 @@ def test_a_read_only_out_fails_before_any_training(tmp_path: Path, read_only_fol
 
 
 def test_rerunning_an_experiment_into_one_folder_leaves_no_temp_files(tmp_path: Path) -> None:
-    from snncka.reproduce import run
+    from snncka.runner import run
 
     out = tmp_path / "out"
     for _ in range(3):

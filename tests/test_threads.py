@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from snncka import reproduce
+from snncka import runner
 from snncka.checkpoint import load_checkpoint
 from snncka.launch import LocalLauncher, run_folder
 from snncka.training import TrainConfig
@@ -59,7 +59,7 @@ def test_an_experiment_gives_the_same_bits_inline_and_with_two_jobs(tmp_path: Pa
     outs = {}
     for name, launcher in (("inline", None), ("local", LocalLauncher(jobs=2, progress=False))):
         outs[name] = tmp_path / name
-        reproduce.run("demo", "smoke", outs[name], cache=tmp_path / f"cache-{name}", epochs=1, cka_images=64,
+        runner.run("demo", "smoke", outs[name], cache=tmp_path / f"cache-{name}", epochs=1, cka_images=64,
                       device="cpu", progress=False, launcher=launcher)
     ckpts = sorted(p.relative_to(outs["inline"]) for p in outs["inline"].glob("models/*/last.pt"))
     assert len(ckpts) == 2

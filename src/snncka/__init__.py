@@ -10,12 +10,13 @@ if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
     # the processes started from here (the local launcher's workers, Slurm jobs). A user's own setting is kept.
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
+from ._version import __version__
 from .cka import CKAResult, MinibatchCKA, compare
 from .models import create, from_config, list_models
+from .registry import register_analysis, register_judge, register_model
 
-__version__ = "0.1.0"
 __all__ = ["__version__", "CKAResult", "MinibatchCKA", "compare", "create", "demo_pair", "from_config",
-           "list_models"]
+           "list_models", "register_analysis", "register_judge", "register_model"]
 
 
 def __getattr__(name: str) -> Any:

@@ -15,6 +15,7 @@ Spiking models carry time-folded tensors ``[T*B, ...]`` between layers (see ``sn
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -25,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import limits, recipes
+from . import limits, recipes, registry
 from .layers import TDBatchNorm2d, change_steps, encode_direct, encode_frames
 from .neurons import LIF, LIFConfig, recompute_spikes
 from .recipes import Recipe
@@ -317,7 +318,46 @@ _CONFIG_KEYS = ("name", "spiking", "num_classes", "in_channels", "width", "T", "
 _SHORTCUTS = ("identity", "activated")
 
 
-def create(
+def create(name: str, **kwargs: Any) -> nn.Module:
+    """Build the model registered as ``name`` (``snncka.register_model``; the zoo's ResNets, any
+    ``resnet<6n+2>``, and VGGs are registered here) with ``_zoo``'s keyword arguments (see there). A model
+    from another factory gets the attributes the trainer and the analyses read (``config``, ``spiking``,
+    ``in_channels``, ``num_classes``, ``T``) unless it sets them itself."""
+    check_name(name)
+    factory = registry.get_model(name)
+    if factory is None:
+        return _zoo(name, **kwargs)
+    model = factory(**{k: v for k, v in kwargs.items() if v is not None or k == "stage_T"})
+    if not isinstance(model, SNNCKAModel):
+        _describe(model, name, kwargs)
+    return model
+
+
+def check_name(name: str) -> None:
+    """A one-line error unless ``name`` is a registered model (or a ``resnet<6n+2>`` of the zoo)."""
+    if registry.get_model(name) is None and not _RESNET.fullmatch(str(name)):
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(registry.models())} (and any "
+                         "resnet<6n+2>, e.g. resnet32; add your own with @snncka.register_model)")
+
+
+def _describe(model: nn.Module, name: str, kw: dict[str, Any]) -> None:
+    """Give a registered model the attributes a zoo model has (what ``from_config`` rebuilds it from)."""
+    spiking = bool(kw.get("spiking"))
+    neuron = {k: v for k, v in kw.items() if k in _NEURON_ARGS}
+    config = dict(name=name, spiking=spiking, num_classes=int(kw.get("num_classes", 10)),
+                  in_channels=int(kw.get("in_channels", 3)), width=kw.get("width", 1),
+                  T=int(kw.get("T", 4)) if spiking else 1, residual=list(kw.get("residual", (True, True, True))),
+                  stage_T=kw.get("stage_T"), neuron=neuron, recipe=_recipe(kw.get("recipe", "paper")).name)
+    for key, value in (("config", config), ("spiking", spiking), ("in_channels", config["in_channels"]),
+                       ("num_classes", config["num_classes"]), ("T", config["T"])):
+        if not hasattr(model, key):
+            setattr(model, key, value)
+
+
+_RESNET = re.compile(r"resnet\d+")
+
+
+def _zoo(
     name: str,
     *,
     spiking: bool,
@@ -332,7 +372,7 @@ def create(
     shortcut_first: bool | None = None,
     **neuron_kwargs: Any,
 ) -> SNNCKAModel:
-    """Build a registered model. ``neuron_kwargs`` go to ``LIFConfig`` (tau, v_th, surrogate, alpha, reset,
+    """Build a model of the zoo. ``neuron_kwargs`` go to ``LIFConfig`` (tau, v_th, surrogate, alpha, reset,
     detach_reset, fire_at_threshold, backend). ``stage_T`` gives each stage its own number of steps (default:
     T everywhere).
 
@@ -457,7 +497,12 @@ def load_released_state_dict(model: SNNCKAModel, state_dict: Mapping[str, Tensor
 
 
 def list_models() -> list[str]:
-    return list(NAMES)
+    """Every registered model name: the zoo's and those added with ``snncka.register_model``."""
+    return registry.models()
+
+
+for _name in NAMES:  # the zoo registers itself as a user's models do
+    registry.register_model(_name)(functools.partial(_zoo, _name))
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> SNNCKAModel:

@@ -221,20 +221,21 @@ class PlannedModel:
         return self.cost.gpu_hours(max(0, self.cfg.epochs - self.done))
 
 
-def plan(exp_ids: list[str], scale: str, cache: Any = None, epochs: int | None = None) -> list[PlannedModel]:
-    """The models of the experiments ``exp_ids`` at ``scale`` with their costs; nothing is trained or loaded."""
+def plan(exp_ids: list[str | Any], scale: str, cache: Any = None, epochs: int | None = None) -> list[PlannedModel]:
+    """The models of the experiments ``exp_ids`` (registered IDs or TOML files) at ``scale`` with their costs;
+    nothing is trained or loaded."""
     from pathlib import Path
 
-    from . import reproduce
+    from .experiment import default_cache, load_experiment, model_jobs, scale_settings
     from .launch import trained_epochs
 
-    cache = Path(cache) if cache is not None else reproduce.default_cache()
+    cache = Path(cache) if cache is not None else default_cache()
     out = []
     for exp_id in exp_ids:
-        exp = reproduce.load_experiment(exp_id)
-        settings = reproduce.scale_settings(exp, scale, epochs)
+        exp = load_experiment(exp_id)
+        settings = scale_settings(exp, scale, epochs)
         batch = min(256, int(settings.get("cka_images", 4096)))
-        jobs, runs = reproduce.model_jobs(exp, scale, settings, cache)
+        jobs, runs = model_jobs(exp, scale, settings, cache)
         by_dir = {j.run_dir: j for j in jobs}
         for job in jobs:  # the CKA step of the pair the job was first listed for
             cfgs = [by_dir[d].cfg for d in runs[job.label.rsplit("-", 1)[0]].values()]

@@ -41,7 +41,8 @@ def demo_pair(*, cache: str | Path | None = None, epochs: int | None = None, pro
     override the demo's 20 (as ``snncka demo --epochs``; a different number is a different cached model).
     Each model is its run's checkpoint that the recipe analyses (best test accuracy under the paper's recipe),
     the very file the demo's report reads, so the CKA computed here equals the report's."""
-    from .reproduce import default_cache, load_experiment, model_jobs, scale_settings
+    from .experiment import load_experiment
+    from .runner import default_cache, model_jobs, scale_settings
 
     exp = load_experiment("demo")
     settings = scale_settings(exp, "smoke", epochs=epochs)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import analyses as _builtin  # noqa: F401  (registers the built-in result kinds the report reads)
 from .files import atomic_write_bytes
 from .readers import read_json
 from .results import Result, iter_results

@@ -13,8 +13,8 @@ nested JSON object and its arrays as ``<field>.<array>`` in the same ``.npz``.
 * ``res.plot(folder)`` draws the result's figures (PNG + SVG) into ``folder`` and returns their paths;
   ``iter_results(folder)`` finds every result below a folder (what ``snncka report`` shows).
 
-Files of the earlier format (version 1: analysis files tagged ``snncka_analysis``, engine files tagged
-``type``) are still read.
+A result kind is known once the module defining its class is imported (``snncka.analyses`` for the built-in
+ones; a plugin's own for its results).
 """
 
 from __future__ import annotations
@@ -39,8 +39,6 @@ __all__ = ["CKAResult", "Measured", "Result", "TemporalResult", "check_output_di
 
 FORMAT_VERSION = 2
 KIND_KEY = "snncka_result"
-_V1_ANALYSIS_KEY = "snncka_analysis"
-_V1_ENGINE_TYPES = {"CKAResult": "cka", "TemporalResult": "temporal-cka"}
 _REGISTRY: dict[str, type[Result]] = {}
 R = TypeVar("R", bound="Result")
 
@@ -125,12 +123,6 @@ class Result:
         if len(inner) == 1:
             return inner[0]
         raise ValueError(f"{str(path)!r} holds a {res.analysis!r} result, not a {cls.__name__}")
-
-    @classmethod
-    def upgrade_v1(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]
-                   ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """Map a version-1 file's fields to this class's (identity unless the fields moved)."""
-        return meta, arrays
 
     def plot(self, out: str | Path, name: str | None = None) -> list[Path]:
         """Draw the figures into folder ``out`` as ``<name>_<figure>.png``/``.svg``; returns the paths."""
@@ -237,15 +229,8 @@ def _short(v: Any) -> str:
 
 
 def _kind_of(head: Any) -> str | None:
-    """The registered kind a JSON head declares (any format version), or None."""
-    if not isinstance(head, dict):
-        return None
-    kind = head.get(KIND_KEY, head.get(_V1_ANALYSIS_KEY, _V1_ENGINE_TYPES.get(str(head.get("type")))))
-    if isinstance(kind, str) and kind not in _REGISTRY:
-        import importlib
-
-        for module in ("snncka.analyses", "snncka.reproduce"):  # the modules that define result kinds
-            importlib.import_module(module)
+    """The registered kind a JSON head declares, or None."""
+    kind = head.get(KIND_KEY) if isinstance(head, dict) else None
     return kind if isinstance(kind, str) and kind in _REGISTRY else None
 
 
@@ -266,12 +251,13 @@ def _from_meta(js: Path, npz: Path, meta: Any) -> Result:
     """The result whose parsed ``.json`` is ``meta``, with the arrays of its ``.npz``."""
     kind = _kind_of(meta)
     if kind is None:
-        raise ValueError(f"{str(js)!r} is not a snncka result (no known {KIND_KEY!r} tag)")
+        tag = meta.get(KIND_KEY) if isinstance(meta, dict) else None
+        if isinstance(tag, str):
+            raise ValueError(f"{str(js)!r} holds a {tag!r} result, a kind no imported module defines; import "
+                             "the module that registers it (e.g. the experiment's plugins) first")
+        raise ValueError(f"{str(js)!r} is not a snncka result (no {KIND_KEY!r} tag)")
     arrays = read_npz(npz) if npz.is_file() else {}
-    cls = _REGISTRY[kind]
-    if KIND_KEY not in meta:  # version 1
-        meta, arrays = cls.upgrade_v1({**meta, KIND_KEY: kind}, arrays)
-    return _decode(meta, arrays, repr(str(js)))
+    return _decode(meta, arrays, repr(str(npz)))
 
 
 def iter_results(root: str | Path) -> Iterator[tuple[Path, Result]]:

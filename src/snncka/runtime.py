@@ -51,7 +51,7 @@ def _git_commit() -> str | None:
 
 def environment(device: str | torch.device | None = None, **extra: Any) -> dict[str, Any]:
     """Versions, hardware, commit and command behind a result (written beside it, shown in the report)."""
-    from . import __version__
+    from ._version import __version__
 
     dev = resolve_device(device)
     return {

@@ -21,6 +21,9 @@ incl. fc; ``code``: no fc), images and minibatch size, the checkpoint of a run f
 Each result records its recipe, the recipe of every model and a warning when models of different recipes
 are compared (``RecipeMeasured``).
 
+Each registers its experiment step (``snncka.registry.register_analysis``): what ``[[analysis]] kind = ...``
+of an experiment file runs. ``TableResult`` holds what a user's analysis returned as a dict.
+
 Modules: ``subjects`` (models, their data and test images), ``pairwise`` (compare), ``timesteps`` (temporal),
 ``blocktypes`` (blocks), ``adversarial`` (robustness), ``probes`` (probe), ``seedpairs`` (seeds), ``firing``
 (rates); the result format is ``snncka.results``.
@@ -30,15 +33,21 @@ from __future__ import annotations
 
 from ..results import CKAResult, Result, TemporalResult, iter_results, load_result
 from .adversarial import DEFAULT_EPS, DRIFT_EPS, RobustnessResult, robustness
-from .blocktypes import TYPE_LABELS, BlocksResult, blocks, blocks_from
+from .blocktypes import BLOCK_NAME, TYPE_LABELS, BlocksResult, block_subset, blocks, blocks_from, check_block_names
 from .firing import RatesResult, rates
-from .pairwise import CompareAnalysis, compare
+from .pairwise import CompareAnalysis, Overview, compare
 from .probes import ProbeResult, fit_linear_probe, pooled_features, probe, probe_layers
 from .seedpairs import SeedsResult, seeds
 from .subjects import RecipeMeasured, Subject, accuracy, check_same_images, describe, resolve_recipe
+from .table import TableResult
 from .timesteps import TemporalAnalysis, temporal
 
 __all__ = [
+    "BLOCK_NAME",
+    "Overview",
+    "TableResult",
+    "block_subset",
+    "check_block_names",
     "DEFAULT_EPS",
     "DRIFT_EPS",
     "TYPE_LABELS",

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from .. import recipes
 from ..cka import compare as cka_compare
+from ..registry import register_analysis
 from ..results import curve_ylim, finite_mean, labelled
 from ..runtime import environment, resolve_device
 from .subjects import (
@@ -294,3 +295,14 @@ def _data_bounds(s: Subject, dev: torch.device) -> tuple[Tensor, Tensor]:
     dims = [d for d in range(x.dim()) if d != x.dim() - 3]
     shape = [-1, 1, 1]
     return x.amin(dim=dims).reshape(shape).to(dev), x.amax(dim=dims).reshape(shape).to(dev)
+
+
+@register_analysis("robustness", needs="all")
+def robustness_of_pairs(run: Any, *, models: list[str] | None = None, layers: Any = None,
+                        eps: Sequence[float] = DEFAULT_EPS, steps: int | None = None) -> None:
+    """Fig. 8: PGD accuracy and clean-vs-adversarial CKA of every ANN/SNN pair."""
+    from .pairwise import layer_choice
+
+    for s in run.models(models, ("ann", "snn")):
+        run.cached(f"robustness-{s.name}", robustness, [run.ckpt(s, "ann"), run.ckpt(s, "snn")], eps=eps,
+                   **layer_choice(layers), **({"steps": steps} if steps is not None else {}), **run.common)

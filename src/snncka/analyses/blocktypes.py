@@ -12,11 +12,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..registry import register_analysis
 from ..results import curve_ylim
-from .pairwise import CompareAnalysis, compare
+from .pairwise import CompareAnalysis, compare, compared_pairs
 from .subjects import RecipeMeasured
 
-__all__ = ["TYPE_LABELS", "BlocksResult", "blocks", "blocks_from"]
+__all__ = ["BLOCK_NAME", "TYPE_LABELS", "BlocksResult", "block_subset", "blocks", "blocks_from", "check_block_names"]
 
 _BLOCK_RE = re.compile(r"^(s\d+\.b\d+)(?:\.(.+))?$")
 TYPE_LABELS = {"block": "residual output", "act": "LIF/ReLU", "conv": "conv", "norm": "BN"}
@@ -194,3 +195,54 @@ def blocks(a: Any, b: Any | None = None, **compare_kwargs: Any) -> tuple[BlocksR
     return res, cmp
 
 
+_blocks = blocks  # the analysis function, under a name the runner's ``blocks=`` setting does not hide
+
+
+
+
+#: a residual block's name as the models record it: stage s (1-based), block b (0-based) -> ``s<s>.b<b>``
+BLOCK_NAME = re.compile(r"^s(\d+)\.b(\d+)$")
+
+
+def block_subset(cmp: Any, block: str) -> BlocksResult:
+    """Fig. 3's per-layer-type CKA of one residual block (e.g. ``"s1.b9"``) of a ``compare`` result (Fig. A.5)."""
+    names, curve = cmp.corresponding()
+    kinds = dict(zip(cmp.layers_a, cmp.kinds_a, strict=False))
+    keep = [i for i, n in enumerate(names) if n == block or n.startswith(block + ".")]
+    if not keep:
+        blocks = sorted({".".join(n.split(".")[:2]) for n in names if BLOCK_NAME.match(".".join(n.split(".")[:2]))})
+        raise ValueError(f"no layers of block {block!r} in {cmp.label_a} vs {cmp.label_b}; its blocks: "
+                         f"{', '.join(blocks) or 'none'}")
+    res = blocks_from([float(curve[i]) for i in keep], [names[i] for i in keep], [kinds[names[i]] for i in keep],
+                      f"{cmp.label_a} vs {cmp.label_b}, block {block}")
+    res.seconds = 0.0
+    return res
+
+
+def check_block_names(blocks: Sequence[str], arch: str, where: str) -> None:
+    """Fail before training when a block name can't exist in a ResNet ``arch`` (``resnet<6n+2>``: 3 stages of
+    n blocks)."""
+    m = re.fullmatch(r"resnet(\d+)", arch)
+    if m is None or (int(m.group(1)) - 2) % 6:
+        raise ValueError(f"{where}: 'blocks' needs a ResNet (resnet<6n+2>), got {arch!r}")
+    n = (int(m.group(1)) - 2) // 6
+    for b in blocks:
+        bm = BLOCK_NAME.match(str(b))
+        if bm is None or not (1 <= int(bm.group(1)) <= 3 and int(bm.group(2)) < n):
+            raise ValueError(f"{where}: block {b!r} is not in {arch} (names s1.b0 .. s3.b{n - 1})")
+
+
+def _check_blocks(specs: Sequence[Any], *, blocks: Sequence[str] = (), **_: Any) -> None:
+    for s in specs if blocks else []:
+        check_block_names(blocks, s.arch, f"model {s.id}")
+
+
+@register_analysis("blocks", needs="all", check=_check_blocks)
+def blocks_of_pairs(run: Any, *, models: list[str] | None = None, layers: Any = None,
+                    blocks: Sequence[str] = ()) -> None:
+    """Fig. 3: per-layer-type CKA inside the residual blocks, from each pair's comparison; ``blocks``: also
+    single blocks alone (Fig. A.5: the 10th and 34th of ResNet-110)."""
+    for s, cmp in compared_pairs(run, models, layers):
+        run.cached(f"blocks-{s.name}", _blocks, cmp)
+        for blk in blocks:
+            run.cached(f"blocks-{s.name}-{blk}", block_subset, cmp, blk)

@@ -12,7 +12,8 @@ import torch
 
 from ..cka import compare as cka_compare
 from ..recipes import Recipe
-from ..results import CKAResult
+from ..registry import register_analysis
+from ..results import CKAResult, Result
 from ..runtime import environment, resolve_device
 from .subjects import (
     RecipeMeasured,
@@ -26,7 +27,7 @@ from .subjects import (
     subjects,
 )
 
-__all__ = ["CompareAnalysis", "compare"]
+__all__ = ["CompareAnalysis", "Overview", "compare", "compared_pairs", "layer_choice", "overview"]
 
 
 def _forward(name: str) -> property:
@@ -100,16 +101,6 @@ class CompareAnalysis(RecipeMeasured):
         same = (self.source_a, self.label_a) == (self.source_b, self.label_b)  # a model against itself
         return [{"model a": self.label_a, "model b": self.label_b, **row} for row in self.cka.summary(same)]
 
-    @classmethod
-    def upgrade_v1(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]
-                   ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """Version 1 stored the engine's fields flat beside the labels."""
-        inner = ("layers_a", "layers_b", "kinds_a", "kinds_b", "n_images", "batch_size", "estimator", "kernel")
-        cka = {"snncka_result": CKAResult.analysis, **{k: meta.pop(k) for k in inner if k in meta}}
-        meta = {**meta, "cka": cka}
-        arrays = {f"cka.{k}": v for k, v in arrays.items()}
-        return meta, arrays
-
 
 def compare(
     a: Any,
@@ -156,3 +147,69 @@ def compare(
         environment=environment(),
         **recorded,
     )
+
+
+@dataclass
+class Overview(Result):
+    """The CKA curves (heatmap diagonals) of every ANN/SNN pair of an experiment, on one figure."""
+
+    analysis: ClassVar[str] = "overview"
+    arrays: ClassVar[tuple[str, ...]] = ("curves",)
+
+    curves: np.ndarray  # [models, max layers], NaN-padded
+    labels: list[str]
+    layers: list[list[str]]
+    title: str = ""
+    seconds: float = 0.0
+
+    def plot(self, out: str | Path, name: str | None = None) -> list[Path]:
+        from .. import plots
+
+        longest = max(range(len(self.labels)), key=lambda i: len(self.layers[i]))
+        n = len(self.layers[longest])
+        series = {lab: np.asarray(self.curves[i][:n], dtype=float) for i, lab in enumerate(self.labels)}
+        return plots.curves(series, self.layers[longest], Path(out) / f"{name or self.analysis}_curves",
+                            title=self.title, ylim=(min(0.0, float(np.nanmin(self.curves)) - 0.05), 1.05))
+
+    def summary(self) -> list[dict[str, Any]]:
+        return [{"model": lab, "layers": len(ls), "mean diagonal CKA": float(np.nanmean(self.curves[i]))}
+                for i, (lab, ls) in enumerate(zip(self.labels, self.layers, strict=True))]
+
+
+def overview(title: str, results: list[Any], labels: list[str]) -> Overview:
+    """The corresponding-layer curves of several ANN-vs-SNN results on one figure."""
+    diags = [r.corresponding() for r in results]
+    width = max(len(names) for names, _ in diags)
+    curves = np.full((len(diags), width), np.nan)
+    for i, (_, d) in enumerate(diags):
+        curves[i, : len(d)] = d
+    return Overview(curves=curves, labels=labels, layers=[list(n) for n, _ in diags], title=title)
+
+
+def layer_choice(layers: str | list[str] | None) -> dict[str, Any]:
+    """``layers=`` of an experiment entry, if it names one (else the analysis uses the recipe's CKA layers)."""
+    return {} if layers is None else {"layers": layers if isinstance(layers, str) else list(layers)}
+
+
+def compared_pairs(run: Any, models: list[str] | None = None, layers: Any = None) -> list[tuple[Any, Any]]:
+    """(spec, SNN-vs-ANN compare result) of every ANN/SNN pair of an experiment run, each computed once."""
+    return [(s, run.cached(f"compare-{s.name}", compare, run.ckpt(s, "snn"), run.ckpt(s, "ann"),
+                           **layer_choice(layers), **run.common)) for s in run.models(models, ("ann", "snn"))]
+
+
+@register_analysis("compare", needs="all")
+def compare_pairs(run: Any, *, models: list[str] | None = None, layers: Any = None, name: str | None = None
+                  ) -> None:
+    """Fig. 2: SNN vs ANN heatmap and curve of every pair; an overview of the curves when there are several."""
+    pairs = compared_pairs(run, models, layers)
+    if len(pairs) > 1:
+        title = f"{run.exp.id}: CKA of corresponding layers, SNN vs ANN"
+        run.cached("overview" + (f"-{name}" if name else ""), overview, title, [r for _, r in pairs],
+                   [s.name for s, _ in pairs])
+
+
+@register_analysis("self", needs="all")
+def compare_self(run: Any, *, models: list[str] | None = None, layers: Any = None) -> None:
+    """Fig. 4: every SNN's layers against its own."""
+    for s in run.models(models, ("snn",)):
+        run.cached(f"self-{s.name}", compare, run.ckpt(s, "snn"), None, **layer_choice(layers), **run.common)

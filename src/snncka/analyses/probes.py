@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..recipes import Recipe
+from ..registry import register_analysis
 from ..results import labelled
 from ..runtime import environment, resolve_device
 from .subjects import RecipeMeasured, Subject, accuracy, model_input, positive, resolve_recipe, subjects
@@ -229,3 +230,11 @@ def probe(
     )
 
 
+
+
+@register_analysis("probe", needs="all")
+def probe_models(run: Any, *, models: list[str] | None = None, name: str | None = None) -> None:
+    """Fig. A.6: linear probes on every block of every model of the experiment, in one result."""
+    chosen = [run.ckpt(s, k) for s in run.models(models, ()) for k in s.types]
+    run.cached("probe" + (f"-{name}" if name else ""), probe, chosen, data_root=run.common["data_root"],
+               device=run.common["device"], progress=run.common["progress"])

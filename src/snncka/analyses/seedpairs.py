@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..recipes import Recipe
+from ..registry import register_analysis
 from ..results import curve_ylim, finite_mean
 from ..runtime import environment, resolve_device
 from .pairwise import compare
@@ -136,3 +137,10 @@ def seeds(sources: Sequence[Any], *, include_self: bool = True, recipe: str | Re
     )
 
 
+
+
+@register_analysis("seeds", needs="all")
+def seeds_of_models(run: Any, *, models: list[str] | None = None, name: str | None = None) -> None:
+    """App. C: CKA between every pairing of the ANNs and SNNs of several seeds."""
+    chosen = [run.ckpt(s, k) for k in ("ann", "snn") for s in run.models(models, ("ann", "snn"))]
+    run.cached("seeds" + (f"-{name}" if name else ""), seeds, chosen, **run.common)

@@ -13,6 +13,7 @@ import torch
 
 from ..cka import temporal as cka_temporal
 from ..recipes import Recipe
+from ..registry import register_analysis
 from ..results import TemporalResult
 from ..runtime import environment, resolve_device
 from .subjects import RecipeMeasured, cka_settings, first_batches, n_images_of, resolve_recipe, subject
@@ -70,14 +71,6 @@ class TemporalAnalysis(RecipeMeasured):
     def summary(self) -> list[dict[str, Any]]:
         return self.cka.summary(label=self.label)
 
-    @classmethod
-    def upgrade_v1(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]
-                   ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """Version 1 stored the engine's fields flat beside the label."""
-        cka = {"snncka_result": TemporalResult.analysis, **{k: meta.pop(k) for k in ("layers", "kinds", "T",
-                                                                                      "n_images") if k in meta}}
-        return {**meta, "cka": cka}, {f"cka.{k}": v for k, v in arrays.items()}
-
 
 def temporal(
     a: Any,
@@ -103,3 +96,14 @@ def temporal(
                        kernel=kernel, device=dev, progress=progress)
     return TemporalAnalysis(cka=res, label=s.label, source=s.source, seconds=time.perf_counter() - t0,
                             environment=environment(), **recorded)
+
+
+@register_analysis("temporal", needs="all")
+def temporal_of_snns(run: Any, *, models: list[str] | None = None, layers: Any = None, name: str | None = None
+                     ) -> None:
+    """Fig. 6: the ``T x T`` CKA between time steps of every SNN (``name``: a suffix for a second layer set)."""
+    from .pairwise import layer_choice
+
+    for s in run.models(models, ("snn",)):
+        run.cached("temporal" + (f"-{name}" if name else "") + f"-{s.name}", temporal, run.ckpt(s, "snn"),
+                   **layer_choice(layers), **run.common)

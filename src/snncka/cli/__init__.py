@@ -5,14 +5,24 @@ from __future__ import annotations
 import click
 import torch
 
-from ..models import NAMES, create
+from ..models import create, list_models
 from .errors import user_errors
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="snncka")
-def main() -> None:
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
+              help="Import MODULE first (repeatable; also from the current folder): your registered models and "
+                   "analyses, e.g. `snncka --plugin my_models train --model mynet`.")
+def main(plugins: tuple[str, ...]) -> None:
     """snncka: train spiking and artificial twins, record every layer, compare them with CKA."""
+    if plugins:
+        from pathlib import Path
+
+        from ..experiment import import_plugins
+
+        with user_errors():
+            import_plugins(list(plugins), Path.cwd())
 
 
 @main.command("models")
@@ -24,9 +34,9 @@ def models_cmd(width: float, num_classes: int, in_channels: int) -> None:
     with user_errors():  # a bad width or class count is one line, before any output
         for spiking in (False, True):
             with torch.device("meta"):
-                create(NAMES[0], spiking=spiking, width=width, num_classes=num_classes, in_channels=in_channels)
+                create("resnet20", spiking=spiking, width=width, num_classes=num_classes, in_channels=in_channels)
     click.echo(f"{'model':<10} {'ANN params':>12} {'SNN params':>12}  layers (conv/norm/act)")
-    for name in NAMES:
+    for name in list_models():
         counts = []
         for spiking in (False, True):
             with torch.device("meta"):  # shapes only: no memory, no random initialisation

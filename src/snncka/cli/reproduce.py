@@ -1,5 +1,5 @@
-"""``snncka reproduce`` (every experiment of the paper, one command each; ``--plan`` for its cost; local or Slurm
-launchers for its models) and ``snncka demo`` (the main job)."""
+"""``snncka reproduce`` (every experiment of the paper, one command each, or a user's experiment file; ``--plan``
+for its cost; local or Slurm launchers for its models) and ``snncka demo`` (the main job)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,19 @@ from pathlib import Path
 
 import click
 
+from .. import paper
+from ..experiment import SCALES, load_experiment
 from ..launch import InlineLauncher, LocalLauncher, SlurmLauncher, parse_minutes
 from ..recipes import RECIPES
 from ..recipes import get as get_recipe
-from ..reproduce import SCALES, default_out, list_experiments, run, submit
+from ..runner import default_cache, default_out, model_jobs, run, scale_settings, submit
 from .errors import user_errors
 
 LAUNCHERS = ("inline", "local", "slurm", "submitit-local")
 
 
 @click.command("reproduce")
-@click.argument("exp_id", required=False)
+@click.argument("exp_id", required=False, metavar="ID|FILE.toml")
 @click.option("--list", "show_list", is_flag=True, help="List the experiments and exit.")
 @click.option("--plan", "show_plan", is_flag=True,
               help="Print the compute plan (models, cache state, GPU-hours, disk, CKA memory) and exit; trains "
@@ -60,19 +62,21 @@ LAUNCHERS = ("inline", "local", "slurm", "submitit-local")
 def reproduce_cmd(exp_id, show_list, show_plan, scale, recipe, out, cache, data_root, download, device, epochs,
                   cka_images, no_progress, launcher, jobs, partition, time_limit, gpus_per_model, ddp_min_hours,
                   cpus_per_task, slurm_folder, wait) -> None:
-    """Reproduce one experiment of the paper (see --list): train or reuse its models, analyse, report."""
+    """Run one experiment of the paper (see --list) or your own experiment file (docs/EXPERIMENTS.md): train or
+    reuse its models, analyse, report."""
     if show_plan:
         from ..plan import format_plan, plan
 
-        ids = [e.id for e in list_experiments()] if exp_id in (None, "all") else [exp_id]
         with user_errors():
+            ids = [e.id for e in paper.list_experiments()] if exp_id in (None, "all") else [exp_id]
             click.echo(format_plan(plan(ids, scale, cache, epochs), scale))
         return
     if show_list or not exp_id:
-        for exp in list_experiments():
-            smoke = exp.resolve("smoke")
-            paper = exp.resolve("paper")
-            click.echo(f"{exp.id:<7} {exp.title}\n{'':<7} models: {len(paper)} at paper scale, {len(smoke)} at "
+        click.echo("models: the networks trained (an ANN and an SNN count as two; one shared by several entries "
+                   "counts once), as --plan lists them")
+        for exp in paper.list_experiments():
+            n = {s: _trained(exp, s) for s in SCALES}
+            click.echo(f"{exp.id:<7} {exp.title}\n{'':<7} models: {n['paper']} at paper scale, {n['smoke']} at "
                        f"smoke scale; `snncka reproduce {exp.id} --scale smoke`")
         if not show_list:
             raise click.UsageError("give an experiment ID (listed above)")
@@ -81,7 +85,8 @@ def reproduce_cmd(exp_id, show_list, show_plan, scale, recipe, out, cache, data_
     with user_errors():
         if recipe is not None:
             get_recipe(recipe)  # an unknown name: a one-line error listing the recipes, before any work
-    out = out or str(default_out(exp_id, scale, recipe))
+        exp = load_experiment(exp_id)  # a bad file, key, model or analysis: one line, before any work
+    out = out or str(default_out(exp.id, scale, recipe))
     kwargs = dict(cache=cache, data_root=data_root, download=download, device=device, epochs=epochs,
                   cka_images=cka_images, progress=not no_progress, recipe=recipe)
     with user_errors():
@@ -103,7 +108,12 @@ def reproduce_cmd(exp_id, show_list, show_plan, scale, recipe, out, cache, data_
             chosen = InlineLauncher(not no_progress)
         report = run(exp_id, scale, out, launcher=chosen, **kwargs)
     how = f"{scale}, recipe {recipe}" if recipe else scale
-    click.echo(f"{exp_id} ({how}) done in {time.perf_counter() - t0:.0f} s; report: {report}")
+    click.echo(f"{exp.id} ({how}) done in {time.perf_counter() - t0:.0f} s; report: {report}")
+
+
+def _trained(exp, scale: str) -> int:
+    """The number of networks ``exp`` trains at ``scale`` (distinct cache entries), as the plan counts them."""
+    return len(model_jobs(exp, scale, scale_settings(exp, scale), default_cache())[0])
 
 
 def _submit(slurm: SlurmLauncher, exp_id: str, scale: str, out: str, kwargs: dict) -> None:

@@ -9,7 +9,7 @@ conclusions (``<out>/results``):
   diagonal of both recipes overlaid and their heatmaps side by side (Fig. 2), the mean CKA per layer type
   inside residual blocks as bars side by side (Fig. 3), and robust accuracy and clean-vs-adversarial CKA per
   eps, both recipes overlaid (Fig. 8); its table lists every quantity under each recipe and the difference.
-* ``findings``: the paper's claims judged once per recipe on that recipe's results (``snncka.verdicts``).
+* ``findings``: the paper's claims judged once per recipe on that recipe's results (``snncka.paper.findings.verdicts``).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from . import verdicts
-from .analyses import TYPE_LABELS, load_result
-from .results import Result, finite_mean
+from ..analyses import TYPE_LABELS, load_result
+from ..registry import register_judge
+from ..results import Result, finite_mean
 
-__all__ = ["RecipeComparison", "compare_recipes", "run_recipes"]
+__all__ = ["RecipeComparison", "compare_recipes", "judge"]
 
 _KINDS = ("compare", "blocks", "robustness")  # the analyses whose results are compared across recipes
 _TYPES = tuple(TYPE_LABELS.values())  # the layer types of Fig. 3: residual output, LIF/ReLU, conv, BN
@@ -89,7 +89,7 @@ class RecipeComparison(Result):
         return out
 
     def plot(self, out: str | Path, name: str | None = None) -> list[Path]:
-        from . import plots
+        from .. import plots
 
         stem = Path(out) / (name or self.analysis)
         paths: list[Path] = []
@@ -182,6 +182,12 @@ def _robustness_entry(res: Any) -> dict[str, Any]:
 _ENTRY = {"compare": _compare_entry, "blocks": _blocks_entry, "robustness": _robustness_entry}
 
 
+@register_judge("paper-vs-code")
+def judge(folders: dict[str, str | Path], scale: str, experiment: str = "") -> RecipeComparison:
+    """The judge ``paper-vs-code`` of an experiment file comparing recipes: ``compare_recipes``."""
+    return compare_recipes(folders, experiment)
+
+
 def compare_recipes(folders: dict[str, str | Path], experiment: str = "") -> RecipeComparison:
     """The ``compare-``, ``blocks-`` and ``robustness-<model>`` results of each recipe's experiment folder
     (``{recipe: folder}``), gathered per model for the models every recipe analysed."""
@@ -196,28 +202,3 @@ def compare_recipes(folders: dict[str, str | Path], experiment: str = "") -> Rec
         where = ", ".join(str(f) for f in folders.values())
         raise ValueError(f"no compare, blocks or robustness result in every one of: {where}")
     return RecipeComparison(recipes=list(folders), experiment=experiment, **every)
-
-
-def run_recipes(exp: Any, scale: str, out: Path, **opts: Any) -> Path:
-    """Run experiment ``exp`` once per recipe of ``exp.recipes`` into ``out/<recipe>`` (``opts``: those of
-    ``snncka.reproduce.run``), then compare the recipes and judge the findings under each into ``out``;
-    returns the report's path. Every recipe's configs are checked before any training."""
-    from . import reproduce
-    from .report import build_report
-
-    cache = Path(opts["cache"]) if opts.get("cache") is not None else reproduce.default_cache()
-    folders = {r: out / r for r in exp.recipes}
-    for r, folder in folders.items():  # fail before training: configs, data, output folders of every recipe
-        reproduce._prepare(exp.id, scale, folder, cache, opts.get("epochs"), opts.get("cka_images"),
-                           data_root=opts.get("data_root"), download=bool(opts.get("download")),
-                           device=opts.get("device", "auto"), progress=False, recipe=r)
-    for r, folder in folders.items():
-        reproduce.run_one(exp.id, scale, folder, **{**opts, "cache": cache}, recipe=r, findings=False)
-    reproduce._save(compare_recipes(folders, exp.id), out, "paper-vs-code")
-    reproduce._save(verdicts.judge(folders, scale, exp.id), out, "findings")
-    reproduce._write_json(out / "experiment.json", {
-        "id": exp.id, "title": exp.title, "scale": scale, "recipes": list(exp.recipes),
-        "folders": {r: str(f) for r, f in folders.items()}, "cache": str(cache)})
-    return build_report(out, title=f"snncka {exp.id} ({scale} scale, recipes {' vs '.join(exp.recipes)}): "
-                                   f"{exp.title}")
-

@@ -1,8 +1,9 @@
 """The paper's findings judged on an experiment's own results, saved as a result every report shows.
 
-``judge({recipe: folder}, scale)`` evaluates ``snncka.findings`` once per recipe on the results that recipe's
-run saved (``<folder>/results``) and returns a ``FindingsResult``: one verdict per claim and recipe (holds /
-does not hold / not measured) with the numbers behind it. Below paper scale (other data, few epochs) the
+``judge({recipe: folder}, scale)`` (the judge ``findings`` of the paper's experiment files) evaluates the
+claims once per recipe on the results that recipe's run saved (``<folder>/results``) and returns a
+``FindingsResult``: one verdict per claim and recipe (holds / does not hold / not measured) with the numbers
+behind it. Below paper scale (other data, few epochs) the
 verdicts compare trends -- which model is more similar, which loses more accuracy -- never absolute
 accuracies; the result says so.
 """
@@ -14,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from . import findings
-from .results import Result
+from ...registry import register_judge
+from ...results import Result
+from . import UNMEASURED, evaluate, results_in, to_rows
 
 __all__ = ["FindingsResult", "judge"]
 
@@ -57,14 +59,14 @@ class FindingsResult(Result):
             per = {name: self.verdicts[name][k] for name in self.recipes}
             row.update({f"verdict ({name} recipe)": v["verdict"] for name, v in per.items()})
             said = [v["verdict"] for v in per.values()]
-            row["recipes agree"] = None if findings.UNMEASURED in said else len(set(said)) == 1
+            row["recipes agree"] = None if UNMEASURED in said else len(set(said)) == 1
             row.update({f"evidence ({name} recipe)": v["evidence"] for name, v in per.items()})
             row["judged on"] = self.basis
             rows.append(row)
         return rows
 
     def plot(self, out: str | Path, name: str | None = None) -> list[Path]:
-        from . import plots
+        from ... import plots
 
         first = self.verdicts[self.recipes[0]]
         grid = [[self.verdicts[r][k]["verdict"] for r in self.recipes] for k in range(len(first))]
@@ -75,19 +77,20 @@ class FindingsResult(Result):
 
 
 def evidence(folder: str | Path) -> dict[str, Any]:
-    """The results of one experiment folder that can support or contradict a claim (``findings.results_in``
+    """The results of one experiment folder that can support or contradict a claim (``results_in``
     without this module's own judgements)."""
-    return {k: r for k, r in findings.results_in(folder).items()
+    return {k: r for k, r in results_in(folder).items()
             if getattr(r, "analysis", "") not in _NOT_EVIDENCE}
 
 
+@register_judge("findings")
 def judge(folders: Mapping[str, str | Path], scale: str, experiment: str = "") -> FindingsResult:
-    """``findings.evaluate`` once per recipe on the results in that recipe's experiment folder."""
+    """``evaluate`` once per recipe on the results in that recipe's experiment folder."""
     if not folders:
         raise ValueError("judge needs at least one {recipe: experiment folder}")
     verdicts = {}
     for recipe, folder in folders.items():
-        found = findings.evaluate(evidence(folder))
-        verdicts[recipe] = [{**row, "numbers": f.numbers} for f, row in zip(found, findings.to_rows(found),
+        found = evaluate(evidence(folder))
+        verdicts[recipe] = [{**row, "numbers": f.numbers} for f, row in zip(found, to_rows(found),
                                                                              strict=True)]
     return FindingsResult(recipes=list(folders), verdicts=verdicts, scale=scale, experiment=experiment)

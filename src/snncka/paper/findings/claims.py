@@ -5,34 +5,29 @@ undefined), with the numbers behind the verdict. At small scale this compares *t
 similar, which loses more accuracy), never absolute accuracies, so a smoke run on the digits data can still
 confirm or contradict the paper's direction of effect.
 
-Every predicate is a small pure function over result objects, duck-typed on their fields (a cross-layer CKA
-result: ``matrix``, ``layers_a/b``, ``kinds_a/b``, ``label_a/b``, ``spiking_a/b``; a temporal result:
-``matrices``, ``layers``, ``kinds``, ``label``; a PGD result: ``eps``, ``labels``, ``clean_accuracy``,
-``accuracy``, ``cka``; an accuracy table: ``table`` and ``rows`` of ``{"model", "type", "ours (%)"}``; a seeds
-result: ``matrices``, ``pairs``, ``spiking``). Model properties (depth, width, T, residual) are read from the
+Every predicate is a small pure function over results of the types ``evaluate`` routes to it (ANN-vs-SNN
+``CompareAnalysis``, ``BlocksResult``, ``TemporalAnalysis``, ``RobustnessResult``, ``SeedsResult``, the
+paper-table ``PaperComparison``). Model properties (depth, width, T, residual) are read from the
 labels snncka writes (``"SNN resnet20 x4 T8 res010"``). The thresholds are the constants below, each derived
 from its claim's wording and the paper's own numbers (the derivation is beside it) and checked by
 ``evaluate_paper``: every predicate holds on the paper's numbers wherever the paper prints them. Each predicate
 judges only the setting its claim is about (``OUT_OF_SCOPE``).
-
-``evaluate(results)`` routes a mapping ``{name: result}`` (the names the experiment runner saves results
-under, e.g. ``"compare-resnet56"``, ``"paper-table2"``; prefix ``"<experiment>/"`` to pool experiments) to every
-predicate; ``evaluate_paper()`` applies the accuracy predicates to the paper's own numbers.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .results import TemporalResult, finite_mean
+from ...analyses import BlocksResult
+from ...results import finite_mean
 
-__all__ = ["THRESHOLDS", "VERDICTS", "Finding", "evaluate", "evaluate_paper", "to_markdown", "to_rows"]
+__all__ = ["THRESHOLDS", "VERDICTS", "Finding", "model_info", "spearman"]
 
 VERDICTS = ("holds", "does not hold", "not measured")
 HOLDS, FAILS, UNMEASURED = VERDICTS
@@ -155,10 +150,6 @@ def _pair_info(r: Any) -> dict[str, Any]:
     return info
 
 
-def _is_pair(r: Any) -> bool:
-    return hasattr(r, "matrix") and hasattr(r, "spiking_a") and bool(r.spiking_a) != bool(r.spiking_b)
-
-
 def _accuracies(table: Any) -> dict[tuple[str, str], float]:
     """``{(model id, "ann"|"snn"): our accuracy}`` from an accuracy table's rows."""
     out = {}
@@ -275,11 +266,12 @@ def width_closes_accuracy_gap(table: Any) -> Finding:
     """§4.1 / Table 1: the ANN-SNN accuracy gap shrinks as ResNet-20 gets wider (1.39 -> 0.05 points)."""
     fid, claim, src = "width-closes-accuracy-gap", "The ANN-SNN accuracy gap shrinks with width", "§4.1, Table 1"
     acc = _accuracies(table) if table is not None else {}
+    who = {str(r["model"]): r["identity"] for r in getattr(table, "rows", []) if r.get("identity")}
     groups: dict[str, dict[float, float]] = {}
-    for mid in {m for m, _ in acc}:
-        m = re.fullmatch(r"([a-z]+\d+)(?:x(\d+))?", mid)
-        if m and (mid, "ann") in acc and (mid, "snn") in acc:
-            groups.setdefault(m.group(1), {})[float(m.group(2) or 1)] = acc[(mid, "ann")] - acc[(mid, "snn")]
+    for mid in {m for m, _ in acc}:  # fully residual networks of one architecture at several widths
+        ident = who.get(mid)
+        if ident and all(ident["residual"]) and (mid, "ann") in acc and (mid, "snn") in acc:
+            groups.setdefault(ident["arch"], {})[float(ident["width"])] = acc[(mid, "ann")] - acc[(mid, "snn")]
     if not groups or max(len(g) for g in groups.values()) < 2:
         return Finding(fid, claim, src, UNMEASURED, "needs ANN and SNN accuracies of one ResNet at two widths")
     g = max(groups.values(), key=len)
@@ -304,7 +296,7 @@ def blocks_restore_similarity(curves: Sequence[Any]) -> Finding:
                        "Residual block outputs are more similar to the ANN than conv and LIF layers", "§4.2, Fig. 3")
     best = None
     for r in curves:
-        if hasattr(r, "curve"):
+        if isinstance(r, BlocksResult):
             names, d, kinds, label = list(r.layers), np.asarray(r.curve, float), list(r.kinds), str(r.label)
         else:
             names, d, kinds = _diagonal(r)
@@ -541,257 +533,3 @@ def seed_pairings_alike(seeds: Sequence[Any]) -> Finding:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Routing results to the predicates
-# --------------------------------------------------------------------------------------------------------
-
-ORDER = (
-    "similarity-high", "depth-lowers-similarity", "width-raises-similarity", "width-closes-accuracy-gap",
-    "blocks-restore-similarity", "residuals-matter-more-for-snn", "time-steps-add-little",
-    "early-static-late-dynamic", "first-stage-tolerates-one-step", "event-data-lowers-similarity",
-    "snn-more-robust", "snn-adversarial-features-closer", "seed-pairings-alike",
-)
-
-
-def _items(results: Mapping[str, Any] | Iterable[Any], experiment: str | None) -> list[tuple[str, str, Any]]:
-    """(experiment, name, result) for a mapping ``{"[exp/]name": result}`` or a list of results / pairs."""
-    pairs = results.items() if isinstance(results, Mapping) else [
-        r if isinstance(r, tuple) else (str(getattr(r, "analysis", "")), r) for r in results]
-    out = []
-    for key, r in pairs:
-        exp, _, name = str(key).rpartition("/")
-        out.append((exp or experiment or "", name, r))
-    return out
-
-
-def _tag(exp: str) -> str:
-    """The tag of an experiment key ``"<id>:<tag>"`` (e.g. a recipe); "" when untagged."""
-    return exp.partition(":")[2]
-
-
-def _per_experiment(pred: Callable[[Sequence[Any]], Finding], groups: Mapping[str, list[Any]]) -> Finding:
-    """``pred`` on each experiment's results; the measured ones are combined (each experiment is one study)."""
-    return _merge({exp: pred(rs) for exp, rs in groups.items() if rs}, lambda: pred([]))
-
-
-def _merge(found: Mapping[str, Finding], empty: Callable[[], Finding] | None = None) -> Finding:
-    """One finding from the findings of several studies: their verdicts combined, evidence side by side
-    (``empty()`` when there are none)."""
-    measured = {exp: f for exp, f in found.items() if f.verdict != UNMEASURED}
-    if len(measured) <= 1:
-        one = next(iter(measured.values()), None) or next(iter(found.values()), None)
-        if one is None:
-            if empty is None:
-                raise ValueError("no findings to merge")
-            return empty()
-        return one
-    f0 = next(iter(measured.values()))
-    return Finding(f0.id, f0.claim, f0.source, _combine([f.verdict for f in measured.values()]),
-                   "; ".join(f"{exp or 'results'}: {f.evidence}" for exp, f in measured.items()),
-                   {exp: f.numbers for exp, f in measured.items()})
-
-
-def evaluate(results: Mapping[str, Any] | Iterable[Any], *, experiment: str | None = None) -> list[Finding]:
-    """Every claim of the paper judged on ``results``; one ``Finding`` per claim, in ``ORDER``.
-
-    ``results``: ``{name: result}`` with the names the experiment runner saves results under
-    (``compare-<model>``, ``blocks-<model>``, ``temporal[-<name>]-<model>``, ``robustness-<model>``,
-    ``seeds``, ``paper-table1/2/3``); prefix a name with ``"<experiment id>[:<tag>]/"`` to pool several
-    experiments (or give ``experiment`` for all). Each experiment is one study: the depth, width and time-step
-    series never mix results of two experiments. Results with different tags (e.g. recipes) are judged
-    separately and each finding then combines the tags' verdicts, with the numbers per tag; to show a verdict
-    per recipe, call ``evaluate`` once per recipe. Event-data pairs are those of the experiments in
-    ``EVENT_EXPERIMENTS`` or whose name mentions DVS/Caltech; the other ANN-vs-SNN pairs are static. Accuracy
-    tables of one name pool their rows. A list of results works too (every result then belongs to
-    ``experiment``).
-    """
-    by_tag: dict[str, list[tuple[str, str, Any]]] = {}
-    for item in _items(results, experiment):
-        by_tag.setdefault(_tag(item[0]), []).append(item)
-    if len(by_tag) <= 1:
-        return _evaluate_study(next(iter(by_tag.values()), []))
-    per_tag = {tag or "untagged": _evaluate_study(items) for tag, items in by_tag.items()}
-    merged = []
-    for k in range(len(ORDER)):
-        found = {tag: fs[k] for tag, fs in per_tag.items()}
-        merged.append(_merge(found))
-    return merged
-
-
-def _evaluate_study(items: Sequence[tuple[str, str, Any]]) -> list[Finding]:
-    """The claims on the results of one tag, routed by the results' fields (and names, for event data)."""
-    static: dict[str, list[Any]] = {}
-    event: list[Any] = []
-    curves: list[Any] = []
-    temporal: list[Any] = []
-    tables: dict[str, _Table] = {}
-    robust: list[Any] = []
-    seeds: list[Any] = []
-    for exp, name, r in items:
-        is_event = exp.split(":", 1)[0] in EVENT_EXPERIMENTS or bool(_EVENT_NAME.search(name))
-        if _is_pair(r):
-            (event if is_event else static.setdefault(exp, [])).append(r)
-        elif hasattr(r, "curve") and hasattr(r, "kinds"):
-            curves.append(r)
-        elif hasattr(r, "matrices") and hasattr(r, "T") and not is_event:
-            temporal.append(r)
-        elif hasattr(r, "rows") and getattr(r, "table", None):  # tables of one name pool their rows
-            tables.setdefault(str(r.table), _Table(str(r.table), [])).rows.extend(r.rows)
-        elif hasattr(r, "clean_accuracy") and hasattr(r, "eps"):
-            robust.append(r)
-        elif hasattr(r, "pairs") and hasattr(r, "spiking"):
-            seeds.append(r)
-    all_static = [r for rs in static.values() for r in rs]
-    return [
-        _per_experiment(similarity_high, _in_scope("similarity-high", static)),
-        _per_experiment(depth_lowers_similarity, static),
-        _per_experiment(width_raises_similarity, _in_scope("width-raises-similarity", static)),
-        width_closes_accuracy_gap(tables.get("table1")),
-        blocks_restore_similarity(curves or all_static),
-        residuals_matter_more_for_snn(tables.get("table2")),
-        _per_experiment(time_steps_add_little, static),
-        early_static_late_dynamic(temporal),
-        first_stage_tolerates_one_step(tables.get("table3")),
-        event_lowers_similarity(event, all_static),
-        snn_more_robust(robust),
-        snn_adversarial_features_closer(robust),
-        seed_pairings_alike(seeds),
-    ]
-
-
-def _in_scope(fid: str, groups: Mapping[str, list[Any]]) -> dict[str, list[Any]]:
-    """The experiments' results that claim ``fid`` is about (``OUT_OF_SCOPE`` drops the others)."""
-    return {exp: rs for exp, rs in groups.items() if exp.split(":", 1)[0] not in OUT_OF_SCOPE.get(fid, ())}
-
-
-def results_in(*folders: str | Any) -> dict[str, Any]:
-    """The saved results of experiment output folders as ``{"<experiment>/<name>": result}`` for ``evaluate``
-    (the experiment id comes from each folder's ``experiment.json``, else the folder's name)."""
-    import json
-    from pathlib import Path
-
-    from . import reproduce  # noqa: F401  (registers the accuracy-table result type)
-    from .analyses import load_result
-
-    out: dict[str, Any] = {}
-    for folder in map(Path, folders):
-        meta = folder / "experiment.json"
-        exp = json.loads(meta.read_text()).get("id", folder.name) if meta.is_file() else folder.name
-        for p in sorted((folder / "results").glob("*.json")):
-            out[f"{exp}/{p.stem}"] = load_result(p)
-    return out
-
-
-@dataclass
-class _Table:
-    table: str
-    rows: list[dict[str, Any]]
-
-
-@dataclass
-class _PGD:
-    eps: list[float]
-    labels: list[str]
-    clean_accuracy: list[float]
-    accuracy: list[list[float]]
-    cka: list[Any] = field(default_factory=list)
-
-
-def _paper_tables() -> dict[str, Any]:
-    import json
-    from importlib import resources
-
-    return json.loads((resources.files("snncka") / "paper_numbers.json").read_text())
-
-
-def _rows(pairs: Iterable[tuple[str, float, float]]) -> list[dict[str, Any]]:
-    return [{"model": m, "type": t, "ours (%)": v} for m, a, s in pairs for t, v in (("ANN", a), ("SNN", s))]
-
-
-def _pgd_readings(table: dict[str, Any]) -> list[tuple[str, _PGD]]:
-    """The PGD bars of a paper figure, once per reading of its ambiguous labels (Fig. 8 at eps 0.05)."""
-    rows = table["rows"]
-    clean = next(r for r in rows if r["eps"] == 0)
-    attacked = [r for r in rows if r["eps"] > 0]
-    variants: list[tuple[str, list[dict[str, Any]]]] = [("", attacked)]
-    for i, r in enumerate(attacked):
-        if r.get("readings"):
-            variants = [(f"{txt}reading ANN {rd['ann']:g} / SNN {rd['snn']:g} at eps {r['eps']:g} "
-                         f"(printed '{r.get('raw', '')}')", [*rs[:i], {**r, **rd}, *rs[i + 1:]])
-                        for txt, rs in variants for rd in r["readings"]]
-    return [(txt, _PGD([r["eps"] for r in rs], ["ANN", "SNN"], [clean["ann"], clean["snn"]],
-                       [[r["ann"] for r in rs], [r["snn"] for r in rs]])) for txt, rs in variants]
-
-
-@dataclass
-class _Temporal(TemporalResult):
-    label: str = ""
-
-
-def _fig6_as_quoted() -> _Temporal:
-    """Fig. 6 (T=4) as Sec. 4.3 describes it in words: stage 1 "all-yellow" (read as 1), stage 2 ">0.8"
-    (read as 0.8), the last stage "around 0.5"; the paper prints no numbers for it."""
-    levels = {"s1.b0": 1.0, "s1.b1": 1.0, "s1.b2": 1.0, "s2.b0": 0.8, "s2.b1": 0.8, "s2.b2": 0.8,
-              "s3.b0": 0.5, "s3.b1": 0.5, "s3.b2": 0.5}
-    mats = np.stack([np.where(np.eye(4, dtype=bool), 1.0, v) for v in levels.values()])
-    return _Temporal(list(levels), ["block"] * len(levels), mats, 4, 0, label="SNN resnet20 T4 (Sec. 4.3 text)")
-
-
-def evaluate_paper() -> list[Finding]:
-    """Every predicate the paper gives numbers for, judged on those numbers: a check that each predicate (and
-    its threshold) states what the paper reports. Table 1: the width series and each width against x1; Table
-    B.1: the same on CIFAR-100; Table 2: every depth; Table 3: every T; Fig. 6: the levels Sec. 4.3 quotes;
-    Fig. 8 (one finding per reading of its ambiguous bar label) and Fig. A.9: every eps."""
-    p = _paper_tables()
-
-    def width_rows(rows: list[dict[str, Any]], ann: str, snn: str) -> list[tuple[str, float, float]]:
-        return [(r["model"] + (f"x{r['width']}" if r["width"] != 1 else ""), r[ann], r[snn]) for r in rows
-                if r["model"] == "resnet20" and r.get("T", 4) == 4 and r[ann] is not None and r[snn] is not None]
-
-    out = []
-    for name, t1 in (("Table 1", width_rows(p["table1"]["rows"], "ann", "snn")),
-                     ("Table B.1, CIFAR-100", width_rows(p["tableB1"]["rows"], "ann_c100", "snn_c100"))):
-        out.append(_relabel(width_closes_accuracy_gap(_Table("table1", _rows(t1))), name))
-        for row in t1[1:]:  # every width against x1
-            out.append(_relabel(width_closes_accuracy_gap(_Table("table1", _rows([t1[0], row]))),
-                                f"{name}, x1 vs {row[0].removeprefix('resnet20')}"))
-    t2 = [(r["model"] + ("" if r["residual"] else "-nores"), r["ann"], r["snn"]) for r in p["table2"]["rows"]]
-    suffix = {"full": "", "first_stage_1": "-first1", "last_stage_1": "-last1"}
-    t3 = [{"model": f"snn-T{r['T']}{suffix[r['variant']]}", "type": "SNN", "ours (%)": r["snn"]}
-          for r in p["table3"]["rows"]]
-    out += [
-        _relabel(residuals_matter_more_for_snn(_Table("table2", _rows(t2))), "Table 2"),
-        _relabel(first_stage_tolerates_one_step(_Table("table3", t3)), "Table 3"),
-        _relabel(early_static_late_dynamic([_fig6_as_quoted()]), "Sec. 4.3's reading of Fig. 6"),
-    ]
-    for fig in ("fig8", "figA9"):
-        for reading, res in _pgd_readings(p[fig]):
-            f = snn_more_robust([res])
-            name = "Fig. 8" if fig == "fig8" else "Fig. A.9"
-            out.append(_relabel(f, name + (f", {reading}" if reading else "")))
-    return out
-
-
-def _relabel(f: Finding, numbers_from: str) -> Finding:
-    return Finding(f.id, f.claim, f"{f.source} (the paper's numbers: {numbers_from})", f.verdict, f.evidence,
-                   f.numbers)
-
-
-# --------------------------------------------------------------------------------------------------------
-# Tables for reports
-# --------------------------------------------------------------------------------------------------------
-
-
-def to_rows(findings: Iterable[Finding]) -> list[dict[str, Any]]:
-    """One flat row per finding (claim, source, verdict, evidence) for the report's tables."""
-    return [{"finding": f.id, "claim": f.claim, "source": f.source, "verdict": f.verdict, "evidence": f.evidence}
-            for f in findings]
-
-
-def to_markdown(findings: Iterable[Finding]) -> str:
-    """A Markdown table of the findings."""
-    lines = ["| claim | source | verdict | evidence |", "|---|---|---|---|"]
-    for row in to_rows(findings):
-        cells = [str(row[k]).replace("|", "\\|").replace("\n", " ") for k in ("claim", "source", "verdict",
-                                                                              "evidence")]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"

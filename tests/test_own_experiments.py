@@ -1,0 +1,134 @@
+"""A researcher's own model, analysis and experiment file, outside the package, through `snncka reproduce`."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from snncka import registry
+from snncka.analyses import CompareAnalysis, TableResult, load_result
+from snncka.cli import main
+
+PLUGIN = '''
+import torch
+from torch import nn
+
+import snncka
+
+
+class Tiny(nn.Module):
+    """One conv layer; as an SNN it thresholds its activation at T levels (a rate code)."""
+
+    def __init__(self, spiking, T, in_channels, num_classes, width):
+        super().__init__()
+        c = max(1, int(8 * width))
+        self.conv = nn.Conv2d(in_channels, c, 3, padding=1)
+        self.act = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c, num_classes)
+        self.steps = T if spiking else 1
+
+    def forward(self, x):
+        h = self.act(self.conv(x))
+        if self.steps > 1:  # straight-through rate code: forward thresholded, backward identity
+            levels = torch.stack([(h > (t + 1) / self.steps).float() for t in range(self.steps)]).mean(0)
+            h = h + (levels - h).detach()
+        return self.fc(self.pool(h).flatten(1))
+
+
+@snncka.register_model("tiny-own")
+def tiny(*, spiking, num_classes=10, in_channels=3, width=1, T=4, **_):
+    return Tiny(spiking, T, in_channels, num_classes, width)
+
+
+@snncka.register_analysis("mean-logit", needs="pair")
+def mean_logit(snn, ann, images, factor=1.0):
+    with torch.no_grad():
+        return {"snn": float(snn(images).mean()) * factor, "ann": float(ann(images).mean()) * factor,
+                "images": len(images)}
+'''
+
+EXPERIMENT = '''
+id = "mine"
+title = "My own model and analysis"
+plugins = ["my_plugin"]
+
+[scale.smoke]
+epochs = 1
+cka_images = 40
+
+[[model]]
+id = "tiny"
+arch = "tiny-own"
+T = 2
+
+[[analysis]]
+kind = "compare"
+[[analysis]]
+kind = "mean-logit"
+factor = 2.0
+'''
+
+
+@pytest.fixture
+def own(tmp_path: Path) -> Path:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "my_plugin.py").write_text(textwrap.dedent(PLUGIN))
+    (folder / "exp.toml").write_text(EXPERIMENT)
+    return folder / "exp.toml"
+
+
+def test_a_users_model_analysis_and_experiment_run_through_reproduce(own: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["reproduce", str(own), "--out", str(out), "--cache", str(tmp_path / "cache"),
+                                    "--no-progress", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "tiny-own" in registry.models()
+    report = (out / "report.html").read_text()
+    assert "mean-logit" in report and "mine" in report
+    table = load_result(out / "results" / "mean-logit-tiny.json")
+    assert isinstance(table, TableResult) and table.settings == {"factor": 2.0}
+    assert table.values["images"] == 40 and table.analysis_kind == "mean-logit"
+    saved = json.loads((out / "results" / "mean-logit-tiny.json").read_text())
+    assert saved["settings"] == {"factor": 2.0}
+    cmp = load_result(out / "results" / "compare-tiny.json")
+    assert isinstance(cmp, CompareAnalysis) and cmp.spiking_a and not cmp.spiking_b
+    assert cmp.n_images == 40 and cmp.layers_a == cmp.layers_b and "conv" in cmp.layers_a
+    assert ((cmp.matrix >= -0.5) & (cmp.matrix <= 1.0 + 1e-6)).all()
+    assert (out / "models" / "tiny-snn" / "last.pt").is_file()
+    listed = CliRunner().invoke(main, ["models"])
+    assert listed.exit_code == 0 and "tiny-own" in listed.output
+
+
+@pytest.mark.parametrize("change, message", [
+    (("arch = \"tiny-own\"", "arch = \"nope\""), "unknown model 'nope'; available:"),
+    (("kind = \"mean-logit\"", "kind = \"nope\""), "unknown analysis kind 'nope'; registered:"),
+    (("title =", "colour = 1\ntitle ="), "unknown key(s) colour; valid: id, title"),
+    (("T = 2", "T = 2\ndepth = 3"), "unknown model key(s) depth; valid: id, arch"),
+    (("factor = 2.0", "factor = 2.0\nfactr = 1"), "mean-logit: unknown setting(s) factr; valid: factor"),
+    (("[\"my_plugin\"]", "[\"not_there\"]"), "plugin 'not_there' not found"),
+])
+def test_mistakes_in_an_own_experiment_are_one_line_errors(own: Path, tmp_path: Path, change, message) -> None:
+    own.write_text(own.read_text().replace(*change))
+    res = CliRunner().invoke(main, ["reproduce", str(own), "--out", str(tmp_path / "out"), "--cache",
+                                    str(tmp_path / "cache"), "--no-progress"])
+    assert res.exit_code == 1 and message in res.output, res.output
+    assert res.output.count("\n") == 1 and not (tmp_path / "cache").exists()
+
+
+def test_a_registered_model_trains_from_the_command_line(own: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(own.parent)
+    res = CliRunner().invoke(main, ["--plugin", "my_plugin", "train", "--model", "tiny-own", "--spiking", "--T", "2",
+                                    "--epochs", "1", "--out", str(tmp_path / "run"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    from snncka.models import load
+
+    model = load(tmp_path / "run" / "last.pt")
+    assert type(model).__name__ == "Tiny" and model.config["name"] == "tiny-own" and model.spiking
+    bad = CliRunner().invoke(main, ["--plugin", "no_such_plugin", "models"])
+    assert bad.exit_code == 1 and "plugin 'no_such_plugin' not found" in bad.output
