@@ -10,6 +10,7 @@ import torch
 
 from snncka import stats
 from snncka.cka import MinibatchCKA, cka
+from snncka.cka_math import cka_from_sums
 
 
 def test_verdict_by_where_the_interval_lies() -> None:
@@ -119,21 +120,21 @@ def test_cka_interval_on_the_engines_batches() -> None:
     assert hab.shape == (4, 2, 2) and haa.shape == hbb.shape == (4, 2)
     res = acc.compute()
     # the statistic "CKA of x vs y" reproduces the engine's matrix and, with the jackknife, its interval
-    xy = lambda s: float(stats.cka_from_sums(*s)[0, 1])  # noqa: E731
+    xy = lambda s: float(cka_from_sums(*s)[0, 1])  # noqa: E731
     assert xy(tuple(h.sum(0) for h in (hab, haa, hbb))) == pytest.approx(res.matrix[0, 1], abs=1e-12)
     lo, hi = stats.cka_interval(xy, (hab, haa, hbb))  # 4 batches: the jackknife
     assert (lo, hi) == pytest.approx((res.ci_low[0, 1], res.ci_high[0, 1]), abs=1e-12)
     one = MinibatchCKA()  # one batch: the minibatch CKA is the reference estimator on it
     one.update({"x": X[:16]}, {"y": Y[:16]})
     s = one.batch_hsic()
-    assert float(stats.cka_from_sums(*(h.sum(0) for h in s))[0, 0]) == pytest.approx(
+    assert float(cka_from_sums(*(h.sum(0) for h in s))[0, 0]) == pytest.approx(
         float(cka(X[:16], Y[:16])), abs=1e-10)
 
 
 def test_cka_interval_picks_the_bootstrap_from_ten_batches() -> None:
     acc, _, _ = _engine(12, seed=1)
     h = acc.batch_hsic()
-    diff = lambda s: float(stats.cka_from_sums(*s)[0, 1] - stats.cka_from_sums(*s)[1, 1])  # noqa: E731
+    diff = lambda s: float(cka_from_sums(*s)[0, 1] - cka_from_sums(*s)[1, 1])  # noqa: E731
     assert stats.cka_interval(diff, h) == stats.bootstrap_batches(diff, h)
     assert stats.cka_interval(diff, h, method="jackknife") == stats.jackknife_batches(diff, h)
     lo, hi = stats.cka_interval(diff, h)

@@ -178,6 +178,12 @@ def _cka_matrix(sab: Tensor, saa: Tensor, sbb: Tensor) -> Tensor:
     return torch.where(den > 0, m, torch.full_like(m, float("nan")))
 
 
+def cka_from_sums(hab: np.ndarray, haa: np.ndarray, hbb: np.ndarray) -> np.ndarray:
+    """The CKA matrix ``HSIC_ab / sqrt(HSIC_aa HSIC_bb)`` from summed HSIC (NaN where a side has no variance),
+    by the engine's own formula: the form of a ``snncka.stats.cka_interval`` statistic's input."""
+    return _cka_matrix(*(torch.as_tensor(np.asarray(a, dtype=float)) for a in (hab, haa, hbb))).numpy()
+
+
 def _collective_device() -> torch.device:
     """Where a rank without batches puts its collective buffers (NCCL needs the GPU)."""
     dist = torch.distributed

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy import stats as _sp
 
-__all__ = ["LEVEL", "MIN_BOOTSTRAP", "bootstrap_batches", "cka_from_sums", "cka_interval", "jackknife_batches",
+__all__ = ["LEVEL", "MIN_BOOTSTRAP", "bootstrap_batches", "cka_interval", "jackknife_batches",
            "jackknife_interval", "percentile_bootstrap", "seed_interval", "t_interval", "verdict"]
 
 LEVEL = 0.95
@@ -203,13 +203,3 @@ def cka_interval(statistic: Callable[..., float], *samples: Sequence[np.ndarray]
     if method == "jackknife":
         return jackknife_batches(statistic, *groups, level=level)
     return bootstrap_batches(statistic, *groups, n_boot=n_boot, level=level, seed=seed)
-
-
-def cka_from_sums(hab: np.ndarray, haa: np.ndarray, hbb: np.ndarray) -> np.ndarray:
-    """The CKA matrix ``HSIC_ab / sqrt(HSIC_aa HSIC_bb)`` from summed HSIC (NaN where a side has no variance),
-    by the engine's own formula: the form of a ``statistic``'s input for the engine's ``(hab, haa, hbb)``."""
-    import torch
-
-    from .cka_math import _cka_matrix
-
-    return _cka_matrix(*(torch.as_tensor(np.asarray(a, dtype=float)) for a in (hab, haa, hbb))).numpy()
