@@ -28,9 +28,15 @@ __all__ = ["InlineLauncher", "LocalLauncher", "ModelJob", "SlurmLauncher", "cach
            "parse_minutes", "run_folder", "trained_epochs"]
 
 
+# Bumped whenever a change to the training code changes what one config trains (2: crop padding is black, as the
+# released code pads; training threads fixed), so no cache entry made by older code is reused.
+TRAINER_REVISION = 2
+
+
 def cache_key(cfg: TrainConfig) -> str:
-    """A short hash of a training config; identical configs share one trained model."""
-    d = asdict(cfg)
+    """A short hash of a training config (and the trainer's revision); identical configs share one trained
+    model."""
+    d = {**asdict(cfg), "trainer_revision": TRAINER_REVISION}
     for k in RESUMABLE_CHANGES:  # where and how a run goes, not what it trains
         d.pop(k, None)
     d["recipe"] = cfg.resolved_recipe.as_dict()  # the recipe's settings, not only its name: a changed recipe retrains

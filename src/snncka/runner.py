@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from . import data, recipes, registry
 from .analyses import Result, Subject, load_result
 from .analyses.table import TableResult
@@ -238,11 +240,13 @@ def submit(ref: str | Path, scale: str, out: str | Path, slurm: Any, *, cache: s
         j.hours = model_cost(j.cfg).gpu_hours(j.cfg.epochs)
     ref = exp.source if Path(exp.source).is_file() else ref
     return slurm.submit_experiment(jobs, _analyse_job, str(ref), scale, str(out),
-                                   {**kwargs, "cache": str(cache), "progress": False})
+                                   {**kwargs, "cache": str(cache), "progress": False}, torch.get_num_threads())
 
 
-def _analyse_job(ref: str, scale: str, out: str, kwargs: dict[str, Any]) -> str:
-    """The analysis job of ``submit``: every model is in the cache by now, so ``run`` only analyses."""
+def _analyse_job(ref: str, scale: str, out: str, kwargs: dict[str, Any], threads: int) -> str:
+    """The analysis job of ``submit``: every model is in the cache by now, so ``run`` only analyses. It uses the
+    submitting process's thread count (CKA's float sums depend on it), so its results equal an inline run's."""
+    torch.set_num_threads(threads)
     return str(run(ref, scale, out, **kwargs))
 
 
