@@ -193,10 +193,12 @@ class LocalLauncher:
 
         import torch
 
-        use_gpus = any(j.cfg.device != "cpu" for j in jobs) and torch.cuda.is_available()
-        workers = min(self.jobs, len(jobs), torch.cuda.device_count() if use_gpus else self.jobs)
+        todo = [j for j in jobs if trained_epochs(j.run_dir) < j.cfg.epochs]  # no process for a cached model
+        use_gpus = any(j.cfg.device != "cpu" for j in todo) and torch.cuda.is_available()
+        workers = min(self.jobs, len(todo), torch.cuda.device_count() if use_gpus else self.jobs)
         if workers <= 1:
             return InlineLauncher(self.progress).train(jobs)
+        jobs = todo
         threads = max(1, torch.get_num_threads() // workers)
         ctx = mp.get_context("spawn")  # fresh interpreters: CUDA_VISIBLE_DEVICES and threads set before use
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
