@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from snncka import analyses as A
 from snncka.cli import main
+from snncka.paper.findings.verdicts import judge
 from snncka.report import build_report
 
 CHROMIUM = next(
@@ -41,7 +42,8 @@ def run_dir(tiny_runs, tmp_path_factory) -> tuple[Path, list[A.Result]]:
         A.rates(snn, n_images=64, device="cpu", progress=False),
     ]
     for r in results:
-        r.save(root / "analyses")
+        r.save(root / "results")
+    judge({"paper": root}, "smoke").save(root / "results", "findings")  # the paper's claims judged on them
     return root, results
 
 
@@ -54,22 +56,23 @@ def test_report_contains_every_figure_and_table(run_dir, tmp_path):
     for k, r in enumerate(results):
         expected += [p.stem for p in r.plot(tmp_path / str(k)) if p.suffix == ".png"]
     imgs = re.findall(r"<img src='data:image/png;base64,([A-Za-z0-9+/=]+)' alt='([^']*)'>", doc)
-    assert len(imgs) == len(expected) == len(re.findall("<img", doc)) >= 12
+    assert len(imgs) == len(expected) + 1 == len(re.findall("<img", doc)) >= 13  # + the findings' verdicts
     alts = [alt for _, alt in imgs]
     for stem in expected:
-        assert any(alt.endswith(": " + stem) for alt in alts), stem
+        assert any(alt == stem or alt.endswith(": " + stem) for alt in alts), stem
     assert all(len(b64) > 2000 for b64, _ in imgs)
     # tables: training accuracies, analysis summaries, config, environment, timings
-    for section in ("Accuracy", "CKA and analysis summary", "Figures", "Resolved configuration", "Environment",
-                    "Timings"):
-        assert f">{section}</h2>" in doc
+    sections = ("Findings: the paper&#x27;s claims judged on these results", "Figures", "Accuracy",
+                "CKA and analysis summary", "Files", "Resolved configuration", "Environment", "Timings")
+    at = [doc.index(f">{section}</h2>") for section in sections]
+    assert at == sorted(at)  # the answer first, provenance last
     lines = (root / "ann" / "metrics.jsonl").read_text().splitlines()
     best = max(json.loads(line)["test_acc"] for line in lines)
     assert f"{100 * best:.4g}" in doc
     for kind in ("compare", "temporal", "blocks", "robustness", "probe", "seeds", "rates"):
         assert f"<h3>{kind}</h3>" in doc, kind
     for text in ("mean CKA (diagonal)", "acc eps=0.5", "last block probe",
-                 "&quot;model&quot;: &quot;resnet8", "torch", "train ann", "ANN resnet8 x0.5 seed0",
+                 "&quot;model&quot;: &quot;resnet8", "torch", "train ANN resnet8 x0.5 seed0", "ANN resnet8 x0.5 seed0",
                  "SNN resnet8 x0.5 T4 seed0"):
         assert text in doc, text
     # self-contained: nothing is fetched from anywhere

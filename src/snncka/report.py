@@ -50,10 +50,10 @@ h1{border-bottom:2px solid #444}h2{border-bottom:1px solid #bbb;margin-top:2em}
 table{border-collapse:collapse;margin:0.5em 0 1em;font-size:0.85em}
 th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f0f0f0}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
-td{overflow-wrap:anywhere;max-width:28em}.wide{overflow-x:auto;max-width:100%}
+td{overflow-wrap:break-word;max-width:28em}.wide{overflow-x:auto;max-width:100%}
 td.path{white-space:nowrap;overflow-wrap:normal;max-width:none;font-family:ui-monospace,monospace}
 .guide{max-width:60em;margin:0.3em 0 0.6em}
-figure{display:inline-block;margin:0.5em;vertical-align:top}
+figure{display:inline-block;margin:0.5em;vertical-align:top;max-width:calc(50% - 1em)}
 figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:0.8em;color:#555}
 pre{background:#f7f7f7;padding:0.6em;overflow-x:auto;font-size:0.8em}
 nav ul{columns:2}.muted{color:#777;font-size:0.85em}
@@ -275,6 +275,39 @@ def _params(meta: dict[str, Any]) -> dict[str, Any]:
             if k not in skip and not (isinstance(v, list) and len(v) > 12)}
 
 
+def _shown_params(meta: dict[str, Any]) -> dict[str, Any]:
+    """A result's settings as the report shows them: the images it used first, the recipe's defaults
+    labelled."""
+    used = _images_used(meta)
+    shown = _recipe_default_images(_params(meta), used)
+    return {"images used": used, **shown} if used is not None else shown
+
+
+def _images_used(meta: Any) -> int | None:
+    """The number of test images a saved result actually used (its ``n_images``, at any depth)."""
+    if isinstance(meta, dict):
+        if isinstance(meta.get("n_images"), int):
+            return meta["n_images"]
+        for v in meta.values():
+            n = _images_used(v)
+            if n is not None:
+                return n
+    return None
+
+
+def _recipe_default_images(cfg: Any, used: int | None) -> Any:
+    """``cfg`` with each recipe's default ``cka_images`` labelled as a default, so a reader never takes the
+    recipe's 4096 (Sec. 4.1) for the number of images a run used."""
+    if not isinstance(cfg, dict):
+        return cfg
+    out = {k: _recipe_default_images(v, used) for k, v in cfg.items()}
+    if "cka_images" in out and isinstance(out["cka_images"], int):
+        n = out["cka_images"]
+        out["cka_images"] = (f"{n} (the recipe's default for CKA analyses; each result says the images it used)" if used is None
+                             else n if used == n else f"{n} (the recipe's default; this result used {used})")
+    return out
+
+
 _RUN_KEYS = ("command", "date")  # differ for every result; the rest describes the machine and software
 
 
@@ -366,7 +399,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, title: s
             skipped.append(msg)
             return []
         n_figs += len(paths)
-        who = _who(res)
+        who = _who(res) + (f" (recipe {recipe_of(res)})" if recipe_of(res) else "")
         return [_img(q, f"{who + ': ' if who else ''}{q.stem}") for q in paths]
 
     try:
@@ -409,12 +442,12 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, title: s
 
     # CKA summaries: one table per analysis kind.
     by_kind: dict[str, list[dict[str, Any]]] = {}
-    for p, res in results:
+    for _, res in results:
         if res.analysis in _VERDICT_KINDS:
             continue
         for row in res.summary():
             by_kind.setdefault(res.analysis, []).append(
-                {**row, **({"recipe": recipe_of(res)} if recipe_of(res) else {}), "file": PathCell(p)})
+                {**row, **({"recipe": recipe_of(res)} if recipe_of(res) else {})})
     body = "".join(f"<h3>{html.escape(k)}</h3>{_table(v)}" for k, v in by_kind.items())
     section("summary", "CKA and analysis summary", body or "<p class='muted'>(no analyses)</p>")
 
@@ -439,7 +472,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, title: s
     for r in runs:
         cfg.append(
             f"<details><summary>{html.escape(_run_label(r))} (training, {html.escape(r.name)})"
-            f"</summary><pre>{html.escape(json.dumps(r.config, indent=1))}</pre></details>"
+            f"</summary><pre>{html.escape(json.dumps(_recipe_default_images(r.config, None), indent=1))}</pre>"
+            "</details>"
         )
     for p, res in results:
         try:
@@ -448,7 +482,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, title: s
             meta = {}
         cfg.append(
             f"<details><summary>{html.escape(res.analysis)} {html.escape(_who(res))} ({html.escape(p.name)})"
-            f"</summary><pre>{html.escape(json.dumps(_params(meta), indent=1))}</pre></details>"
+            f"</summary><pre>{html.escape(json.dumps(_shown_params(meta), indent=1))}</pre></details>"
         )
     section("config", "Resolved configuration", "".join(cfg))
 
