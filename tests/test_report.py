@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -97,13 +98,26 @@ def test_report_cli(run_dir, tmp_path):
     assert out.is_file() and "<title>My run</title>" in out.read_text()
 
 
-_CHECK = """<script>
+_CHECK = r"""<script>
 window.addEventListener('error', e => document.title = 'ERROR ' + e.message);
 window.addEventListener('load', () => {
   const imgs = [...document.images];
   const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
   const d = document.createElement('div'); d.id = 'imgcheck';
   d.textContent = `images ${ok}/${imgs.length}`; document.body.appendChild(d);
+  // where each part starts, and the most lines any table cell holding a path (or a file name) is broken over
+  const top = id => Math.round(document.getElementById(id).getBoundingClientRect().top + scrollY);
+  let lines = 0, n = 0;
+  for (const td of document.querySelectorAll('td')) {
+    const t = td.textContent.trim();
+    if (!td.classList.contains('path') && !(/^\S*[/]\S*$/.test(t) && /[A-Za-z]/.test(t))) continue;
+    const r = document.createRange(); r.selectNodeContents(td); n++;
+    lines = Math.max(lines, new Set([...r.getClientRects()].map(q => Math.round(q.top))).size);
+  }
+  const m = document.createElement('pre'); m.id = 'layout';
+  m.textContent = JSON.stringify({verdicts: top('verdicts'), figures: top('figures'), files: top('files'),
+    firstImg: Math.round(document.images[0].getBoundingClientRect().top + scrollY), pathCells: n, lines});
+  document.body.appendChild(m);
 });
 </script>"""
 
@@ -127,3 +141,7 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     assert "ERROR " not in p.stdout.split("</title>")[0]
     console = [line for line in p.stderr.splitlines() if "CONSOLE" in line]
     assert not console, console
+    # the answer first (verdicts, then figures), provenance last; no table cell breaks a path over lines
+    layout = json.loads(html.unescape(re.search(r'<pre id="layout">(.*?)</pre>', p.stdout).group(1)))
+    assert layout["verdicts"] < layout["firstImg"] < layout["figures"] < layout["files"], layout
+    assert layout["pathCells"] >= 10 and layout["lines"] == 1, layout

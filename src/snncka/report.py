@@ -303,7 +303,8 @@ def _recipe_default_images(cfg: Any, used: int | None) -> Any:
     out = {k: _recipe_default_images(v, used) for k, v in cfg.items()}
     if "cka_images" in out and isinstance(out["cka_images"], int):
         n = out["cka_images"]
-        out["cka_images"] = (f"{n} (the recipe's default for CKA analyses; each result says the images it used)" if used is None
+        out["cka_images"] = (f"{n} (the recipe's default for CKA analyses; each result says the images it used)"
+                             if used is None
                              else n if used == n else f"{n} (the recipe's default; this result used {used})")
     return out
 
