@@ -76,6 +76,11 @@ def test_report_contains_every_figure_and_table(run_dir, tmp_path):
                  "&quot;model&quot;: &quot;resnet8", "torch", "train ANN resnet8 x0.5 seed0", "ANN resnet8 x0.5 seed0",
                  "SNN resnet8 x0.5 T4 seed0"):
         assert text in doc, text
+    # the images a result used, never the recipe's default taken for them
+    assert "&quot;images used&quot;: 64" in doc
+    assert not re.search(r"cka_images&quot;: 4096[,\n]", doc)
+    # models named by label, paths only as one-line file-name cells (full path in the provenance's Files)
+    assert doc.count("class='path'") >= 10 and "<td>analyses/" not in doc and "<td>results/" not in doc
     # self-contained: nothing is fetched from anywhere
     assert not re.search(r"(src|href)\s*=\s*['\"](?!data:|#)", doc)
     assert "<script" not in doc and "@import" not in doc and "url(" not in doc
