@@ -50,7 +50,7 @@ h1{border-bottom:2px solid #444}h2{border-bottom:1px solid #bbb;margin-top:2em}
 table{border-collapse:collapse;margin:0.5em 0 1em;font-size:0.85em}
 th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f0f0f0}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
-td{overflow-wrap:break-word;max-width:28em}.wide{overflow-x:auto;max-width:100%}
+td{overflow-wrap:break-word;max-width:28em}td.long{overflow-wrap:anywhere}.wide{overflow-x:auto;max-width:100%}
 td.path{white-space:nowrap;overflow-wrap:normal;max-width:none;font-family:ui-monospace,monospace}
 .guide{max-width:60em;margin:0.3em 0 0.6em}
 figure{display:inline-block;margin:0.5em;vertical-align:top;max-width:calc(50% - 1em)}
@@ -204,7 +204,11 @@ def _cell(v: Any) -> str:
     if isinstance(v, PathCell):
         return f"<td class='path' title='{html.escape(str(v))}'>{html.escape(Path(v).name)}</td>"
     text, num = _fmt(v)
-    return f"<td class='num'>{html.escape(text)}</td>" if num else f"<td>{html.escape(text)}</td>"
+    if num:
+        return f"<td class='num'>{html.escape(text)}</td>"
+    # a word too long for any column (a platform string) may break anywhere; others only between words
+    long = max((len(w) for w in text.split()), default=0) > 40
+    return f"<td class='long'>{html.escape(text)}</td>" if long else f"<td>{html.escape(text)}</td>"
 
 
 def _fmt(v: Any) -> tuple[str, bool]:
