@@ -117,7 +117,9 @@ window.addEventListener('load', () => {
     const t = td.textContent.trim();
     if (!td.classList.contains('path') && !(/^\S*[/]\S*$/.test(t) && /[A-Za-z]/.test(t))) continue;
     const r = document.createRange(); r.selectNodeContents(td); n++;
-    lines = Math.max(lines, new Set([...r.getClientRects()].map(q => Math.round(q.top))).size);
+    const broken = new Set([...r.getClientRects()].map(q => Math.round(q.top))).size
+      - td.querySelectorAll('br').length;  // lines beyond the cell's own line breaks
+    lines = Math.max(lines, broken);
   }
   const m = document.createElement('pre'); m.id = 'layout';
   m.textContent = JSON.stringify({verdicts: top('verdicts'), figures: top('figures'), files: top('files'),

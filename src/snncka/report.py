@@ -194,11 +194,17 @@ class PathCell(str):
     line."""
 
 
+class NameList(list):
+    """A table cell listing file names or model labels: one per line, none broken."""
+
+
 class _FullPath(PathCell):
     """A path cell shown in full (the provenance's files table), on one line."""
 
 
 def _cell(v: Any) -> str:
+    if isinstance(v, NameList):
+        return f"<td class='path'>{'<br>'.join(html.escape(str(n)) for n in v)}</td>"
     if isinstance(v, _FullPath):
         return f"<td class='path'>{html.escape(str(v))}</td>"
     if isinstance(v, PathCell):
@@ -326,8 +332,8 @@ def _environments(items: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str,
         groups.setdefault(key, ([], machine))[0].append(where)
     rows = []
     for wheres, machine in groups.values():
-        shown = ", ".join(wheres[:6]) + (f" and {len(wheres) - 6} more" if len(wheres) > 6 else "")
-        rows.append({"used by": shown, **machine})
+        shown = wheres[:6] + ([f"and {len(wheres) - 6} more"] if len(wheres) > 6 else [])
+        rows.append({"used by": NameList(shown), **machine})
     return rows
 
 
