@@ -158,8 +158,8 @@ _GUIDE = {
     "blocks": "The CKA of corresponding layers inside residual blocks, by layer type (convolution, "
               "activation, block output): how much each block's output restores the similarity its inner "
               "layers lose (Fig. 3).",
-    "robustness": "PGD bars: test accuracy (%) of each model under a PGD attack of strength eps (L-inf, in the "
-                  "normalised input; eps 0 = clean images), one bar per model. The smaller the drop from eps 0, "
+    "robustness": "PGD bars: test accuracy (%) of each model under a PGD attack of strength eps (L-inf; "
+                  "eps 0 = clean images), one bar per model. The smaller the drop from eps 0, "
                   "the more robust the model (Fig. 8). The CKA charts set each model's layers on clean images "
                   "against the same layers on attacked images (1 = the attack left the features unchanged).",
     "probe": "Test accuracy of a linear classifier trained on each block's pooled output: how much of the class "
