@@ -129,3 +129,36 @@ def test_save_figure_rejects_unknown_format(tmp_path):
     with pytest.raises(ValueError, match="unsupported figure format"):
         plots.save_figure(fig, tmp_path / "x", formats=("bmp",))
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_stage_ticks_name_each_stage_at_its_middle():
+    # stem = conv1,bn1 (0..1), s1 = 2..4, s2 = 5..7, head = act,fc (8..9)
+    assert plots.stage_ticks(LAYERS) == [(0.5, "stem"), (3.0, "s1"), (6.0, "s2"), (8.5, "head")]
+    assert plots.stage_ticks(["conv1", "s1.b0", "s2.b0", "fc"]) == [(0.0, "stem"), (1.0, "s1"), (2.0, "s2"),
+                                                                    (3.0, "fc")]
+    assert plots.stage_ticks([]) == []
+
+
+def test_heatmap_axes_carry_stage_names(tmp_path):
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    ax = fig.subplots()
+    plots._draw_heatmap(ax, np.zeros((len(LAYERS), len(LAYERS))), LAYERS, LAYERS, "t", "SNN layers", "ANN layers")
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["stem", "s1", "s2", "head"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["stem", "s1", "s2", "head"]
+    assert "dashed: stage boundaries" in ax.get_xlabel()
+
+
+def test_bar_legend_hides_no_bar():
+    fig = plots._bars_figure(["0", "0.01", "0.05"], {"ANN resnet20 x1 seed0": [99, 98, 97],
+                                                     "SNN resnet20 x1 T4 seed0": [99, 97, 95]},
+                             xlabel="eps", ylabel="acc", ylim=(0, 105), fmt="%.1f", title="t", figsize=(6, 3.5))
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    (legend,) = fig.legends
+    box = legend.get_window_extent(renderer)
+    bars = [p.get_window_extent(renderer) for p in fig.axes[0].patches]
+    assert len(bars) == 6 and not any(box.overlaps(b) for b in bars)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 
 from snncka import analyses as A
 from snncka.cli import main
+from snncka.paper.findings.verdicts import judge
 from snncka.report import build_report
 
 CHROMIUM = next(
@@ -41,7 +43,8 @@ def run_dir(tiny_runs, tmp_path_factory) -> tuple[Path, list[A.Result]]:
         A.rates(snn, n_images=64, device="cpu", progress=False),
     ]
     for r in results:
-        r.save(root / "analyses")
+        r.save(root / "results")
+    judge({"paper": root}, "smoke").save(root / "results", "findings")  # the paper's claims judged on them
     return root, results
 
 
@@ -54,24 +57,30 @@ def test_report_contains_every_figure_and_table(run_dir, tmp_path):
     for k, r in enumerate(results):
         expected += [p.stem for p in r.plot(tmp_path / str(k)) if p.suffix == ".png"]
     imgs = re.findall(r"<img src='data:image/png;base64,([A-Za-z0-9+/=]+)' alt='([^']*)'>", doc)
-    assert len(imgs) == len(expected) == len(re.findall("<img", doc)) >= 12
+    assert len(imgs) == len(expected) + 1 == len(re.findall("<img", doc)) >= 13  # + the findings' verdicts
     alts = [alt for _, alt in imgs]
     for stem in expected:
-        assert any(alt.endswith(": " + stem) for alt in alts), stem
+        assert any(alt == stem or alt.endswith(": " + stem) for alt in alts), stem
     assert all(len(b64) > 2000 for b64, _ in imgs)
     # tables: training accuracies, analysis summaries, config, environment, timings
-    for section in ("Accuracy", "CKA and analysis summary", "Figures", "Resolved configuration", "Environment",
-                    "Timings"):
-        assert f">{section}</h2>" in doc
+    sections = ("Findings: the paper&#x27;s claims judged on these results", "Figures", "Accuracy",
+                "CKA and analysis summary", "Files", "Resolved configuration", "Environment", "Timings")
+    at = [doc.index(f">{section}</h2>") for section in sections]
+    assert at == sorted(at)  # the answer first, provenance last
     lines = (root / "ann" / "metrics.jsonl").read_text().splitlines()
     best = max(json.loads(line)["test_acc"] for line in lines)
     assert f"{100 * best:.4g}" in doc
     for kind in ("compare", "temporal", "blocks", "robustness", "probe", "seeds", "rates"):
         assert f"<h3>{kind}</h3>" in doc, kind
     for text in ("mean CKA (diagonal)", "acc eps=0.5", "last block probe",
-                 "&quot;model&quot;: &quot;resnet8", "torch", "train ann", "ANN resnet8 x0.5 seed0",
+                 "&quot;model&quot;: &quot;resnet8", "torch", "train ANN resnet8 x0.5 seed0", "ANN resnet8 x0.5 seed0",
                  "SNN resnet8 x0.5 T4 seed0"):
         assert text in doc, text
+    # the images a result used, never the recipe's default taken for them
+    assert "&quot;images used&quot;: 64" in doc
+    assert not re.search(r"cka_images&quot;: 4096[,\n]", doc)
+    # models named by label, paths only as one-line file-name cells (full path in the provenance's Files)
+    assert doc.count("class='path'") >= 10 and "<td>analyses/" not in doc and "<td>results/" not in doc
     # self-contained: nothing is fetched from anywhere
     assert not re.search(r"(src|href)\s*=\s*['\"](?!data:|#)", doc)
     assert "<script" not in doc and "@import" not in doc and "url(" not in doc
@@ -94,13 +103,28 @@ def test_report_cli(run_dir, tmp_path):
     assert out.is_file() and "<title>My run</title>" in out.read_text()
 
 
-_CHECK = """<script>
+_CHECK = r"""<script>
 window.addEventListener('error', e => document.title = 'ERROR ' + e.message);
 window.addEventListener('load', () => {
   const imgs = [...document.images];
   const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
   const d = document.createElement('div'); d.id = 'imgcheck';
   d.textContent = `images ${ok}/${imgs.length}`; document.body.appendChild(d);
+  // where each part starts, and the most lines any table cell holding a path (or a file name) is broken over
+  const top = id => Math.round(document.getElementById(id).getBoundingClientRect().top + scrollY);
+  let lines = 0, n = 0;
+  for (const td of document.querySelectorAll('td')) {
+    const t = td.textContent.trim();
+    if (!td.classList.contains('path') && !(/^\S*[/]\S*$/.test(t) && /[A-Za-z]/.test(t))) continue;
+    const r = document.createRange(); r.selectNodeContents(td); n++;
+    const broken = new Set([...r.getClientRects()].map(q => Math.round(q.top))).size
+      - td.querySelectorAll('br').length;  // lines beyond the cell's own line breaks
+    lines = Math.max(lines, broken);
+  }
+  const m = document.createElement('pre'); m.id = 'layout';
+  m.textContent = JSON.stringify({verdicts: top('verdicts'), figures: top('figures'), files: top('files'),
+    firstImg: Math.round(document.images[0].getBoundingClientRect().top + scrollY), pathCells: n, lines});
+  document.body.appendChild(m);
 });
 </script>"""
 
@@ -124,3 +148,7 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     assert "ERROR " not in p.stdout.split("</title>")[0]
     console = [line for line in p.stderr.splitlines() if "CONSOLE" in line]
     assert not console, console
+    # the answer first (verdicts, then figures), provenance last; no table cell breaks a path over lines
+    layout = json.loads(html.unescape(re.search(r'<pre id="layout">(.*?)</pre>', p.stdout).group(1)))
+    assert layout["verdicts"] < layout["firstImg"] < layout["figures"] < layout["files"], layout
+    assert layout["pathCells"] >= 10 and layout["lines"] == 1, layout

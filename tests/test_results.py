@@ -204,7 +204,7 @@ def test_environment_table_has_one_row_per_environment(tmp_path):
     doc = build_report(tmp_path).read_text()
     env_html = doc.split("id='environment'")[1].split("</table>")[0]
     assert env_html.count("<tr>") == 3  # header, this report, the three results (one environment)
-    assert "r0.json, r1.json, r2.json" in env_html and "overflow-wrap:anywhere" in doc
+    assert "r0.json<br>r1.json<br>r2.json" in env_html and "overflow-wrap:anywhere" in doc
 
 
 # ------------------------------------------------------------------------------------ CLI bad input

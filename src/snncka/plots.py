@@ -36,6 +36,7 @@ __all__ = [
     "grouped_bars",
     "heatmap",
     "heatmap_grid",
+    "stage_ticks",
     "overlay_lines",
     "probe_curves",
     "rate_bars",
@@ -100,12 +101,35 @@ def _new(figsize: tuple[float, float], **kw) -> tuple[Figure, object]:
     return fig, fig.subplots(**kw)
 
 
+def stage_ticks(layers: Sequence[str]) -> list[tuple[float, str]]:
+    """One tick per stage at its middle layer, named ``stem``/``s1``/.../``head`` (the head by its layer name,
+    e.g. ``fc``, when it is one layer), so a heatmap's axes say which layers a region holds."""
+    if not layers:
+        return []
+    bounds = stage_boundaries(layers)
+    starts = [-0.5] + [b for b, _ in bounds]
+    ends = [b for b, _ in bounds] + [len(layers) - 0.5]
+    first = stage_of(layers[0]) or "stem"
+    names = [first] + [n for _, n in bounds]
+    out = []
+    for lo, hi, name in zip(starts, ends, names, strict=True):
+        if name == "head" and hi - lo == 1:
+            name = layers[int(lo + 0.5)].split(".")[-1]
+        out.append(((lo + hi) / 2, name))
+    return out
+
+
 def _mark_stages(ax, layers: Sequence[str], axis: str, color: str = "white") -> None:
+    """Dashed lines at the stage boundaries, and stage names as the axis's ticks."""
     for pos, _ in stage_boundaries(layers):
         if axis == "x":
             ax.axvline(pos, color=color, lw=0.8, ls="--", alpha=0.8)
         else:
             ax.axhline(pos, color=color, lw=0.8, ls="--", alpha=0.8)
+    ticks = stage_ticks(layers)
+    if len(ticks) > 1:
+        set_ticks = ax.set_xticks if axis == "x" else ax.set_yticks
+        set_ticks([t for t, _ in ticks], [n for _, n in ticks], fontsize=7)
 
 
 def _draw_heatmap(
@@ -125,7 +149,8 @@ def _draw_heatmap(
     im = ax.imshow(m, origin="lower", cmap=CMAP, vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
     _mark_stages(ax, x_layers, "x")
     _mark_stages(ax, y_layers, "y")
-    ax.set_xlabel(x_label)
+    staged = len(stage_boundaries(x_layers)) + len(stage_boundaries(y_layers)) > 0
+    ax.set_xlabel(x_label + (" (dashed: stage boundaries)" if staged else ""), fontsize=8 if staged else None)
     ax.set_ylabel(y_label)
     ax.set_title(title, fontsize=10 if "\n" not in title else 8)
     return im
@@ -347,7 +372,14 @@ def grouped_bars(
     formats: Sequence[str] = FORMATS,
 ) -> list[Path]:
     """Bars side by side: one group per entry of ``groups``, one bar per series of ``values`` in each group,
-    values on the bars (e.g. the mean CKA per layer type under two recipes)."""
+    values on the bars (e.g. the mean CKA per layer type under two recipes); the legend sits above the axes."""
+    fig = _bars_figure(groups, values, xlabel=xlabel, ylabel=ylabel, ylim=ylim, fmt=fmt, title=title,
+                       figsize=figsize)
+    return save_figure(fig, out, formats, dpi)
+
+
+def _bars_figure(groups: Sequence[str], values: Mapping[str, Sequence[float]], *, xlabel: str, ylabel: str,
+                 ylim: tuple[float, float] | None, fmt: str, title: str, figsize: tuple[float, float]) -> Figure:
     fig, ax = _new(figsize)
     n = len(values)
     width = 0.8 / max(n, 1)
@@ -364,9 +396,10 @@ def grouped_bars(
     ax.set_ylabel(ylabel)
     if ylim is not None:
         ax.set_ylim(*ylim)
-    ax.legend(fontsize=8)
+    if n:  # above the axes, beside no bar: a legend inside the axes hides the bars under it
+        fig.legend(loc="outside upper center", ncols=min(n, 3), fontsize=8, frameon=False)
     ax.set_title(title, fontsize=10)
-    return save_figure(fig, out, formats, dpi)
+    return fig
 
 
 LINE_STYLES = ("-", "--", ":", "-.")
