@@ -83,12 +83,14 @@ class Run:
         return subject.data.x_test[:n]
 
 
-def _per_model(run: Run, entry: registry.AnalysisEntry, a: dict[str, Any]) -> None:
-    """A ``needs="pair"|"snn"|"ann"`` analysis on every model it applies to, each result saved once."""
+def _per_model(run: Run, entry: registry.AnalysisEntry, a: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """A ``needs="pair"|"snn"|"ann"`` analysis on every model it applies to, each result saved once; returns
+    ``{result name: {"analysis": kind, "model": model name}}`` (what ``experiment.json`` records of them)."""
     settings = {k: v for k, v in a.items() if k not in ("kind", "name", "models")}
     need = ("ann", "snn") if entry.needs == "pair" else (entry.needs,)
     stem = a.get("name", entry.name)
     dev = run.common.get("device")
+    saved = {}
     for s in run.models(a.get("models"), need):
         def go(s: ModelSpec = s) -> Result:
             subs = [Subject.load(run.ckpt(s, k), data_root=run.common.get("data_root"), device=dev) for k in need]
@@ -101,6 +103,8 @@ def _per_model(run: Run, entry: registry.AnalysisEntry, a: dict[str, Any]) -> No
                                 "numbers and lists or a snncka Result")
             return out
         run.cached(f"{stem}-{s.name}", go)
+        saved[f"{stem}-{s.name}"] = {"analysis": entry.name, "model": s.name}
+    return saved
 
 
 def run(ref: str | Path, scale: str = "smoke", out: str | Path | None = None, *,
@@ -158,17 +162,19 @@ def run_one(ref: str | Path | Experiment, scale: str, out: Path, *, cache: str |
             and settings.get("cka_images") == default_scales()["paper"].get("cka_images")):
         common["n_images"] = settings.get("cka_images", 4096)  # else the recipe's (paper 4096, code 2048)
     ctx = Run(exp, scale, specs, runs, out, common, recipe)
+    per_model: dict[str, dict[str, str]] = {}
     for a in exp.analyses_at(scale):
         entry = registry.get_analysis(a["kind"])
         if entry.needs == "all":
             entry.fn(ctx, **{k: v for k, v in a.items() if k != "kind"})
         else:
-            _per_model(ctx, entry, a)
+            per_model.update(_per_model(ctx, entry, a))
 
     _write_json(out / "experiment.json", {
         "id": exp.id, "title": exp.title, "description": exp.description, "scale": scale, "recipe": recipe,
         "settings": settings, "source": exp.source, "cache": str(cache),
         "models": {sid: {k: str(p) for k, p in kinds.items()} for sid, kinds in runs.items()},
+        "results": per_model,  # each per-model result: its analysis and the experiment's model it is about
         "environment": environment(),
     })
     if judge:
