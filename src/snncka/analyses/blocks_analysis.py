@@ -14,7 +14,7 @@ import numpy as np
 
 from ..registry import register_analysis
 from ..results import curve_ylim
-from .pairwise import CompareAnalysis, compare, compared_pairs
+from .compare_analysis import CompareAnalysis, compare, compared_pairs
 from .subjects import RecipeMeasured
 
 __all__ = ["BLOCK_NAME", "TYPE_LABELS", "BlocksResult", "block_subset", "blocks", "blocks_from", "check_block_names"]
