@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ class Run:
     out: Path
     common: dict[str, Any]
     recipe: str = "paper"
+    about: dict[str, dict[str, str]] = field(default_factory=dict)  # result name -> {"model": model name}
 
     def ckpt(self, spec: ModelSpec, kind: str) -> Path:
         """The checkpoint the recipe analyses (its ``checkpoint``: best or last epoch; last if no best)."""
@@ -62,8 +63,12 @@ class Run:
         chosen = [s for s in self.specs if models is None or s.id in models]
         return [s for s in chosen if all(k in s.types for k in need)]
 
-    def cached(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Result:
-        """``fn(*args, **kwargs)`` saved as ``results/<name>``, or loaded from there if a run already did it."""
+    def cached(self, name: str, fn: Callable[..., Any], *args: Any, model: str | None = None,
+               **kwargs: Any) -> Result:
+        """``fn(*args, **kwargs)`` saved as ``results/<name>``, or loaded from there if a run already did it.
+        ``model``: the name of the experiment's model the result is about (recorded in ``experiment.json``)."""
+        if model is not None:
+            self.about[name] = {"model": model}
         path = self.out / "results" / f"{name}.json"
         if path.is_file():
             return load_result(path)
@@ -83,14 +88,12 @@ class Run:
         return subject.data.x_test[:n]
 
 
-def _per_model(run: Run, entry: registry.AnalysisEntry, a: dict[str, Any]) -> dict[str, dict[str, str]]:
-    """A ``needs="pair"|"snn"|"ann"`` analysis on every model it applies to, each result saved once; returns
-    ``{result name: {"analysis": kind, "model": model name}}`` (what ``experiment.json`` records of them)."""
+def _per_model(run: Run, entry: registry.AnalysisEntry, a: dict[str, Any]) -> None:
+    """A ``needs="pair"|"snn"|"ann"`` analysis on every model it applies to, each result saved once."""
     settings = {k: v for k, v in a.items() if k not in ("kind", "name", "models")}
     need = ("ann", "snn") if entry.needs == "pair" else (entry.needs,)
     stem = a.get("name", entry.name)
     dev = run.common.get("device")
-    saved = {}
     for s in run.models(a.get("models"), need):
         def go(s: ModelSpec = s) -> Result:
             subs = [Subject.load(run.ckpt(s, k), data_root=run.common.get("data_root"), device=dev) for k in need]
@@ -102,9 +105,7 @@ def _per_model(run: Run, entry: registry.AnalysisEntry, a: dict[str, Any]) -> di
                 raise TypeError(f"analysis {entry.name!r} returned a {type(out).__name__}; return a dict of "
                                 "numbers and lists or a snncka Result")
             return out
-        run.cached(f"{stem}-{s.name}", go)
-        saved[f"{stem}-{s.name}"] = {"analysis": entry.name, "model": s.name}
-    return saved
+        run.cached(f"{stem}-{s.name}", go, model=s.name)
 
 
 def run(ref: str | Path, scale: str = "smoke", out: str | Path | None = None, *,
@@ -162,19 +163,18 @@ def run_one(ref: str | Path | Experiment, scale: str, out: Path, *, cache: str |
             and settings.get("cka_images") == default_scales()["paper"].get("cka_images")):
         common["n_images"] = settings.get("cka_images", 4096)  # else the recipe's (paper 4096, code 2048)
     ctx = Run(exp, scale, specs, runs, out, common, recipe)
-    per_model: dict[str, dict[str, str]] = {}
     for a in exp.analyses_at(scale):
         entry = registry.get_analysis(a["kind"])
         if entry.needs == "all":
             entry.fn(ctx, **{k: v for k, v in a.items() if k != "kind"})
         else:
-            per_model.update(_per_model(ctx, entry, a))
+            _per_model(ctx, entry, a)
 
     _write_json(out / "experiment.json", {
         "id": exp.id, "title": exp.title, "description": exp.description, "scale": scale, "recipe": recipe,
         "settings": settings, "source": exp.source, "cache": str(cache),
         "models": {sid: {k: str(p) for k, p in kinds.items()} for sid, kinds in runs.items()},
-        "results": per_model,  # each per-model result: its analysis and the experiment's model it is about
+        "results": ctx.about,  # each per-model result: the experiment's model it is about
         "environment": environment(),
     })
     if judge:

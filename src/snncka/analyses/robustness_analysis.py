@@ -305,4 +305,5 @@ def robustness_of_pairs(run: Any, *, models: list[str] | None = None, layers: An
 
     for s in run.models(models, ("ann", "snn")):
         run.cached(f"robustness-{s.name}", robustness, [run.ckpt(s, "ann"), run.ckpt(s, "snn")], eps=eps,
+                   model=s.name,
                    **layer_choice(layers), **({"steps": steps} if steps is not None else {}), **run.common)

@@ -106,4 +106,4 @@ def temporal_of_snns(run: Any, *, models: list[str] | None = None, layers: Any =
 
     for s in run.models(models, ("snn",)):
         run.cached("temporal" + (f"-{name}" if name else "") + f"-{s.name}", temporal, run.ckpt(s, "snn"),
-                   **layer_choice(layers), **run.common)
+                   model=s.name, **layer_choice(layers), **run.common)
