@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from snncka.analyses import CompareAnalysis, RobustnessResult, SeedsResult, TemporalAnalysis, blocks_from
+from snncka.identity import ModelIdentity
 from snncka.paper import findings
 from snncka.paper.findings import FAILS, HOLDS, UNMEASURED, Finding, claims, evaluate
 from snncka.paper.findings.claims import model_info
@@ -17,6 +18,16 @@ BLOCK = ["act", "conv", "norm", "act", "conv", "norm", "block"]
 BLOCK_NAMES = ["act1", "conv1", "bn1", "act2", "conv2", "bn2", None]
 
 
+def ident(label: str) -> dict:
+    """The identity (as results store it) of a test model written as ``"SNN resnet20 x4 T8 res010"``: type,
+    architecture, then optional ``x<width>``, ``T<steps>`` (default 4) and ``res<flags>`` (default all 1)."""
+    kind, arch, *rest = label.split()
+    opt = {p: t[len(p):] for t in rest for p in ("x", "T", "res", "seed") if t.startswith(p) and t[len(p):].isdigit()}
+    return ModelIdentity.make(arch, float(opt.get("x", 1)), int(opt.get("T", 4)),
+                              [c == "1" for c in opt.get("res", "111")], kind == "SNN", "paper", "digits",
+                              int(opt.get("seed", 0))).as_dict()
+
+
 def pair(snn: str, diag, names=None, kinds=None, ann: str | None = None) -> CompareAnalysis:
     """An ANN-vs-SNN result whose corresponding-layer CKA is ``diag`` (off-diagonal entries 0.1)."""
     n = len(diag)
@@ -24,8 +35,9 @@ def pair(snn: str, diag, names=None, kinds=None, ann: str | None = None) -> Comp
     kinds = kinds or ["conv"] * n
     m = np.full((n, n), 0.1)
     np.fill_diagonal(m, diag)
-    return CompareAnalysis.from_matrix(m, list(names), list(names), list(kinds), list(kinds), snn,
-                                       ann or "ANN " + snn.split()[1], True, False)
+    ann = ann or "ANN " + snn.split()[1]
+    return CompareAnalysis.from_matrix(m, list(names), list(names), list(kinds), list(kinds), snn, ann, True,
+                                       False, identities=[ident(snn), ident(ann)])
 
 
 def block_curve(out: float, conv: float, act: float, norm: float = 0.8, blocks=("s1.b0", "s2.b0", "s3.b0")):
@@ -65,7 +77,8 @@ def temporal(label: str, T: int, offdiag: dict[str, float]) -> TemporalAnalysis:
 
 def pgd(clean, acc, cka=None) -> RobustnessResult:
     eps = [0.001, 0.01]
-    return RobustnessResult(eps=eps, labels=["ANN resnet8", "SNN resnet8 T4"], clean_accuracy=list(clean),
+    labels = ["ANN resnet8", "SNN resnet8 T4"]
+    return RobustnessResult(eps=eps, labels=labels, identities=[ident(lb) for lb in labels], clean_accuracy=list(clean),
                             accuracy=[list(a) for a in acc], layers=[["l0", "l1"]] * 2, kinds=[["conv"] * 2] * 2,
                             cka=cka if cka is not None else [[], []], steps=20, step_size="0.1*eps",
                             random_start=False, space="normalised", n_images=100)
@@ -78,11 +91,11 @@ def by_id(found: list[Finding]) -> dict[str, Finding]:
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def test_model_info_reads_snnckas_labels() -> None:
-    i = model_info("SNN resnet20 x4 T8 res010 seed1")
+def test_model_info_reads_the_identity() -> None:
+    i = model_info(ModelIdentity.from_dict(ident("SNN resnet20 x4 T8 res010 seed1")))
     assert (i["arch"], i["family"], i["depth"], i["width"], i["T"], i["residual"], i["spiking"]) == \
         ("resnet20", "resnet", 20, 4.0, 8, False, True)
-    j = model_info("ANN vgg13")
+    j = model_info(ModelIdentity.from_dict(ident("ANN vgg13")))
     assert (j["depth"], j["width"], j["T"], j["residual"], j["spiking"]) == (13, 1.0, None, True, False)
 
 

@@ -74,7 +74,7 @@ def test_the_graph_is_read() -> None:
     assert "snncka.runner" in GRAPH["snncka.cli.reproduce"]
     assert "snncka.registry" in GRAPH["snncka.models"]
     assert "snncka.analyses" in GRAPH["snncka.paper.findings"]
-    assert "snncka.analyses.pairwise" in GRAPH["snncka.analyses.blocktypes"]
+    assert "snncka.analyses.compare_analysis" in GRAPH["snncka.analyses.blocks_analysis"]
 
 
 def test_the_library_never_imports_the_paper_or_the_cli() -> None:

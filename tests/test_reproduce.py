@@ -179,7 +179,7 @@ def test_interrupted_reproduce_resumes_without_retraining(tmp_path: Path, monkey
     def broken(*a, **k):
         raise RuntimeError("killed during the analyses")
 
-    monkeypatch.setattr(analyses.seedpairs, "seeds", broken)
+    monkeypatch.setattr(analyses.seeds_analysis, "seeds", broken)
     with pytest.raises(RuntimeError, match="killed"):
         run("appC", "smoke", out, cache=cache, **SMOKE)
     trained = sorted(p.name for p in cache.iterdir())

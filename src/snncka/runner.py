@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ class Run:
     out: Path
     common: dict[str, Any]
     recipe: str = "paper"
+    about: dict[str, dict[str, str]] = field(default_factory=dict)  # result name -> {"model": model name}
 
     def ckpt(self, spec: ModelSpec, kind: str) -> Path:
         """The checkpoint the recipe analyses (its ``checkpoint``: best or last epoch; last if no best)."""
@@ -64,8 +65,12 @@ class Run:
         chosen = [s for s in self.specs if models is None or s.id in models]
         return [s for s in chosen if all(k in s.types for k in need)]
 
-    def cached(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Result:
-        """``fn(*args, **kwargs)`` saved as ``results/<name>``, or loaded from there if a run already did it."""
+    def cached(self, name: str, fn: Callable[..., Any], *args: Any, model: str | None = None,
+               **kwargs: Any) -> Result:
+        """``fn(*args, **kwargs)`` saved as ``results/<name>``, or loaded from there if a run already did it.
+        ``model``: the name of the experiment's model the result is about (recorded in ``experiment.json``)."""
+        if model is not None:
+            self.about[name] = {"model": model}
         path = self.out / "results" / f"{name}.json"
         if path.is_file():
             return load_result(path)
@@ -102,7 +107,7 @@ def _per_model(run: Run, entry: registry.AnalysisEntry, a: dict[str, Any]) -> No
                 raise TypeError(f"analysis {entry.name!r} returned a {type(out).__name__}; return a dict of "
                                 "numbers and lists or a snncka Result")
             return out
-        run.cached(f"{stem}-{s.name}", go)
+        run.cached(f"{stem}-{s.name}", go, model=s.name)
 
 
 def run(ref: str | Path, scale: str = "smoke", out: str | Path | None = None, *,
@@ -171,6 +176,7 @@ def run_one(ref: str | Path | Experiment, scale: str, out: Path, *, cache: str |
         "id": exp.id, "title": exp.title, "description": exp.description, "scale": scale, "recipe": recipe,
         "settings": settings, "source": exp.source, "cache": str(cache),
         "models": {sid: {k: str(p) for k, p in kinds.items()} for sid, kinds in runs.items()},
+        "results": ctx.about,  # each per-model result: the experiment's model it is about
         "environment": environment(),
     })
     if judge:

@@ -24,23 +24,23 @@ are compared (``RecipeMeasured``).
 Each registers its experiment step (``snncka.registry.register_analysis``): what ``[[analysis]] kind = ...``
 of an experiment file runs. ``TableResult`` holds what a user's analysis returned as a dict.
 
-Modules: ``subjects`` (models, their data and test images), ``pairwise`` (compare), ``timesteps`` (temporal),
-``blocktypes`` (blocks), ``adversarial`` (robustness), ``probes`` (probe), ``seedpairs`` (seeds), ``firing``
-(rates); the result format is ``snncka.results``.
+Modules: ``subjects`` (models, their data and test images) and one ``<analysis>_analysis`` module per analysis
+(``compare_analysis``, ``temporal_analysis``, ``blocks_analysis``, ``robustness_analysis``, ``probe_analysis``,
+``seeds_analysis``, ``rates_analysis``); the result format is ``snncka.results``.
 """
 
 from __future__ import annotations
 
 from ..results import CKAResult, Result, TemporalResult, iter_results, load_result
-from .adversarial import DEFAULT_EPS, DRIFT_EPS, RobustnessResult, robustness
-from .blocktypes import BLOCK_NAME, TYPE_LABELS, BlocksResult, block_subset, blocks, blocks_from, check_block_names
-from .firing import RatesResult, rates
-from .pairwise import CompareAnalysis, Overview, compare
-from .probes import ProbeResult, fit_linear_probe, pooled_features, probe, probe_layers
-from .seedpairs import SeedsResult, seeds
+from .blocks_analysis import BLOCK_NAME, TYPE_LABELS, BlocksResult, block_subset, blocks, blocks_from, check_block_names
+from .compare_analysis import CompareAnalysis, Overview, compare
+from .probe_analysis import ProbeResult, fit_linear_probe, pooled_features, probe, probe_layers
+from .rates_analysis import RatesResult, rates
+from .robustness_analysis import DEFAULT_EPS, DRIFT_EPS, RobustnessResult, robustness
+from .seeds_analysis import SeedsResult, seeds
 from .subjects import RecipeMeasured, Subject, accuracy, check_same_images, describe, resolve_recipe
 from .table import TableResult
-from .timesteps import TemporalAnalysis, temporal
+from .temporal_analysis import TemporalAnalysis, temporal
 
 __all__ = [
     "BLOCK_NAME",

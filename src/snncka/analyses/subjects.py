@@ -27,6 +27,7 @@ from ..checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from ..data import Dataset, frames_for, to_model_input
 from ..data import get as get_dataset
 from ..evaluation import evaluate_tensors
+from ..identity import ModelIdentity
 from ..models import SNNCKAModel
 from ..models import from_checkpoint as models_from_checkpoint
 from ..results import Measured
@@ -49,12 +50,14 @@ def _cached_dataset(key: tuple, load: Callable[[], Dataset]) -> Dataset:
 
 @dataclass
 class Subject:
-    """A model together with the dataset it was trained on (the test split is what analyses use)."""
+    """A model together with the dataset it was trained on (the test split is what analyses use) and the seed
+    it was trained with (part of its ``identity``)."""
 
     model: SNNCKAModel
     data: Dataset
     label: str = ""
     source: str | None = None
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if not self.label:
@@ -68,6 +71,11 @@ class Subject:
     @property
     def spiking(self) -> bool:
         return bool(self.model.spiking)
+
+    @property
+    def identity(self) -> ModelIdentity:
+        """What the model is (``snncka.identity``): what results record and findings read."""
+        return ModelIdentity.of_model(self.model.config, self.data.name, self.seed)
 
     @property
     def recipe(self) -> str:
@@ -123,7 +131,7 @@ class Subject:
         key = (name, str(root), frames, tc.get("data_seed", 0), norm)
         ds = _cached_dataset(key, lambda: get_dataset(name, root=root, frames=frames, seed=tc.get("data_seed", 0),
                                                       normalisation=norm))
-        return cls(model, ds, label or describe(model, tc.get("seed")), str(p))
+        return cls(model, ds, label or describe(model, tc.get("seed")), str(p), int(tc.get("seed", 0)))
 
 
 def describe(model: SNNCKAModel, seed: int | None = None) -> str:
@@ -306,14 +314,23 @@ class RecipeMeasured(Measured):
 
     ``recipe``: the recipe the analysis ran under ("" in a result made before recipes); ``recipe_settings``:
     its fields; ``model_recipes``: the recipe each analysed model was built under; ``mixed_recipes`` and
-    ``recipe_warning``: set when those differ (the comparison is allowed, and stated in the report).
+    ``recipe_warning``: set when those differ (the comparison is allowed, and stated in the report);
+    ``identities``: each analysed model's ``ModelIdentity`` (as a dict), in the analysis's order of models.
     """
 
     recipe: str = ""
     recipe_settings: dict = field(default_factory=dict)
     model_recipes: list[str] = field(default_factory=list)
+    identities: list[dict] = field(default_factory=list)
     mixed_recipes: bool = False
     recipe_warning: str = ""
+
+    def identity(self, spiking: bool | None = None) -> ModelIdentity | None:
+        """The first analysed model's identity (``spiking``: the first SNN's / ANN's); None if none recorded."""
+        for d in self.identities:
+            if spiking is None or bool(d["spiking"]) == spiking:
+                return ModelIdentity.from_dict(d)
+        return None
 
     def recipe_label(self) -> str:
         """The recipe as the report shows it, e.g. ``code`` or ``paper (models: paper, code; mixed)``."""
@@ -339,7 +356,7 @@ def resolve_recipe(recipe: str | recipes.Recipe | None, subs: Sequence[Subject]
                    f"{rec.name!r}, so differences include the recipes' (see docs/FIDELITY.md)")
         warnings.warn(warning, UserWarning, stacklevel=3)
     return rec, dict(recipe=rec.name, recipe_settings=rec.as_dict(), model_recipes=model_recipes,
-                     mixed_recipes=mixed, recipe_warning=warning)
+                     identities=[s.identity.as_dict() for s in subs], mixed_recipes=mixed, recipe_warning=warning)
 
 
 def cka_settings(rec: recipes.Recipe, n_images: int | None | str, batch_size: int | None, layers: Any

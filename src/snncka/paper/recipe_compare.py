@@ -21,13 +21,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..analyses import TYPE_LABELS, load_result
+from ..analyses import TYPE_LABELS, BlocksResult, CompareAnalysis, RobustnessResult, load_result
+from ..readers import read_json
 from ..registry import register_judge
 from ..results import Result, finite_mean
 
 __all__ = ["RecipeComparison", "compare_recipes", "judge"]
 
-_KINDS = ("compare", "blocks", "robustness")  # the analyses whose results are compared across recipes
+_KINDS = {CompareAnalysis: "compare", BlocksResult: "blocks", RobustnessResult: "robustness"}  # compared
 _TYPES = tuple(TYPE_LABELS.values())  # the layer types of Fig. 3: residual output, LIF/ReLU, conv, BN
 
 
@@ -80,8 +81,8 @@ class RecipeComparison(Result):
                     b.get("restore_fraction"))
         for model, by_recipe in self.robustness.items():
             for r, rb in by_recipe.items():
-                for m, label in enumerate(rb["labels"]):
-                    kind = _kind(label)
+                for m, spiking in enumerate(rb["spiking"]):
+                    kind = _kind(spiking)
                     put(model, "Fig. 8", f"{kind} clean accuracy (%)", r, rb["clean"][m])
                     for e, acc, cka in zip(rb["eps"], rb["accuracy"][m], rb["cka_mean"][m], strict=True):
                         put(model, "Fig. 8", f"{kind} robust accuracy (%), eps={e:g}", r, acc)
@@ -125,9 +126,9 @@ class RecipeComparison(Result):
             acc: dict[str, dict[str, list[float]]] = {}
             cka: dict[str, dict[str, list[float]]] = {}
             for r, rb in by_recipe.items():
-                for m, label in enumerate(rb["labels"]):
-                    acc.setdefault(_kind(label), {})[f"{r} recipe"] = [rb["clean"][m], *rb["accuracy"][m]]
-                    cka.setdefault(_kind(label), {})[f"{r} recipe"] = rb["cka_mean"][m]
+                for m, spiking in enumerate(rb["spiking"]):
+                    acc.setdefault(_kind(spiking), {})[f"{r} recipe"] = [rb["clean"][m], *rb["accuracy"][m]]
+                    cka.setdefault(_kind(spiking), {})[f"{r} recipe"] = rb["cka_mean"][m]
             paths += plots.overlay_lines([0.0, *eps], acc, f"{stem}_{slug}_robust_accuracy", xlabel="eps (L-inf)",
                                          ylabel="accuracy (%)", ylim=(0, 105),
                                          title=f"{model}: accuracy under PGD (Fig. 8)")
@@ -137,8 +138,8 @@ class RecipeComparison(Result):
         return paths
 
 
-def _kind(label: str) -> str:
-    return "SNN" if str(label).startswith("SNN") else "ANN"
+def _kind(spiking: bool) -> str:
+    return "SNN" if spiking else "ANN"
 
 
 def _slug(text: str) -> str:
@@ -174,7 +175,8 @@ def _blocks_entry(res: Any) -> dict[str, Any]:
 
 
 def _robustness_entry(res: Any) -> dict[str, Any]:
-    return {"eps": list(res.eps), "labels": list(res.labels), "clean": list(res.clean_accuracy),
+    return {"eps": list(res.eps), "labels": list(res.labels), "spiking": [bool(d["spiking"]) for d in res.identities],
+            "clean": list(res.clean_accuracy),
             "accuracy": [list(a) for a in res.accuracy],
             "cka_mean": [[finite_mean(c) for c in per_eps] for per_eps in res.cka]}
 
@@ -189,14 +191,17 @@ def judge(folders: dict[str, str | Path], scale: str, experiment: str = "") -> R
 
 
 def compare_recipes(folders: dict[str, str | Path], experiment: str = "") -> RecipeComparison:
-    """The ``compare-``, ``blocks-`` and ``robustness-<model>`` results of each recipe's experiment folder
-    (``{recipe: folder}``), gathered per model for the models every recipe analysed."""
-    got: dict[str, dict[str, dict[str, dict[str, Any]]]] = {k: {} for k in _KINDS}
+    """The compare, blocks and robustness results of each recipe's experiment folder (``{recipe: folder}``),
+    gathered per model (the experiment's model each is about, as ``experiment.json`` records) for the models
+    every recipe analysed."""
+    got: dict[str, dict[str, dict[str, dict[str, Any]]]] = {k: {} for k in _KINDS.values()}
     for recipe, folder in folders.items():
-        for p in sorted((Path(folder) / "results").glob("*.json")):
-            kind, _, model = p.stem.partition("-")
-            if kind in _KINDS and model:
-                got[kind].setdefault(model, {})[recipe] = _ENTRY[kind](load_result(p))
+        index = read_json(Path(folder) / "experiment.json").get("results", {})
+        for name, about in sorted(index.items()):
+            res = load_result(Path(folder) / "results" / f"{name}.json")
+            kind = _KINDS.get(type(res))
+            if kind is not None:
+                got[kind].setdefault(about["model"], {})[recipe] = _ENTRY[kind](res)
     every = {k: {m: by for m, by in models.items() if len(by) == len(folders)} for k, models in got.items()}
     if not any(every.values()):
         where = ", ".join(str(f) for f in folders.values())

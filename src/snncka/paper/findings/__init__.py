@@ -199,6 +199,7 @@ class _PGD:
     clean_accuracy: list[float]
     accuracy: list[list[float]]
     cka: list[Any] = field(default_factory=list)
+    identities: list[dict] = field(default_factory=lambda: [{"spiking": False}, {"spiking": True}])  # ANN, SNN
 
 
 def _rows(pairs: Iterable[tuple[str, float, float]], who: Mapping[str, dict] | None = None

@@ -7,9 +7,9 @@ confirm or contradict the paper's direction of effect.
 
 Every predicate is a small pure function over results of the types ``evaluate`` routes to it (ANN-vs-SNN
 ``CompareAnalysis``, ``BlocksResult``, ``TemporalAnalysis``, ``RobustnessResult``, ``SeedsResult``, the
-paper-table ``PaperComparison``). Model properties (depth, width, T, residual) are read from the
-labels snncka writes (``"SNN resnet20 x4 T8 res010"``). The thresholds are the constants below, each derived
-from its claim's wording and the paper's own numbers (the derivation is beside it) and checked by
+paper-table ``PaperComparison``). Model properties (depth, width, T, residual, SNN or ANN) are read from the
+model identities every result records (``snncka.identity.ModelIdentity``). The thresholds are the constants
+below, each derived from its claim's wording and the paper's own numbers (the derivation is beside it) and checked by
 ``evaluate_paper``: every predicate holds on the paper's numbers wherever the paper prints them. Each predicate
 judges only the setting its claim is about (``OUT_OF_SCOPE``).
 """
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ...analyses import BlocksResult
+from ...identity import ModelIdentity
 from ...results import finite_mean
 
 __all__ = ["THRESHOLDS", "VERDICTS", "Finding", "model_info", "spearman"]
@@ -107,28 +108,15 @@ class Finding:
 # Reading results
 # --------------------------------------------------------------------------------------------------------
 
-_LABEL = re.compile(r"^(?P<kind>ANN|SNN)\s+(?P<arch>(?P<family>[a-z]+?)(?P<depth>\d+))\b(?P<rest>.*)$")
-
-
-def model_info(label: str) -> dict[str, Any]:
-    """Arch, depth, width, T and residual flags from a label like ``"SNN resnet20 x4 T8 res010"``."""
-    m = _LABEL.match(label.strip())
-    if not m:
+def model_info(identity: ModelIdentity | None) -> dict[str, Any]:
+    """Arch, family, depth, width, T, residual (every stage) and SNN-or-ANN of a model's identity (all None,
+    width 1 and residual for a result that records none)."""
+    if identity is None:
         return {"arch": None, "family": None, "depth": None, "width": 1.0, "T": None, "residual": True,
                 "spiking": None}
-    rest = m.group("rest")
-    w = re.search(r"\bx([\d.]+)\b", rest)
-    t = re.search(r"\bT(\d+)\b", rest)
-    r = re.search(r"\bres([01]+)\b", rest)
-    return {
-        "arch": m.group("arch"),
-        "family": m.group("family"),
-        "depth": int(m.group("depth")),
-        "width": float(w.group(1)) if w else 1.0,
-        "T": int(t.group(1)) if t else None,
-        "residual": r is None or set(r.group(1)) == {"1"},
-        "spiking": m.group("kind") == "SNN",
-    }
+    return {"arch": identity.arch, "family": identity.family, "depth": identity.depth, "width": identity.width,
+            "T": identity.T if identity.spiking else None, "residual": all(identity.residual),
+            "spiking": identity.spiking}
 
 
 def _diagonal(r: Any) -> tuple[list[str], np.ndarray, list[str]]:
@@ -140,8 +128,7 @@ def _diagonal(r: Any) -> tuple[list[str], np.ndarray, list[str]]:
 
 def _pair_info(r: Any) -> dict[str, Any]:
     """The SNN side's model info of an ANN-vs-SNN result (its T), plus the mean diagonal CKA."""
-    snn = r.label_a if r.spiking_a else r.label_b
-    info = model_info(snn)
+    info = model_info(r.identity(spiking=True))
     names, d, kinds = _diagonal(r)
     blocks = [v for v, k in zip(d, kinds, strict=True) if k == "block"]
     info["mean"] = finite_mean(d)
@@ -459,8 +446,9 @@ def event_lowers_similarity(event_pairs: Sequence[Any], static_pairs: Sequence[A
 
 
 def _ann_snn(r: Any) -> tuple[int, int] | None:
-    kinds = ["snn" if str(lb).startswith("SNN") else "ann" for lb in r.labels]
-    return (kinds.index("ann"), kinds.index("snn")) if "ann" in kinds and "snn" in kinds else None
+    """(index of the ANN, index of the SNN) among a result's models, by their identities; None without both."""
+    spiking = [bool(d["spiking"]) for d in r.identities]
+    return (spiking.index(False), spiking.index(True)) if False in spiking and True in spiking else None
 
 
 def snn_more_robust(robustness: Sequence[Any]) -> Finding:

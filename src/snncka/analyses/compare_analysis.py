@@ -194,7 +194,8 @@ def layer_choice(layers: str | list[str] | None) -> dict[str, Any]:
 def compared_pairs(run: Any, models: list[str] | None = None, layers: Any = None) -> list[tuple[Any, Any]]:
     """(spec, SNN-vs-ANN compare result) of every ANN/SNN pair of an experiment run, each computed once."""
     return [(s, run.cached(f"compare-{s.name}", compare, run.ckpt(s, "snn"), run.ckpt(s, "ann"),
-                           **layer_choice(layers), **run.common)) for s in run.models(models, ("ann", "snn"))]
+                           model=s.name, **layer_choice(layers), **run.common))
+            for s in run.models(models, ("ann", "snn"))]
 
 
 @register_analysis("compare", needs="all")
@@ -212,4 +213,5 @@ def compare_pairs(run: Any, *, models: list[str] | None = None, layers: Any = No
 def compare_self(run: Any, *, models: list[str] | None = None, layers: Any = None) -> None:
     """Fig. 4: every SNN's layers against its own."""
     for s in run.models(models, ("snn",)):
-        run.cached(f"self-{s.name}", compare, run.ckpt(s, "snn"), None, **layer_choice(layers), **run.common)
+        run.cached(f"self-{s.name}", compare, run.ckpt(s, "snn"), None, model=s.name, **layer_choice(layers),
+                   **run.common)

@@ -102,8 +102,8 @@ def temporal(
 def temporal_of_snns(run: Any, *, models: list[str] | None = None, layers: Any = None, name: str | None = None
                      ) -> None:
     """Fig. 6: the ``T x T`` CKA between time steps of every SNN (``name``: a suffix for a second layer set)."""
-    from .pairwise import layer_choice
+    from .compare_analysis import layer_choice
 
     for s in run.models(models, ("snn",)):
         run.cached("temporal" + (f"-{name}" if name else "") + f"-{s.name}", temporal, run.ckpt(s, "snn"),
-                   **layer_choice(layers), **run.common)
+                   model=s.name, **layer_choice(layers), **run.common)

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..registry import register_analysis
 from ..results import curve_ylim
-from .pairwise import CompareAnalysis, compare, compared_pairs
+from .compare_analysis import CompareAnalysis, compare, compared_pairs
 from .subjects import RecipeMeasured
 
 __all__ = ["BLOCK_NAME", "TYPE_LABELS", "BlocksResult", "block_subset", "blocks", "blocks_from", "check_block_names"]
@@ -243,6 +243,6 @@ def blocks_of_pairs(run: Any, *, models: list[str] | None = None, layers: Any = 
     """Fig. 3: per-layer-type CKA inside the residual blocks, from each pair's comparison; ``blocks``: also
     single blocks alone (Fig. A.5: the 10th and 34th of ResNet-110)."""
     for s, cmp in compared_pairs(run, models, layers):
-        run.cached(f"blocks-{s.name}", _blocks, cmp)
+        run.cached(f"blocks-{s.name}", _blocks, cmp, model=s.name)
         for blk in blocks:
             run.cached(f"blocks-{s.name}-{blk}", block_subset, cmp, blk)

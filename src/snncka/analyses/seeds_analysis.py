@@ -15,7 +15,7 @@ from ..recipes import Recipe
 from ..registry import register_analysis
 from ..results import curve_ylim, finite_mean
 from ..runtime import environment, resolve_device
-from .pairwise import compare
+from .compare_analysis import compare
 from .subjects import RecipeMeasured, check_same_images, resolve_recipe, subjects
 
 __all__ = ["SeedsResult", "seeds"]

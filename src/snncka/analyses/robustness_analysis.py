@@ -301,8 +301,9 @@ def _data_bounds(s: Subject, dev: torch.device) -> tuple[Tensor, Tensor]:
 def robustness_of_pairs(run: Any, *, models: list[str] | None = None, layers: Any = None,
                         eps: Sequence[float] = DEFAULT_EPS, steps: int | None = None) -> None:
     """Fig. 8: PGD accuracy and clean-vs-adversarial CKA of every ANN/SNN pair."""
-    from .pairwise import layer_choice
+    from .compare_analysis import layer_choice
 
     for s in run.models(models, ("ann", "snn")):
         run.cached(f"robustness-{s.name}", robustness, [run.ckpt(s, "ann"), run.ckpt(s, "snn")], eps=eps,
+                   model=s.name,
                    **layer_choice(layers), **({"steps": steps} if steps is not None else {}), **run.common)
