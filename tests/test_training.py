@@ -72,7 +72,8 @@ def snn_run(tmp_path_factory):
 
 def test_run_files_config_and_lr_schedule(snn_run):
     out, result = snn_run
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "last.pt", "metrics.jsonl"]
+    # .lock: the run folder's one-writer lock (snncka.files)
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "best.pt", "config.json", "last.pt", "metrics.jsonl"]
     info = json.loads((out / "config.json").read_text())
     assert info["train"]["lr"] == pytest.approx(0.1 * 64 / 256)  # linear scaling of 0.1 @ 256
     assert info["model"] == create("resnet8", spiking=True, width=0.5, T=2, in_channels=1).config
