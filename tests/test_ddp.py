@@ -99,4 +99,5 @@ def test_torchrun_two_gloo_processes_match_one_process(tmp_path, monkeypatch):
         assert x["test_acc"] == pytest.approx(y["test_acc"], abs=2 / 360)
     info = json.loads((ddp_out / "config.json").read_text())
     assert info["environment"]["world_size"] == 2
-    assert sorted(p.name for p in ddp_out.iterdir()) == ["best.pt", "config.json", "last.pt", "metrics.jsonl"]
+    assert sorted(p.name for p in ddp_out.iterdir()) == [".lock", "best.pt", "config.json", "last.pt",
+                                                         "metrics.jsonl"]
