@@ -86,3 +86,39 @@ def test_a_result_saved_without_inputs_is_not_trusted(tmp_path: Path) -> None:
     res.save(tmp_path, "new", inputs="f" * 64)
     assert saved_inputs(tmp_path / "new.json") == "f" * 64
     assert load_result(tmp_path / "new.json") == res  # the extra head key does not change what loads
+
+
+def test_runner_reuses_only_equal_inputs_and_invalidates_derived_results(tmp_path: Path) -> None:
+    from snncka.analyses import TableResult
+    from snncka.runner import Run
+
+    calls: list[str] = []
+
+    def measure(ckpt: Path, *, n_images: int, progress: bool = False) -> TableResult:
+        calls.append("measure")
+        return TableResult(analysis_kind="m", model="x", values={"bytes": len(ckpt.read_bytes()), "n": n_images},
+                           settings={})
+
+    def derive(src: TableResult) -> TableResult:
+        calls.append("derive")
+        return TableResult(analysis_kind="d", model="x", values={"twice": 2 * src.values["n"]}, settings={})
+
+    ckpt = tmp_path / "best.pt"
+    ckpt.write_bytes(b"one")
+
+    def rerun(n: int) -> TableResult:
+        ctx = Run(exp=None, scale="smoke", specs=[], runs={}, out=tmp_path / "out", common={})  # type: ignore[arg-type]
+        src = ctx.cached("m", measure, ckpt, n_images=n, progress=True)
+        return ctx.cached("d", derive, src)
+
+    assert rerun(32).values == {"twice": 64} and calls == ["measure", "derive"]
+    assert rerun(32).values == {"twice": 64} and calls == ["measure", "derive"]  # reused, nothing computed
+    assert rerun(64).values == {"twice": 128} and calls[2:] == ["measure", "derive"]  # a setting changed
+    ckpt.write_bytes(b"three")  # the checkpoint changed (same setting): both again, the derived one too
+    assert rerun(64).values == {"twice": 128} and calls[4:] == ["measure", "derive"]
+    assert load_result(tmp_path / "out" / "results" / "m.json").values["bytes"] == 5  # type: ignore[attr-defined]
+    ckpt2 = tmp_path / "copy.pt"
+    ckpt2.write_bytes(b"three")  # another path with the same content is the same input
+    ctx = Run(exp=None, scale="smoke", specs=[], runs={}, out=tmp_path / "out", common={})  # type: ignore[arg-type]
+    ctx.cached("m", measure, ckpt2, n_images=64)
+    assert len(calls) == 6
