@@ -103,7 +103,6 @@ class Run:
         res.plot(self.out / "figures", name)
 
 
-
 def _per_model(run: Run, entry: registry.AnalysisEntry, a: dict[str, Any]) -> None:
     """A ``needs="pair"|"snn"|"ann"`` analysis on every model it applies to, each result saved once."""
     settings = {k: v for k, v in a.items() if k not in ("kind", "name", "models")}
