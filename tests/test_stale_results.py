@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+import snncka.paper  # noqa: F401  (registers the paper's experiments: fig3)
 from snncka.analyses import BlocksResult, CompareAnalysis, load_result
 from snncka.fingerprint import file_sha256, fingerprint
 from snncka.results import saved_inputs
