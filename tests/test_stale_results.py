@@ -28,35 +28,35 @@ def _stamps(out: Path) -> dict[str, int]:
 def test_rerun_with_other_settings_recomputes_and_equal_settings_reuse(tmp_path: Path) -> None:
     out, cache = tmp_path / "out", tmp_path / "cache"
     _fig3(out, cache, epochs=1, cka_images=32)
-    first = load_result(out / "results" / "compare-resnet20.json")
+    first = load_result(out / "results" / "compare-resnet20-for-resnet110.json")
     assert isinstance(first, CompareAnalysis) and first.cka.n_images == 32
     stamps = _stamps(out)
-    assert {"compare-resnet20.json", "blocks-resnet20.json"} <= set(stamps)
+    assert {"compare-resnet20-for-resnet110.json", "blocks-resnet20-for-resnet110.json"} <= set(stamps)
 
     _fig3(out, cache, epochs=1, cka_images=32)  # the same settings: every result reused, none rewritten
     assert _stamps(out) == stamps
 
     _fig3(out, cache, epochs=1, cka_images=64)  # other CKA images: recomputed, and the blocks derived from it
-    res = load_result(out / "results" / "compare-resnet20.json")
+    res = load_result(out / "results" / "compare-resnet20-for-resnet110.json")
     assert isinstance(res, CompareAnalysis) and res.cka.n_images == 64
     after = _stamps(out)
-    assert after["compare-resnet20.json"] != stamps["compare-resnet20.json"]
-    assert after["blocks-resnet20.json"] != stamps["blocks-resnet20.json"]
+    assert after["compare-resnet20-for-resnet110.json"] != stamps["compare-resnet20-for-resnet110.json"]
+    assert after["blocks-resnet20-for-resnet110.json"] != stamps["blocks-resnet20-for-resnet110.json"]
 
     _fig3(out, cache, epochs=2, cka_images=64)  # other checkpoints (more epochs): recomputed from them
-    second = load_result(out / "results" / "compare-resnet20.json")
+    second = load_result(out / "results" / "compare-resnet20-for-resnet110.json")
     assert isinstance(second, CompareAnalysis) and second.cka.n_images == 64
     assert not np.allclose(second.matrix, res.matrix, equal_nan=True)
 
     fresh_out = tmp_path / "fresh"
     _fig3(fresh_out, cache, epochs=2, cka_images=64)  # a fresh folder gives the same numbers
-    fresh = load_result(fresh_out / "results" / "compare-resnet20.json")
+    fresh = load_result(fresh_out / "results" / "compare-resnet20-for-resnet110.json")
     assert isinstance(fresh, CompareAnalysis)
     np.testing.assert_array_equal(second.matrix, fresh.matrix)
-    blocks, fresh_blocks = (load_result(o / "results" / "blocks-resnet20.json") for o in (out, fresh_out))
+    blocks, fresh_blocks = (load_result(o / "results" / "blocks-resnet20-for-resnet110.json") for o in (out, fresh_out))
     assert isinstance(blocks, BlocksResult) and isinstance(fresh_blocks, BlocksResult)
-    assert saved_inputs(out / "results" / "blocks-resnet20.json") == saved_inputs(
-        fresh_out / "results" / "blocks-resnet20.json")
+    assert saved_inputs(out / "results" / "blocks-resnet20-for-resnet110.json") == saved_inputs(
+        fresh_out / "results" / "blocks-resnet20-for-resnet110.json")
 
 
 def test_file_hash_is_the_content_sha256_and_follows_changes(tmp_path: Path) -> None:
