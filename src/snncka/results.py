@@ -35,10 +35,11 @@ from .files import atomic_write_bytes, atomic_write_stream, check_writable
 from .readers import BadFileError, read_json, read_npz
 
 __all__ = ["CKAResult", "Measured", "Result", "TemporalResult", "check_output_dir", "iter_results", "load_result",
-           "result_paths"]
+           "result_paths", "saved_inputs"]
 
 FORMAT_VERSION = 2
 KIND_KEY = "snncka_result"
+INPUTS_KEY = "computed_from"  # the head's fingerprint of a result's inputs (not a field: any result may have it)
 _REGISTRY: dict[str, type[Result]] = {}
 R = TypeVar("R", bound="Result")
 
@@ -101,14 +102,17 @@ class Result:
         if cls.__dict__.get("analysis"):
             _REGISTRY[cls.analysis] = cls
 
-    def save(self, path: str | Path, name: str | None = None) -> Path:
+    def save(self, path: str | Path, name: str | None = None, *, inputs: str | None = None) -> Path:
         """Write ``<stem>.json`` and ``<stem>.npz`` atomically (see the module doc for ``path``/``name``);
-        returns the JSON path."""
+        returns the JSON path. ``inputs``: the fingerprint of what the result was computed from
+        (``snncka.fingerprint``), kept in the JSON head for ``saved_inputs``."""
         if name is None and Path(path).suffix not in (".json", ".npz"):
             name = self.analysis
         js, npz = result_paths(path, name)
         meta, arrays = _encode(self)
         head = {KIND_KEY: meta.pop(KIND_KEY), "format_version": FORMAT_VERSION, "name": js.stem}
+        if inputs is not None:
+            head[INPUTS_KEY] = inputs
         atomic_write_stream(npz, lambda f: np.savez(f, **arrays))
         atomic_write_bytes(js, json.dumps({**head, **meta}, indent=1, allow_nan=False).encode())
         return js
@@ -245,6 +249,19 @@ def load_result(path: str | Path) -> Result:
     if not js.is_file():
         raise FileNotFoundError(f"no saved result at {str(js)!r} (a result is <name>.json + <name>.npz)")
     return _from_meta(js, npz, read_json(js))
+
+
+def saved_inputs(path: str | Path) -> str | None:
+    """The fingerprint of the inputs a saved result (``<stem>.json``) was computed from; None when the file or
+    its ``.npz`` is missing or unreadable, or it was saved without one (then it can't be trusted to be current).
+    """
+    js, npz = result_paths(path)
+    try:
+        head = read_json(js)
+    except (OSError, BadFileError):
+        return None
+    fp = head.get(INPUTS_KEY) if isinstance(head, dict) else None
+    return fp if isinstance(fp, str) and npz.is_file() else None
 
 
 def _from_meta(js: Path, npz: Path, meta: Any) -> Result:

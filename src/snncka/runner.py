@@ -3,7 +3,7 @@ the report. It runs any experiment file (``snncka.experiment``): the paper's and
 
 Trained models are cached by their full training config (``snncka.launch``), so every experiment that needs the
 same model reuses it, a rerun resumes what was interrupted, and the models can train as parallel or Slurm jobs.
-Finished analyses are not recomputed.
+A finished analysis is reused only while what it was computed from is unchanged (``snncka.fingerprint``).
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ from .experiment import (
     train_config,
 )
 from .files import atomic_link_or_copy, atomic_write, atomic_write_text, check_writable
+from .fingerprint import fingerprint
 from .launch import InlineLauncher, ModelJob, ensure_trained
 from .report import build_report
+from .results import saved_inputs
 from .runtime import environment
 
 __all__ = ["Run", "default_cache", "default_out", "model_jobs", "run", "run_one", "scale_settings", "submit",
@@ -55,6 +57,7 @@ class Run:
     common: dict[str, Any]
     recipe: str = "paper"
     about: dict[str, dict[str, str]] = field(default_factory=dict)  # result name -> {"model": model name}
+    _made: dict[int, tuple[Result, str]] = field(default_factory=dict, repr=False)  # result id -> its inputs
 
     def ckpt(self, spec: ModelSpec, kind: str) -> Path:
         """The checkpoint the recipe analyses (its ``checkpoint``: best or last epoch; last if no best)."""
@@ -67,27 +70,44 @@ class Run:
 
     def cached(self, name: str, fn: Callable[..., Any], *args: Any, model: str | None = None,
                **kwargs: Any) -> Result:
-        """``fn(*args, **kwargs)`` saved as ``results/<name>``, or loaded from there if a run already did it.
-        ``model``: the name of the experiment's model the result is about (recorded in ``experiment.json``)."""
+        """``fn(*args, **kwargs)`` saved as ``results/<name>``, or loaded from there if a run already did it from
+        the same inputs: the same function, recipe and settings, checkpoints of the same content (a ``Path``
+        argument), results computed from the same inputs. Any change recomputes it, and so every result
+        derived from it. ``model``: the name of the experiment's model the result is about (recorded in
+        ``experiment.json``)."""
         if model is not None:
             self.about[name] = {"model": model}
         path = self.out / "results" / f"{name}.json"
-        if path.is_file():
-            return load_result(path)
-        res = fn(*args, **kwargs)
-        res = res[0] if isinstance(res, tuple) else res
-        self.save(res, name)
+        fp = self.inputs(fn, *args, **kwargs)
+        res: Result | None = None
+        if saved_inputs(path) == fp:
+            try:
+                res = load_result(path)
+            except (OSError, ValueError):  # a damaged file: compute it again
+                res = None
+        if res is None:
+            out = fn(*args, **kwargs)
+            res = out[0] if isinstance(out, tuple) else out
+            self.save(res, name, inputs=fp)
+        self._made[id(res)] = (res, fp)
         return res
 
-    def save(self, res: Result, name: str) -> None:
-        """Save ``res`` as ``results/<name>`` and draw its figures into ``figures``."""
-        res.save(self.out / "results", name)
-        res.plot(self.out / "figures", name)
+    def inputs(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
+        """The fingerprint of ``fn(*args, **kwargs)`` under this run's recipe (``progress`` aside): what a
+        saved result must have been computed from to be reused."""
+        settings = {k: v for k, v in kwargs.items() if k != "progress"}
+        return fingerprint([fn, recipes.get(self.recipe), list(args), settings], self._inputs_of)
 
-    def images(self, subject: Subject) -> Any:
-        """The test images a per-model analysis is given: the first ``cka_images`` of the model's data."""
-        n = self.common.get("n_images") or recipes.get(self.recipe).cka_images
-        return subject.data.x_test[:n]
+    def _inputs_of(self, x: Any) -> str | None:
+        """The fingerprint of the inputs of ``x`` if it is a result this run computed or reused, else None."""
+        made = self._made.get(id(x))
+        return made[1] if made is not None and made[0] is x else None
+
+    def save(self, res: Result, name: str, inputs: str | None = None) -> None:
+        """Save ``res`` as ``results/<name>`` (``inputs``: the fingerprint of what it was computed from) and draw
+        its figures into ``figures``."""
+        res.save(self.out / "results", name, inputs=inputs)
+        res.plot(self.out / "figures", name)
 
 
 def _per_model(run: Run, entry: registry.AnalysisEntry, a: dict[str, Any]) -> None:
@@ -96,18 +116,21 @@ def _per_model(run: Run, entry: registry.AnalysisEntry, a: dict[str, Any]) -> No
     need = ("ann", "snn") if entry.needs == "pair" else (entry.needs,)
     stem = a.get("name", entry.name)
     dev = run.common.get("device")
+    n = run.common.get("n_images") or recipes.get(run.recipe).cka_images
     for s in run.models(a.get("models"), need):
-        def go(s: ModelSpec = s) -> Result:
-            subs = [Subject.load(run.ckpt(s, k), data_root=run.common.get("data_root"), device=dev) for k in need]
+        def go(fn: Callable[..., Any], ckpts: list[Path], n_images: int, data_root: str | None,
+               settings: dict[str, Any], s: ModelSpec = s) -> Result:
+            subs = [Subject.load(c, data_root=data_root, device=dev) for c in ckpts]
             models = [sub.model for sub in (subs[::-1] if entry.needs == "pair" else subs)]  # the SNN first
-            out = entry.fn(*models, run.images(subs[-1]), **settings)
+            out = fn(*models, subs[-1].data.x_test[:n_images], **settings)
             if isinstance(out, dict):
                 return TableResult(analysis_kind=entry.name, model=s.name, values=out, settings=settings)
             if not isinstance(out, Result):
                 raise TypeError(f"analysis {entry.name!r} returned a {type(out).__name__}; return a dict of "
                                 "numbers and lists or a snncka Result")
             return out
-        run.cached(f"{stem}-{s.name}", go, model=s.name)
+        run.cached(f"{stem}-{s.name}", go, entry.fn, [run.ckpt(s, k) for k in need], n,
+                   run.common.get("data_root"), settings, model=s.name)
 
 
 def run(ref: str | Path, scale: str = "smoke", out: str | Path | None = None, *,

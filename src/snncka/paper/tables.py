@@ -117,7 +117,19 @@ def _check_table(specs: Sequence[ModelSpec], *, table: str, **_: Any) -> None:
 def accuracy_table(run: Any, *, table: str, models: list[str] | None = None, without_retraining: bool = False
                    ) -> None:
     """Final test accuracy of every trained model beside the paper's row for its paper-scale setting;
-    ``without_retraining``: Table 3's second protocol as well."""
+    ``without_retraining``: Table 3's second protocol as well. Reused while the runs' logs and checkpoints
+    (and the paper's numbers) are those it was made from."""
+    read = [run.runs[s.name][k] / f for s in run.models(models, ()) for k in sorted(run.runs[s.name])
+            for f in ("config.json", "metrics.jsonl")]
+    if without_retraining:
+        read += [run.ckpt(s, "snn") for s in run.specs if "snn" in s.types]
+    run.cached(f"paper-{table}", lambda *_: _accuracy_table(run, table, models, without_retraining), read,
+               numbers()[table], run.exp.settings("paper").get("data"), run.scale,
+               [run.exp.paper_spec(s.id) for s in run.models(models, ())], table, without_retraining,
+               run.common.get("data_root"))
+
+
+def _accuracy_table(run: Any, table: str, models: list[str] | None, without_retraining: bool) -> PaperComparison:
     c100 = run.exp.settings("paper").get("data") == "cifar100"
     rows = []
     for spec in run.models(models, ()):
@@ -132,7 +144,7 @@ def accuracy_table(run: Any, *, table: str, models: list[str] | None = None, wit
         rows = _with_reused_weights(run, rows)
         caption += (f" Two protocols: '{RETRAINED}' (the mixed-step model trained that way) and '{REUSED}' (the "
                     "full-T model run with the mixed steps, rows reuse-...); the paper does not say which it used.")
-    run.save(PaperComparison(table=table, caption=caption, rows=rows, scale=run.scale), f"paper-{table}")
+    return PaperComparison(table=table, caption=caption, rows=rows, scale=run.scale)
 
 
 @register_analysis("robustness-table", needs="all", check=_check_table)
