@@ -14,13 +14,13 @@ lower bound of the true footprint (allocator slack and temporaries come on top).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from .readers import memory_available
 
 GiB = 1 << 30
 FLOAT = 4  # bytes per float32 element
@@ -30,34 +30,13 @@ class MemoryEstimateError(ValueError):
     """The run would need more memory than the device has free."""
 
 
-def _cgroup_free() -> int | None:
-    """Memory left under this process's cgroup (v2) limit, if it has one."""
-    try:
-        line = Path("/proc/self/cgroup").read_text().splitlines()[0]
-        base = Path("/sys/fs/cgroup") / line.split("::", 1)[1].lstrip("/")
-        limit = (base / "memory.max").read_text().strip()
-        if limit == "max":
-            return None
-        return int(limit) - int((base / "memory.current").read_text())
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def available_bytes(device: torch.device | str | None = None) -> int:
     """Memory free for a run on ``device``: the GPU's free memory for CUDA, else the RAM available to this
     process (the OS's available pages, and the cgroup limit where one is set)."""
     dev = torch.device(device or "cpu")
     if dev.type == "cuda":
         return int(torch.cuda.mem_get_info(dev)[0])
-    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                free = int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    group = _cgroup_free()
-    return min(free, group) if group is not None else free
+    return memory_available()
 
 
 def model_footprint(build: Callable[[], nn.Module], example: torch.Tensor | None) -> tuple[int, int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import zipfile
 import zlib
@@ -35,9 +36,20 @@ def _reject(path: str | Path, what: str) -> BadFileError:
     return BadFileError(f"{str(path)!r} {what}")
 
 
+def _own_cgroup() -> list[tuple[Path, Path]]:
+    """(limit, usage) files of this process's own cgroup (v2), where it is not the root one."""
+    try:
+        line = Path("/proc/self/cgroup").read_text().splitlines()[0]
+        base = Path("/sys/fs/cgroup") / line.split("::", 1)[1].lstrip("/")
+    except (OSError, IndexError):
+        return []
+    return [(base / "memory.max", base / "memory.current")]
+
+
 def memory_available() -> int:
-    """Bytes this process may still allocate: the smaller of the machine's available memory and what its
-    cgroup (a container's or a batch job's memory limit) has left. Unknown limits count as unlimited."""
+    """Bytes this process may still allocate: the smallest of the machine's available memory (MemAvailable, else
+    the free pages) and what its cgroups (a container's or a batch job's memory limit, v2 or v1) have left.
+    Unknown limits count as unlimited. The one reader of free RAM: ``snncka.memory`` uses it too."""
     limits = []
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -45,10 +57,16 @@ def memory_available() -> int:
                 limits.append(int(line.split()[1]) * 1024)
     except (OSError, ValueError, IndexError):
         pass
-    for cap, used in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                      ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+    if not limits:
         try:
-            limits.append(int(Path(cap).read_text()) - int(Path(used).read_text()))
+            limits.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (OSError, ValueError, AttributeError):
+            pass
+    for cap, used in (*_own_cgroup(), (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory.current")),
+                      (Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+                       Path("/sys/fs/cgroup/memory/memory.usage_in_bytes"))):
+        try:
+            limits.append(int(cap.read_text()) - int(used.read_text()))
         except (OSError, ValueError):  # absent, or "max"
             continue
     return max(0, min(limits)) if limits else 2**63
