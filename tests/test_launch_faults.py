@@ -117,3 +117,48 @@ def test_submitits_local_executor_needs_no_slurm_when_asked_for(tmp_path: Path,
     SlurmLauncher(tmp_path, cluster="local").check()  # --launcher submitit-local: fine without Slurm
     with pytest.raises(ValueError, match=r"^--launcher slurm: no Slurm here \(sbatch is not on PATH\)"):
         SlurmLauncher(tmp_path).check()
+
+
+def test_a_requeued_job_seen_failed_in_accounting_is_waited_for_again(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Around a requeue, sacct (filled asynchronously) may show a final state while the controller holds the job
+    PENDING again; submitit caches that state for good. ``SlurmLauncher.result`` asks the controller and waits
+    again; once the controller has forgotten the job, submitit's error stands."""
+    import snncka.launch as launch
+
+    class Watcher:
+        cleared = 0
+
+        def clear(self) -> None:
+            Watcher.cleared += 1
+
+    class Paths:
+        result_pickle = tmp_path / "0_result.pkl"
+
+    class Job:  # the parts of a submitit job that SlurmLauncher.result uses
+        job_id, paths, watcher = "7_0", Paths(), Watcher()
+
+        def wait(self) -> None:  # submitit believes the job ended
+            pass
+
+        def result(self) -> str:
+            if not Paths.result_pickle.exists():
+                raise RuntimeError("has not produced any output (state: FAILED)")
+            return Paths.result_pickle.read_text()
+
+    states = iter(["PENDING", "RUNNING"])  # the controller, polled while the result is still missing
+
+    def controller(job_id: str) -> str | None:
+        assert job_id == "7_0"
+        state = next(states, None)
+        if state == "RUNNING":
+            Paths.result_pickle.write_text("done")  # the second run finishes
+        return state
+
+    monkeypatch.setattr(launch, "_controller_state", controller)
+    slurm = launch.SlurmLauncher(tmp_path / "slurm")
+    assert slurm.result(Job(), poll_s=0) == "done" and Watcher.cleared == 2
+    Paths.result_pickle.unlink()
+    monkeypatch.setattr(launch, "_controller_state", lambda job_id: None)  # ended for good, without a result
+    with pytest.raises(RuntimeError, match="state: FAILED"):
+        slurm.result(Job(), poll_s=0)

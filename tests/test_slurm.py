@@ -169,7 +169,7 @@ def test_a_requeued_training_job_resumes_from_last_pt_bitwise(cluster: None, tmp
         assert time.monotonic() < end, show
         time.sleep(0.2)
     _sh("scontrol", "update", f"jobid={jid}", "StartTime=now")
-    assert submitted.result() == str(job.run_dir)
+    assert slurm.result(submitted) == str(job.run_dir)  # robust to a stale FAILED that sacct may show around a requeue
     _wait_sacct([jid], timeout=120)
     info = _sh("sacct", "-D", "-X", "-n", "--parsable2", "-o", "JobID,State,Start,End", "-j", jid.split("_")[0])
     states = [ln.split("|")[1] for ln in info.splitlines() if ln.strip()]

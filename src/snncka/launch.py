@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -288,6 +290,23 @@ def _require_submitit() -> Any:
     return submitit
 
 
+# Controller states of a job that has not ended for good (a requeued job passes through several of them).
+_ALIVE = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
+                    "RESIZING", "SUSPENDED", "PREEMPTED", "SIGNALING", "STAGE_OUT", "SPECIAL_EXIT"})
+
+
+def _controller_state(job_id: str) -> str | None:
+    """The job's state as the Slurm controller holds it now, or None once it has forgotten the job."""
+    import subprocess
+
+    try:
+        r = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"\bJobState=(\S+)", r.stdout)
+    return m.group(1) if r.returncode == 0 and m else None
+
+
 @dataclass
 class SlurmLauncher:
     """Submit every model as a task of a Slurm job array (one GPU each), or, for models whose plan estimate is
@@ -357,10 +376,26 @@ class SlurmLauncher:
             _say(f"submitted {j.label}: job {s.job_id}")
         return submitted
 
+    def result(self, job: Any, poll_s: float = 2.0) -> Any:
+        """``job.result()``, but a requeued job (preempted, or ``scontrol requeue``) is waited for again.
+
+        Why: submitit reads job states from ``sacct``, which the accounting daemon fills asynchronously, and keeps
+        the first final state it sees for good. Around a requeue that can be a stale FAILED while the controller
+        already holds the job PENDING again, and ``job.result()`` would then raise for a job that will succeed.
+        A final state without a result is believed only when the controller (``scontrol``) agrees."""
+        while True:
+            job.wait()
+            if self.cluster != "slurm" or Path(job.paths.result_pickle).exists():
+                return job.result()
+            if _controller_state(str(job.job_id)) not in _ALIVE:
+                return job.result()  # really ended without a result: raises with the job's log
+            job.watcher.clear()  # forget the stale final state
+            time.sleep(poll_s)
+
     def train(self, jobs: Sequence[ModelJob]) -> None:
         """Submit and wait until every model is trained (raises with the job's log on a failure)."""
         for job in self.submit(jobs):
-            job.result()
+            self.result(job)
 
     def submit_experiment(self, jobs: Sequence[ModelJob], analyse: Any, *args: Any) -> tuple[list[Any], Any]:
         """Submit the training jobs and ``analyse(*args)`` as a job that starts once they all succeeded (a
@@ -373,7 +408,7 @@ class SlurmLauncher:
                                                    "dependency": "afterok:" + ":".join(ids)}
         else:
             for job in trained:
-                job.result()
+                self.result(job)
         ex = self.executor(gpus=0 if _on_cpu(jobs) else min(self.gpus_per_model, 1), name="snncka-analyse",
                            **more)
         return trained, ex.submit(analyse, *args)
