@@ -29,7 +29,7 @@ def subjects(tiny_runs):
 
 @pytest.fixture(scope="module")
 def ann_vs_snn(subjects):
-    return A.compare(*subjects, n_images=N, batch_size=64, device="cpu", progress=False)
+    return A.compare_checkpoints(*subjects, n_images=N, batch_size=64, device="cpu", progress=False)
 
 
 # ----------------------------------------------------------------------------------------------- compare
@@ -37,7 +37,7 @@ def ann_vs_snn(subjects):
 
 def test_compare_with_itself_is_one_on_the_diagonal(subjects, tmp_path):
     ann, _ = subjects
-    r = A.compare(ann, None, n_images=N, batch_size=64, device="cpu", progress=False)
+    r = A.compare_checkpoints(ann, None, n_images=N, batch_size=64, device="cpu", progress=False)
     names, d = r.corresponding()
     assert names == r.layers_a == r.layers_b and len(names) > 20
     np.testing.assert_allclose(d, 1.0, atol=1e-6)
@@ -61,7 +61,7 @@ def test_compare_ann_vs_snn_orientation_and_accuracy(subjects, ann_vs_snn):
     assert r.accuracy_b == pytest.approx(100 * evaluate(snn.model, snn.data, device="cpu")["acc"])
     assert np.isfinite(r.matrix).all() and np.nanmax(r.matrix) <= 1 + 1e-9
     # one batch: entries equal the reference CKA of the recorded features (SNN: T steps concatenated)
-    one = A.compare(ann, snn, n_images=64, batch_size=64, device="cpu", progress=False)
+    one = A.compare_checkpoints(ann, snn, n_images=64, batch_size=64, device="cpu", progress=False)
     fa = record(ann.model, [ann.data.x_test[:64]])
     fs = record(snn.model, [snn.data.x_test[:64]])
     for na, ns in [("conv1", "conv1"), ("s1.b0.act1", "s1.b0.act1"), ("s2.b0", "s3.b0.act2"), ("fc", "fc")]:
@@ -69,7 +69,7 @@ def test_compare_ann_vs_snn_orientation_and_accuracy(subjects, ann_vs_snn):
         assert one.matrix[one.layers_a.index(na), one.layers_b.index(ns)] == pytest.approx(ref, abs=1e-6)
     assert fs["s1.b0.act1"].shape[1] == 4 * fa["s1.b0.act1"].shape[1]
     # swapping the models transposes the matrix
-    r2 = A.compare(snn, ann, n_images=N, batch_size=64, device="cpu", progress=False)
+    r2 = A.compare_checkpoints(snn, ann, n_images=N, batch_size=64, device="cpu", progress=False)
     np.testing.assert_allclose(r2.matrix, r.matrix.T, atol=1e-6)
     np.testing.assert_allclose(r2.oriented()[0], m, atol=1e-6)
 
@@ -79,7 +79,7 @@ def test_compare_ann_vs_snn_orientation_and_accuracy(subjects, ann_vs_snn):
 
 def test_temporal_static_input_diagonal_one(subjects, tmp_path):
     _, snn = subjects
-    r = A.temporal(snn, n_images=N, batch_size=64, device="cpu", progress=False)
+    r = A.temporal_checkpoint(snn, n_images=N, batch_size=64, device="cpu", progress=False)
     L = len(r.layers)
     assert r.matrices.shape == (L, 4, 4) and r.T == 4
     for k in range(L):
@@ -96,7 +96,7 @@ def test_temporal_static_input_diagonal_one(subjects, tmp_path):
 
 def test_temporal_rejects_an_ann(subjects):
     with pytest.raises(ValueError, match="needs a spiking model"):
-        A.temporal(subjects[0], n_images=N, device="cpu", progress=False)
+        A.temporal_checkpoint(subjects[0], n_images=N, device="cpu", progress=False)
 
 
 # ------------------------------------------------------------------------------------------------ blocks
@@ -283,22 +283,22 @@ def test_different_datasets_and_shapes_are_rejected(subjects, tiny_runs, tmp_pat
     ann, snn = subjects
     other = A.Subject(snn.model, dataclasses.replace(snn.data, name="digits-other"))
     with pytest.raises(ValueError, match="different datasets"):
-        A.compare(ann, other, n_images=N, device="cpu", progress=False)
+        A.compare_checkpoints(ann, other, n_images=N, device="cpu", progress=False)
     # a checkpoint recording another dataset is caught before any CKA is computed
     ck = load_checkpoint(tiny_runs["snn"])
     ck["train_config"] = {**ck["train_config"], "data": "digits-dvs", "frames": 4}
     bad = tmp_path / "dvs.pt"
     save_checkpoint({k: v for k, v in ck.items() if k not in ("format", "version")}, bad)
     with pytest.raises(ValueError, match="different datasets"):
-        A.compare(tiny_runs["ann"], bad, n_images=N, device="cpu", progress=False)
+        A.compare_checkpoints(tiny_runs["ann"], bad, n_images=N, device="cpu", progress=False)
     small = dataclasses.replace(snn.data, x_test=snn.data.x_test[..., :6, :6])
     with pytest.raises(ValueError, match="incompatible input shapes"):
-        A.compare(ann, A.Subject(snn.model, small), n_images=N, device="cpu", progress=False)
+        A.compare_checkpoints(ann, A.Subject(snn.model, small), n_images=N, device="cpu", progress=False)
     rgb = dataclasses.replace(snn.data, x_train=snn.data.x_train.expand(-1, 3, -1, -1))
     with pytest.raises(ValueError, match="input channels"):
         A.Subject(snn.model, rgb)
     with pytest.raises(CheckpointError, match="does not exist"):
-        A.compare(tmp_path / "missing.pt", device="cpu")
+        A.compare_checkpoints(tmp_path / "missing.pt", device="cpu")
 
 
 # --------------------------------------------------------------------------------------------------- CLI

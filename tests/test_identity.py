@@ -33,13 +33,13 @@ def test_identity_of_a_config_by_hand() -> None:
 def test_every_analysis_records_its_models_identities(tiny_runs, tmp_path) -> None:
     ann, snn = expected(tiny_runs["ann"]), expected(tiny_runs["snn"])
     assert (ann["spiking"], snn["spiking"], snn["T"], snn["width"], snn["arch"]) == (False, True, 4, 0.5, "resnet8")
-    pair = A.compare(tiny_runs["ann"], tiny_runs["snn"], n_images=32, batch_size=32, **KW)
+    pair = A.compare_checkpoints(tiny_runs["ann"], tiny_runs["snn"], n_images=32, batch_size=32, **KW)
     assert pair.identities == [ann, snn]
     assert pair.identity(spiking=True) == ModelIdentity.from_dict(snn) and pair.identity() == pair.identity(False)
     back = A.load_result(pair.save(tmp_path, "compare"))
     assert back.identities == [ann, snn]
     blocks, _ = A.blocks(pair)
     assert blocks.identities == [ann, snn]
-    assert A.temporal(tiny_runs["snn"], n_images=32, batch_size=32, **KW).identities == [snn]
+    assert A.temporal_checkpoint(tiny_runs["snn"], n_images=32, batch_size=32, **KW).identities == [snn]
     assert A.rates(tiny_runs["snn"], n_images=32, **KW).identities == [snn]
     assert A.Subject.load(tiny_runs["snn"], device="cpu").identity == ModelIdentity.from_dict(snn)

@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from snncka import registry
@@ -93,7 +94,7 @@ def test_a_users_model_analysis_and_experiment_run_through_reproduce(own: Path, 
     assert "mean-logit" in report and "mine" in report
     table = load_result(out / "results" / "mean-logit-tiny.json")
     assert isinstance(table, TableResult) and table.settings == {"factor": 2.0}
-    assert table.values["images"] == 40 and table.analysis_kind == "mean-logit"
+    assert table.values["images"] == 40 and table.analysis_name == "mean-logit"
     saved = json.loads((out / "results" / "mean-logit-tiny.json").read_text())
     assert saved["settings"] == {"factor": 2.0}
     cmp = load_result(out / "results" / "compare-tiny.json")
@@ -132,3 +133,26 @@ def test_a_registered_model_trains_from_the_command_line(own: Path, tmp_path: Pa
     assert type(model).__name__ == "Tiny" and model.config["name"] == "tiny-own" and model.spiking
     bad = CliRunner().invoke(main, ["--plugin", "no_such_plugin", "models"])
     assert bad.exit_code == 1 and "plugin 'no_such_plugin' not found" in bad.output
+
+
+def test_seeds_train_every_model_per_seed_and_name_the_results_of_later_seeds(own: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["reproduce", str(own), "--out", str(out), "--cache", str(tmp_path / "cache"),
+                                    "--no-progress", "--device", "cpu", "--seeds", "2"])
+    assert res.exit_code == 0, res.output
+    for stem in ("compare-tiny", "mean-logit-tiny"):
+        first, second = (load_result(out / "results" / f"{stem}{s}.json") for s in ("", "-s1"))
+        assert [d["seed"] for d in first.identities] == [0, 0]  # type: ignore[attr-defined]
+        assert [d["seed"] for d in second.identities] == [1, 1]  # type: ignore[attr-defined]
+        assert not (out / "results" / f"{stem}-s2.json").exists()
+    a, b = (torch.load(out / "models" / f"tiny{s}-snn" / "last.pt", weights_only=False)["model"] for s in ("", "-s1"))
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # another seed: another model
+    meta = json.loads((out / "experiment.json").read_text())
+    assert meta["settings"]["seeds"] == 2 and set(meta["models"]) == {"tiny", "tiny-s1"}
+    assert meta["results"]["compare-tiny-s1"] == {"model": "tiny", "seed": 1}
+
+
+@pytest.mark.parametrize("seeds", ["0", "-1"])
+def test_seeds_below_one_are_a_one_line_error(own: Path, tmp_path: Path, seeds: str) -> None:
+    res = CliRunner().invoke(main, ["reproduce", str(own), "--out", str(tmp_path / "out"), "--seeds", seeds])
+    assert res.exit_code == 1 and res.output.strip() == f"Error: --seeds must be an integer >= 1, got {seeds}"

@@ -44,17 +44,17 @@ def code_ann(tiny_runs, tmp_path_factory):
 def test_the_recipes_cka_settings_reach_the_engine(subjects):
     ann, snn = subjects
     small = dataclasses.replace(recipes.get("code"), cka_images=100, cka_batch=50)
-    code = A.compare(ann, snn, recipe=small, **KW)
+    code = A.compare_checkpoints(ann, snn, recipe=small, **KW)
     assert code.n_images == 100 and code.cka.n_batches == 2 and code.batch_size == 50
     assert code.recipe == "code" and code.recipe_settings["cka_images"] == 100
-    paper = A.compare(ann, snn, recipe="paper", n_images=100, batch_size=50, **KW)
+    paper = A.compare_checkpoints(ann, snn, recipe="paper", n_images=100, batch_size=50, **KW)
     # paper: every recorded layer, fc included; code: the same layers in the same order, without the fc
     assert "linear" in paper.kinds_a and "linear" not in code.kinds_a + code.kinds_b
     assert code.layers_a == [n for n, k in zip(paper.layers_a, paper.kinds_a, strict=True) if k != "linear"]
     keep = [i for i, k in enumerate(paper.kinds_a) if k != "linear"]
     np.testing.assert_allclose(code.matrix, paper.matrix[np.ix_(keep, keep)], atol=1e-6)
     # explicit arguments win over the recipe's
-    r = A.temporal(snn, recipe="code", n_images=40, batch_size=20, layers="block", **KW)
+    r = A.temporal_checkpoint(snn, recipe="code", n_images=40, batch_size=20, layers="block", **KW)
     assert r.n_images == 40 and set(r.kinds) == {"block"} and r.recipe == "code"
 
 
@@ -110,15 +110,15 @@ def test_robustness_attacks_the_whole_test_set_by_default(subjects):
 
 def test_mixing_recipes_is_recorded_and_reported(tiny_runs, code_ann, tmp_path):
     with pytest.warns(UserWarning, match="different recipes"):
-        r = A.compare(tiny_runs["ann"], code_ann, n_images=64, batch_size=64, **KW)
+        r = A.compare_checkpoints(tiny_runs["ann"], code_ann, n_images=64, batch_size=64, **KW)
     assert r.mixed_recipes and r.model_recipes == ["paper", "code"] and r.recipe == "paper"
     assert "different recipes" in r.recipe_warning and r.recipe_label() == "paper (models: paper, code; mixed)"
     back = A.load_result(r.save(tmp_path / "res"))
     assert back.mixed_recipes and back.model_recipes == ["paper", "code"] and back.recipe_warning
     # one recipe, chosen explicitly: no warning, and the models' recipe is still recorded
-    same = A.compare(code_ann, None, recipe="paper", n_images=64, batch_size=64, **KW)
+    same = A.compare_checkpoints(code_ann, None, recipe="paper", n_images=64, batch_size=64, **KW)
     assert not same.mixed_recipes and same.recipe_label() == "paper (models: code)"
-    default = A.compare(code_ann, None, n_images=64, batch_size=64, **KW)  # the model's recipe by default
+    default = A.compare_checkpoints(code_ann, None, n_images=64, batch_size=64, **KW)  # the model's recipe by default
     assert default.recipe == "code" and "linear" not in default.kinds_a
     html = build_report(tmp_path).read_text()
     assert "Recipes" in html and "paper (models: paper, code; mixed)" in html
@@ -127,9 +127,10 @@ def test_mixing_recipes_is_recorded_and_reported(tiny_runs, code_ann, tmp_path):
 
 def test_a_run_folder_means_the_recipes_checkpoint(tiny_runs):
     folder = tiny_runs["root"] / "ann"
-    assert A.compare(folder, None, n_images=16, layers="block", **KW).source_a.endswith("best.pt")
+    assert A.compare_checkpoints(folder, None, n_images=16, layers="block", **KW).source_a.endswith("best.pt")
     last = dataclasses.replace(recipes.get("paper"), checkpoint="last")
-    assert A.compare(folder, None, recipe=last, n_images=16, layers="block", **KW).source_a.endswith("last.pt")
+    res = A.compare_checkpoints(folder, None, recipe=last, n_images=16, layers="block", **KW)
+    assert res.source_a.endswith("last.pt")
 
 
 def test_cli_recipe_option(tiny_runs, code_ann, tmp_path):

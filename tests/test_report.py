@@ -32,10 +32,10 @@ def run_dir(tiny_runs, tmp_path_factory) -> tuple[Path, list[A.Result]]:
             shutil.copy(tiny_runs["root"] / kind / f, root / kind / f)
     ann, snn = A.Subject.load(tiny_runs["ann"], device="cpu"), A.Subject.load(tiny_runs["snn"], device="cpu")
     kw = dict(n_images=64, batch_size=64, device="cpu", progress=False)
-    cmp = A.compare(ann, snn, **kw)
+    cmp = A.compare_checkpoints(ann, snn, **kw)
     results = [
         cmp,
-        A.temporal(snn, **kw),
+        A.temporal_checkpoint(snn, **kw),
         A.blocks(cmp)[0],
         A.robustness([ann, snn], eps=[0.01, 0.5], steps=1, **kw),
         A.probe([ann, snn], n_train=200, n_test=100, device="cpu", progress=False),

@@ -81,7 +81,7 @@ def test_fingerprint_sees_file_content_not_name_and_every_setting(tmp_path: Path
 def test_a_result_saved_without_inputs_is_not_trusted(tmp_path: Path) -> None:
     from snncka.analyses import TableResult
 
-    res = TableResult(analysis_kind="x", model="m", values={"a": 1.0}, settings={})
+    res = TableResult(analysis_name="x", model="m", values={"a": 1.0}, settings={})
     res.save(tmp_path, "old")
     assert saved_inputs(tmp_path / "old.json") is None
     res.save(tmp_path, "new", inputs="f" * 64)
@@ -91,24 +91,24 @@ def test_a_result_saved_without_inputs_is_not_trusted(tmp_path: Path) -> None:
 
 def test_runner_reuses_only_equal_inputs_and_invalidates_derived_results(tmp_path: Path) -> None:
     from snncka.analyses import TableResult
-    from snncka.runner import Run
+    from snncka.runner import Run, RunOptions
 
     calls: list[str] = []
 
     def measure(ckpt: Path, *, n_images: int, progress: bool = False) -> TableResult:
         calls.append("measure")
-        return TableResult(analysis_kind="m", model="x", values={"bytes": len(ckpt.read_bytes()), "n": n_images},
+        return TableResult(analysis_name="m", model="x", values={"bytes": len(ckpt.read_bytes()), "n": n_images},
                            settings={})
 
     def derive(src: TableResult) -> TableResult:
         calls.append("derive")
-        return TableResult(analysis_kind="d", model="x", values={"twice": 2 * src.values["n"]}, settings={})
+        return TableResult(analysis_name="d", model="x", values={"twice": 2 * src.values["n"]}, settings={})
 
     ckpt = tmp_path / "best.pt"
     ckpt.write_bytes(b"one")
 
     def rerun(n: int) -> TableResult:
-        ctx = Run(exp=None, scale="smoke", specs=[], runs={}, out=tmp_path / "out", common={})  # type: ignore[arg-type]
+        ctx = Run(exp=None, options=RunOptions(), specs=[], runs={}, out=tmp_path / "out")  # type: ignore[arg-type]
         src = ctx.cached("m", measure, ckpt, n_images=n, progress=True)
         return ctx.cached("d", derive, src)
 
@@ -120,6 +120,6 @@ def test_runner_reuses_only_equal_inputs_and_invalidates_derived_results(tmp_pat
     assert load_result(tmp_path / "out" / "results" / "m.json").values["bytes"] == 5  # type: ignore[attr-defined]
     ckpt2 = tmp_path / "copy.pt"
     ckpt2.write_bytes(b"three")  # another path with the same content is the same input
-    ctx = Run(exp=None, scale="smoke", specs=[], runs={}, out=tmp_path / "out", common={})  # type: ignore[arg-type]
+    ctx = Run(exp=None, options=RunOptions(), specs=[], runs={}, out=tmp_path / "out")  # type: ignore[arg-type]
     ctx.cached("m", measure, ckpt2, n_images=64)
     assert len(calls) == 6

@@ -24,12 +24,12 @@ from . import analyses as _builtin  # noqa: F401  (registers the built-in analys
 from . import data, recipes, registry
 from .launch import ModelJob
 from .models import check_name
+from .options import SCALES, RunOptions, default_scales, seed_suffix
 from .training import TrainConfig
 
 __all__ = ["KEYS", "MODEL_KEYS", "SCALES", "Experiment", "ModelSpec", "default_cache", "default_scales",
            "experiment_files", "load_experiment", "model_jobs", "scale_settings", "train_config"]
 
-SCALES = ("smoke", "paper")
 KEYS = ("id", "title", "description", "plugins", "recipes", "judges", "scale", "model", "analysis")
 MODEL_KEYS = ("id", "arch", "width", "T", "residual", "stage_T", "train", "seed", "data", "frames", "neuron",
               "table_key", *SCALES)
@@ -79,8 +79,9 @@ class Experiment:
             raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
         return {**default_scales().get(scale, {}), **self.scales.get(scale, {})}
 
-    def resolve(self, scale: str) -> list[ModelSpec]:
-        """Model specs at ``scale`` (smoke overrides applied, skipped models dropped)."""
+    def resolve(self, scale: str, seed: int = 0) -> list[ModelSpec]:
+        """Model specs at ``scale`` (smoke overrides applied, skipped models dropped), each with its seed raised by
+        ``seed`` (the ``seed``-th of the seeds a run trains; the names stay those of the first)."""
         specs = []
         for raw in self.models:
             entry = {k: v for k, v in raw.items() if k not in SCALES}
@@ -88,7 +89,7 @@ class Experiment:
             if entry.pop("skip", False):
                 continue
             spec = _spec(entry, self.id)
-            specs.append(replace(spec, name=_trained_name(spec, self.paper_spec(spec.id))))
+            specs.append(replace(spec, seed=spec.seed + seed, name=_trained_name(spec, self.paper_spec(spec.id))))
         return specs
 
     def analyses_at(self, scale: str) -> list[dict[str, Any]]:
@@ -142,12 +143,6 @@ def _trained_name(spec: ModelSpec, paper: ModelSpec) -> str:
     if spec.data != paper.data and spec.data:
         parts.append(spec.data)
     return "-".join(parts) + f"-for-{spec.id}"
-
-
-def default_scales() -> dict[str, dict[str, Any]]:
-    """The settings every experiment shares per scale (``experiments/_scales.toml``)."""
-    text = (resources.files("snncka") / "experiments" / "_scales.toml").read_text()
-    return tomllib.loads(text)["scale"]
 
 
 def experiment_files() -> dict[str, Any]:
@@ -271,33 +266,25 @@ def train_config(spec: ModelSpec, kind: str, settings: dict[str, Any], **run_opt
     )
 
 
-def scale_settings(exp: Experiment, scale: str, epochs: int | None = None,
-                   cka_images: int | None = None) -> dict[str, Any]:
-    """The scale's settings with the command line's overrides, checked before any work starts."""
-    settings = exp.settings(scale)
-    for key, value, least in (("epochs", epochs, 1), ("cka_images", cka_images, 4)):
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            flag = "--" + key.replace("_", "-")
-            why = " (unbiased CKA needs 4 images per batch)" if key == "cka_images" else ""
-            raise ValueError(f"{flag} must be an integer >= {least}{why}, got {value!r}")
-        settings[key] = value
-    return settings
+def scale_settings(exp: Experiment, scale: str, epochs: int | None = None, cka_images: int | None = None,
+                   seeds: int | None = None) -> dict[str, Any]:
+    """The scale's settings with the command line's overrides (``RunOptions.settings``)."""
+    return RunOptions(scale=scale, epochs=epochs, cka_images=cka_images, seeds=seeds).settings(exp)
 
 
-def model_jobs(exp: Experiment, scale: str, settings: dict[str, Any], cache: str | Path,
+def model_jobs(exp: Experiment, scale: str, settings: dict[str, Any], cache: str | Path, *, seed: int = 0,
                **run_opts: Any) -> tuple[list[ModelJob], dict[str, dict[str, Path]]]:
-    """Every model the experiment trains at ``scale`` as a job (each cache entry once), and the run folder of
-    each spec's ANN/SNN by spec name. Every training config is validated here, before any training."""
+    """Every model the experiment trains at ``scale`` with seed ``ModelSpec.seed + seed`` as a job (each cache entry
+    once), and the run folder of each spec's ANN/SNN by spec name. Every training config is validated here,
+    before any training."""
     jobs: dict[Path, ModelJob] = {}
     runs: dict[str, dict[str, Path]] = {}
-    for spec in exp.resolve(scale):
+    for spec in exp.resolve(scale, seed):
         runs[spec.name] = {}
         for kind in spec.types:
             cfg = train_config(spec, kind, settings, **run_opts)
             cfg.validate()
-            job = ModelJob(f"{spec.name}-{kind}", cfg, Path(cache))
+            job = ModelJob(f"{spec.name}{seed_suffix(seed)}-{kind}", cfg, Path(cache))
             jobs.setdefault(job.run_dir, job)
             runs[spec.name][kind] = job.run_dir
     return list(jobs.values()), runs

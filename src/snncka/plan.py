@@ -221,26 +221,32 @@ class PlannedModel:
         return self.cost.gpu_hours(max(0, self.cfg.epochs - self.done))
 
 
-def plan(exp_ids: list[str | Any], scale: str, cache: Any = None, epochs: int | None = None) -> list[PlannedModel]:
-    """The models of the experiments ``exp_ids`` (registered IDs or TOML files) at ``scale`` with their costs;
-    nothing is trained or loaded."""
-    from pathlib import Path
-
-    from .experiment import default_cache, load_experiment, model_jobs, scale_settings
+def plan(exp_ids: list[str | Any], scale: Any = "smoke", cache: Any = None, epochs: int | None = None,
+         seeds: int | None = None) -> list[PlannedModel]:
+    """The models of the experiments ``exp_ids`` (registered IDs or TOML files) at ``scale`` (a scale's name,
+    or a run's ``snncka.options.RunOptions``, which then gives the cache, epochs and seeds), every seed of the
+    run, with their costs; nothing is trained or loaded."""
+    from .experiment import load_experiment, model_jobs
     from .launch import trained_epochs
+    from .options import RunOptions, seed_suffix
 
-    cache = Path(cache) if cache is not None else default_cache()
+    opts = scale if isinstance(scale, RunOptions) else RunOptions(scale=scale, cache=cache, epochs=epochs,
+                                                                  seeds=seeds)
     out = []
     for exp_id in exp_ids:
         exp = load_experiment(exp_id)
-        settings = scale_settings(exp, scale, epochs)
+        settings = opts.settings(exp)
         batch = min(256, int(settings.get("cka_images", 4096)))
-        jobs, runs = model_jobs(exp, scale, settings, cache)
-        by_dir = {j.run_dir: j for j in jobs}
-        for job in jobs:  # the CKA step of the pair the job was first listed for
-            cfgs = [by_dir[d].cfg for d in runs[job.label.rsplit("-", 1)[0]].values()]
-            out.append(PlannedModel(exp.id, job.label, job.cfg, job.run_dir, trained_epochs(job.run_dir),
-                                    model_cost(job.cfg, batch), cka_peak_bytes(cfgs, batch)))
+        seen = set()
+        for k in range(int(settings["seeds"])):  # every seed trains its own models
+            jobs, runs = model_jobs(exp, opts.scale, settings, opts.cache, seed=k, recipe=opts.recipe_name)
+            by_dir = {j.run_dir: j for j in jobs}
+            for job in (j for j in jobs if j.run_dir not in seen):  # the CKA step of the pair it was listed for
+                seen.add(job.run_dir)
+                pair = runs[job.label.rsplit("-", 1)[0].removesuffix(seed_suffix(k))]
+                cfgs = [by_dir[d].cfg for d in pair.values()]
+                out.append(PlannedModel(exp.id, job.label, job.cfg, job.run_dir, trained_epochs(job.run_dir),
+                                        model_cost(job.cfg, batch), cka_peak_bytes(cfgs, batch)))
     return out
 
 

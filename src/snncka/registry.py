@@ -41,6 +41,7 @@ class AnalysisEntry:
     fn: Callable[..., Any]
     needs: str
     check: Callable[..., None] | None = None
+    on_checkpoints: bool = True  # the command line runs it on checkpoints (``snncka <name> CHECKPOINT...``)
 
 
 _MODELS: dict[str, Callable[..., Any]] = {}
@@ -65,17 +66,20 @@ def register_model(name: str) -> Callable[[F], F]:
     return deco
 
 
-def register_analysis(name: str, needs: str = "pair", check: Callable[..., None] | None = None
-                      ) -> Callable[[F], F]:
+def register_analysis(name: str, needs: str = "pair", check: Callable[..., None] | None = None,
+                      on_checkpoints: bool | None = None) -> Callable[[F], F]:
     """Register an analysis for experiment files' ``[[analysis]] kind = name`` (see the module doc).
     ``check(specs, **settings)``, if given, runs before any training and raises on settings that cannot work
-    for the experiment's models (``specs``: its ``ModelSpec``s at the scale run)."""
+    for the experiment's models (``specs``: its ``ModelSpec``s at the scale run). ``on_checkpoints``: whether
+    ``snncka <name> CHECKPOINT...`` runs it on checkpoints (default: yes for ``needs="pair"|"snn"|"ann"``,
+    whose command is made from the function; a ``needs="all"`` step with a command of its own says True)."""
     _check_name(name, "analysis")
     if needs not in NEEDS:
         raise ValueError(f"needs must be one of {', '.join(NEEDS)}, got {needs!r}")
 
     def deco(fn: F) -> F:
-        _ANALYSES[name] = AnalysisEntry(name, fn, needs, check)
+        _ANALYSES[name] = AnalysisEntry(name, fn, needs, check,
+                                        needs != "all" if on_checkpoints is None else on_checkpoints)
         return fn
 
     return deco

@@ -15,6 +15,9 @@ figures (PNG + SVG). The CKA analyses hold the engine's result in ``.cka`` (a ``
 * ``seeds``       CKA across seeds, every pairing (App. C).
 * ``rates``       firing-rate statistics of every LIF layer.
 
+The functions are named after their analysis (``blocks``, ``robustness``, ...), except ``compare_checkpoints``
+and ``temporal_checkpoint``, whose short names are the CKA engine's (``snncka.compare``, ``snncka.cka.temporal``).
+
 Every analysis takes ``recipe=`` (``"paper"``/``"code"``, ``snncka.recipes``; default: the recipe the first
 model was built under). It fills in what is not given explicitly: the CKA layer set (``paper``: every layer
 incl. fc; ``code``: no fc), images and minibatch size, the checkpoint of a run folder and the PGD settings.
@@ -33,14 +36,14 @@ from __future__ import annotations
 
 from ..results import CKAResult, Result, TemporalResult, iter_results, load_result
 from .blocks_analysis import BLOCK_NAME, TYPE_LABELS, BlocksResult, block_subset, blocks, blocks_from, check_block_names
-from .compare_analysis import CompareAnalysis, Overview, compare
+from .compare_analysis import CompareAnalysis, Overview, compare_checkpoints
 from .probe_analysis import ProbeResult, fit_linear_probe, pooled_features, probe, probe_layers
 from .rates_analysis import RatesResult, rates
 from .robustness_analysis import DEFAULT_EPS, DRIFT_EPS, RobustnessResult, robustness
 from .seeds_analysis import SeedsResult, seeds
 from .subjects import RecipeMeasured, Subject, accuracy, check_same_images, describe, resolve_recipe
 from .table import TableResult
-from .temporal_analysis import TemporalAnalysis, temporal
+from .temporal_analysis import TemporalAnalysis, temporal_checkpoint
 
 __all__ = [
     "BLOCK_NAME",
@@ -67,7 +70,7 @@ __all__ = [
     "blocks",
     "blocks_from",
     "check_same_images",
-    "compare",
+    "compare_checkpoints",
     "describe",
     "fit_linear_probe",
     "iter_results",
@@ -79,5 +82,5 @@ __all__ = [
     "resolve_recipe",
     "robustness",
     "seeds",
-    "temporal",
+    "temporal_checkpoint",
 ]

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..registry import register_analysis
 from ..results import curve_ylim
-from .compare_analysis import CompareAnalysis, compare, compared_pairs
+from .compare_analysis import CompareAnalysis, compare_checkpoints, compared_pairs
 from .subjects import RecipeMeasured
 
 __all__ = ["BLOCK_NAME", "TYPE_LABELS", "BlocksResult", "block_subset", "blocks", "blocks_from", "check_block_names"]
@@ -179,12 +179,12 @@ def blocks_from(
 
 def blocks(a: Any, b: Any | None = None, **compare_kwargs: Any) -> tuple[BlocksResult, CompareAnalysis]:
     """Per-layer-type CKA inside residual blocks (Fig. 3) from two checkpoints (or a ``CompareAnalysis``);
-    ``compare_kwargs`` (``recipe=``, ``n_images=``, ...) go to ``compare``.
+    ``compare_kwargs`` (``recipe=``, ``n_images=``, ...) go to ``compare_checkpoints``.
 
     Returns the blocks result (recording the comparison's recipe) and the comparison it was computed from.
     """
     t0 = time.perf_counter()
-    cmp = a if isinstance(a, CompareAnalysis) else compare(a, b, **compare_kwargs)
+    cmp = a if isinstance(a, CompareAnalysis) else compare_checkpoints(a, b, **compare_kwargs)
     names, d = cmp.corresponding()
     kinds = dict(zip(cmp.layers_a, cmp.kinds_a, strict=False))
     res = blocks_from(d, names, [kinds[n] for n in names], f"{cmp.label_a} vs {cmp.label_b}")
@@ -237,7 +237,7 @@ def _check_blocks(specs: Sequence[Any], *, blocks: Sequence[str] = (), **_: Any)
         check_block_names(blocks, s.arch, f"model {s.id}")
 
 
-@register_analysis("blocks", needs="all", check=_check_blocks)
+@register_analysis("blocks", needs="all", on_checkpoints=True, check=_check_blocks)
 def blocks_of_pairs(run: Any, *, models: list[str] | None = None, layers: Any = None,
                     blocks: Sequence[str] = ()) -> None:
     """Fig. 3: per-layer-type CKA inside the residual blocks, from each pair's comparison; ``blocks``: also

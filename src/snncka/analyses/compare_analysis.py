@@ -1,4 +1,6 @@
-"""``compare``: cross-layer CKA of two models (or one with itself): the heatmap and CKA curve of Fig. 2."""
+"""``compare``: cross-layer CKA of two models (or one with itself): the heatmap and CKA curve of Fig. 2.
+
+``compare_checkpoints`` runs it on checkpoints or subjects; the engine it drives is ``snncka.compare``."""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from .subjects import (
     subjects,
 )
 
-__all__ = ["CompareAnalysis", "Overview", "compare", "compared_pairs", "layer_choice", "overview"]
+__all__ = ["CompareAnalysis", "Overview", "compare_checkpoints", "compared_pairs", "layer_choice", "overview"]
 
 
 def _forward(name: str) -> property:
@@ -102,7 +104,7 @@ class CompareAnalysis(RecipeMeasured):
         return [{"model a": self.label_a, "model b": self.label_b, **row} for row in self.cka.summary(same)]
 
 
-def compare(
+def compare_checkpoints(
     a: Any,
     b: Any | None = None,
     *,
@@ -193,12 +195,12 @@ def layer_choice(layers: str | list[str] | None) -> dict[str, Any]:
 
 def compared_pairs(run: Any, models: list[str] | None = None, layers: Any = None) -> list[tuple[Any, Any]]:
     """(spec, SNN-vs-ANN compare result) of every ANN/SNN pair of an experiment run, each computed once."""
-    return [(s, run.cached(f"compare-{s.name}", compare, run.ckpt(s, "snn"), run.ckpt(s, "ann"),
-                           model=s.name, **layer_choice(layers), **run.common))
+    return [(s, run.cached(f"compare-{s.name}", compare_checkpoints, run.ckpt(s, "snn"), run.ckpt(s, "ann"),
+                           model=s.name, **layer_choice(layers), **run.analysis_options()))
             for s in run.models(models, ("ann", "snn"))]
 
 
-@register_analysis("compare", needs="all")
+@register_analysis("compare", needs="all", on_checkpoints=True)
 def compare_pairs(run: Any, *, models: list[str] | None = None, layers: Any = None, name: str | None = None
                   ) -> None:
     """Fig. 2: SNN vs ANN heatmap and curve of every pair; an overview of the curves when there are several."""
@@ -209,9 +211,9 @@ def compare_pairs(run: Any, *, models: list[str] | None = None, layers: Any = No
                    [s.name for s, _ in pairs])
 
 
-@register_analysis("self", needs="all")
+@register_analysis("self", needs="all", on_checkpoints=True)
 def compare_self(run: Any, *, models: list[str] | None = None, layers: Any = None) -> None:
     """Fig. 4: every SNN's layers against its own."""
     for s in run.models(models, ("snn",)):
-        run.cached(f"self-{s.name}", compare, run.ckpt(s, "snn"), None, model=s.name, **layer_choice(layers),
-                   **run.common)
+        run.cached(f"self-{s.name}", compare_checkpoints, run.ckpt(s, "snn"), None, model=s.name,
+                   **layer_choice(layers), **run.analysis_options())

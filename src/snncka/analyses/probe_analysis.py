@@ -232,9 +232,8 @@ def probe(
 
 
 
-@register_analysis("probe", needs="all")
+@register_analysis("probe", needs="all", on_checkpoints=True)
 def probe_models(run: Any, *, models: list[str] | None = None, name: str | None = None) -> None:
     """Fig. A.6: linear probes on every block of every model of the experiment, in one result."""
     chosen = [run.ckpt(s, k) for s in run.models(models, ()) for k in s.types]
-    run.cached("probe" + (f"-{name}" if name else ""), probe, chosen, data_root=run.common["data_root"],
-               device=run.common["device"], progress=run.common["progress"])
+    run.cached("probe" + (f"-{name}" if name else ""), probe, chosen, **run.analysis_options(images=False))

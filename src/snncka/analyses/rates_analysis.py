@@ -12,10 +12,11 @@ import torch
 
 from ..neurons import RateMeter
 from ..recipes import Recipe
+from ..registry import register_analysis
 from ..runtime import environment, resolve_device
 from .subjects import RecipeMeasured, images_used, model_input, positive, resolve_recipe, subject
 
-__all__ = ["RatesResult", "rates"]
+__all__ = ["RatesResult", "rates", "rates_of_snns"]
 
 
 @dataclass
@@ -130,3 +131,11 @@ def rates(
     )
 
 
+
+
+@register_analysis("rates", needs="all", on_checkpoints=True)
+def rates_of_snns(run: Any, *, models: list[str] | None = None, name: str | None = None) -> None:
+    """Firing-rate statistics of every SNN of the experiment on the whole test split."""
+    for s in run.models(models, ("snn",)):
+        run.cached("rates" + (f"-{name}" if name else "") + f"-{s.name}", rates, run.ckpt(s, "snn"), model=s.name,
+                   **run.analysis_options(images=False))

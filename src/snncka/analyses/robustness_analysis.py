@@ -297,7 +297,7 @@ def _data_bounds(s: Subject, dev: torch.device) -> tuple[Tensor, Tensor]:
     return x.amin(dim=dims).reshape(shape).to(dev), x.amax(dim=dims).reshape(shape).to(dev)
 
 
-@register_analysis("robustness", needs="all")
+@register_analysis("robustness", needs="all", on_checkpoints=True)
 def robustness_of_pairs(run: Any, *, models: list[str] | None = None, layers: Any = None,
                         eps: Sequence[float] = DEFAULT_EPS, steps: int | None = None) -> None:
     """Fig. 8: PGD accuracy and clean-vs-adversarial CKA of every ANN/SNN pair."""
@@ -305,5 +305,5 @@ def robustness_of_pairs(run: Any, *, models: list[str] | None = None, layers: An
 
     for s in run.models(models, ("ann", "snn")):
         run.cached(f"robustness-{s.name}", robustness, [run.ckpt(s, "ann"), run.ckpt(s, "snn")], eps=eps,
-                   model=s.name,
-                   **layer_choice(layers), **({"steps": steps} if steps is not None else {}), **run.common)
+                   model=s.name, **layer_choice(layers), **({"steps": steps} if steps is not None else {}),
+                   **run.analysis_options())

@@ -15,7 +15,7 @@ from ..recipes import Recipe
 from ..registry import register_analysis
 from ..results import curve_ylim, finite_mean
 from ..runtime import environment, resolve_device
-from .compare_analysis import compare
+from .compare_analysis import compare_checkpoints
 from .subjects import RecipeMeasured, check_same_images, resolve_recipe, subjects
 
 __all__ = ["SeedsResult", "seeds"]
@@ -98,7 +98,7 @@ def seeds(sources: Sequence[Any], *, include_self: bool = True, recipe: str | Re
     """CKA heatmaps for every pair of the given checkpoints (e.g. ANN and SNN, two seeds each: App. C).
 
     ``include_self`` adds each model against itself (Fig. C.1's first columns). ``recipe`` (default: the
-    first model's) and ``compare_kwargs`` go to every ``compare``.
+    first model's) and ``compare_kwargs`` go to every ``compare_checkpoints``.
     """
     t0 = time.perf_counter()
     dev = resolve_device(compare_kwargs.pop("device", None))
@@ -117,7 +117,7 @@ def seeds(sources: Sequence[Any], *, include_self: bool = True, recipe: str | Re
     for i, j in pairs:
         with warnings.catch_warnings():  # a mixed pair: warned once above, for the whole analysis
             warnings.simplefilter("ignore", UserWarning)
-            r = compare(subs[i], subs[j] if j != i else None, device=dev, recipe=rec, with_accuracy=False,
+            r = compare_checkpoints(subs[i], subs[j] if j != i else None, device=dev, recipe=rec, with_accuracy=False,
                         **compare_kwargs)
         if layers is not None and (r.layers_a != layers or r.layers_b != layers):
             raise ValueError("the models record different layers; seeds needs identical topologies")
@@ -139,8 +139,8 @@ def seeds(sources: Sequence[Any], *, include_self: bool = True, recipe: str | Re
 
 
 
-@register_analysis("seeds", needs="all")
+@register_analysis("seeds", needs="all", on_checkpoints=True)
 def seeds_of_models(run: Any, *, models: list[str] | None = None, name: str | None = None) -> None:
     """App. C: CKA between every pairing of the ANNs and SNNs of several seeds."""
     chosen = [run.ckpt(s, k) for k in ("ann", "snn") for s in run.models(models, ("ann", "snn"))]
-    run.cached("seeds" + (f"-{name}" if name else ""), seeds, chosen, **run.common)
+    run.cached("seeds" + (f"-{name}" if name else ""), seeds, chosen, **run.analysis_options())

@@ -12,15 +12,17 @@ __all__ = ["TableResult"]
 
 @dataclass
 class TableResult(Result):
-    """``values`` (what a registered analysis returned) of model ``model``, with the ``settings`` the
-    experiment file gave the analysis (its ``[[analysis]]`` entry's other keys)."""
+    """``values`` (what the registered analysis ``analysis_name`` returned) of the experiment's model ``model``,
+    with the ``settings`` the experiment file gave the analysis (its ``[[analysis]]`` entry's other keys) and
+    the ``identities`` of the models it analysed (``snncka.identity.ModelIdentity`` as dicts, seed included)."""
 
     analysis: ClassVar[str] = "table"
 
-    analysis_kind: str
+    analysis_name: str
     model: str
     values: dict
     settings: dict = field(default_factory=dict)
+    identities: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.values = jsonable(self.values)
@@ -33,3 +35,26 @@ class TableResult(Result):
             return [{"model": self.model, **{k: v[i] for k, v in self.values.items()}}
                     for i in range(len(lists[0]))]
         return [{"model": self.model, **self.values}]
+
+
+def call_analysis(entry: Any, subs: list[Any], n_images: int, settings: dict[str, Any], model: str) -> Result:
+    """Run the registered per-model analysis ``entry`` (``needs="pair"|"snn"|"ann"``) on ``subs`` (``Subject``s:
+    an SNN and an ANN, in either order, or one model): ``f(snn, ann, images, **settings)`` or ``f(model, images,
+    **settings)`` on the first ``n_images`` test images of the (first) model's data. A dict it returns becomes a
+    ``TableResult`` about ``model`` recording the models' identities."""
+    if entry.needs == "pair":
+        if sorted(s.spiking for s in subs) != [False, True]:
+            raise ValueError(f"analysis {entry.name} takes an SNN and an ANN checkpoint, got "
+                             f"{', '.join(s.label for s in subs)}")
+        subs = sorted(subs, key=lambda s: not s.spiking)  # the SNN first
+    elif [s.spiking for s in subs] != [entry.needs == "snn"]:
+        raise ValueError(f"analysis {entry.name} takes one {entry.needs.upper()} checkpoint, got "
+                         f"{', '.join(s.label for s in subs)}")
+    out = entry.fn(*[s.model for s in subs], subs[0].data.x_test[:n_images], **settings)
+    if isinstance(out, dict):
+        return TableResult(analysis_name=entry.name, model=model, values=out, settings=settings,
+                           identities=[s.identity.as_dict() for s in subs])
+    if not isinstance(out, Result):
+        raise TypeError(f"analysis {entry.name!r} returned a {type(out).__name__}; return a dict of numbers and "
+                        "lists or a snncka Result")
+    return out

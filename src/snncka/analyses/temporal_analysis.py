@@ -18,7 +18,7 @@ from ..results import TemporalResult
 from ..runtime import environment, resolve_device
 from .subjects import RecipeMeasured, cka_settings, first_batches, n_images_of, resolve_recipe, subject
 
-__all__ = ["TemporalAnalysis", "temporal"]
+__all__ = ["TemporalAnalysis", "temporal_checkpoint"]
 
 
 @dataclass
@@ -72,7 +72,7 @@ class TemporalAnalysis(RecipeMeasured):
         return self.cka.summary(label=self.label)
 
 
-def temporal(
+def temporal_checkpoint(
     a: Any,
     *,
     n_images: int | None | str = "recipe", batch_size: int | None = None, layers: Any = None,
@@ -80,7 +80,7 @@ def temporal(
     data_root: str | Path | None = None, device: str | torch.device | None = None, progress: bool = True,
 ) -> TemporalAnalysis:
     """``T x T`` CKA between time steps for every recorded layer of an SNN checkpoint (Fig. 6). ``recipe``
-    (default: the model's) gives the images, minibatch size and layers not given (see ``compare``)."""
+    (default: the model's) gives the images, minibatch size and layers not given (see ``compare_checkpoints``)."""
     t0 = time.perf_counter()
     dev = resolve_device(device)
     s = subject(a, data_root, dev, recipe)
@@ -98,12 +98,12 @@ def temporal(
                             environment=environment(), **recorded)
 
 
-@register_analysis("temporal", needs="all")
+@register_analysis("temporal", needs="all", on_checkpoints=True)
 def temporal_of_snns(run: Any, *, models: list[str] | None = None, layers: Any = None, name: str | None = None
                      ) -> None:
     """Fig. 6: the ``T x T`` CKA between time steps of every SNN (``name``: a suffix for a second layer set)."""
     from .compare_analysis import layer_choice
 
     for s in run.models(models, ("snn",)):
-        run.cached("temporal" + (f"-{name}" if name else "") + f"-{s.name}", temporal, run.ckpt(s, "snn"),
-                   model=s.name, **layer_choice(layers), **run.common)
+        run.cached("temporal" + (f"-{name}" if name else "") + f"-{s.name}", temporal_checkpoint, run.ckpt(s, "snn"),
+                   model=s.name, **layer_choice(layers), **run.analysis_options())

@@ -6,10 +6,11 @@ import click
 import torch
 
 from ..models import create, list_models
+from .analysis import AnalysisGroup
 from .errors import user_errors
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=AnalysisGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="snncka")
 @click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
               help="Import MODULE first (repeatable; also from the current folder): your registered models and "
@@ -58,7 +59,7 @@ from .data import data_cmd  # noqa: E402  (snncka data: list / prepare datasets)
 
 main.add_command(data_cmd)
 
-from .analysis import register as _register_analyses  # noqa: E402  (compare, temporal, ..., report)
+from .analysis import register as _register_analyses  # noqa: E402  (report; the analyses' commands: AnalysisGroup)
 
 _register_analyses(main)
 

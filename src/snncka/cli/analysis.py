@@ -1,4 +1,6 @@
-"""Analysis commands: ``snncka compare | temporal | blocks | robustness | probe | seeds | rates | report``.
+"""Analysis commands: one per registered analysis that runs on checkpoints (``snncka compare | self | temporal |
+blocks | robustness | probe | seeds | rates`` and each registered per-model analysis, a plugin's too), and
+``snncka report``.
 
 Each command takes checkpoints (``best.pt``/``last.pt`` or a run folder, meaning the checkpoint its recipe
 picks: ``best.pt``), checks its outputs, runs one function of ``snncka.analyses``, saves the result
@@ -18,9 +20,20 @@ from typing import Any
 import click
 
 from .. import analyses as A
-from .. import recipes
+from .. import recipes, registry
+from ..analyses.subjects import positive
+from ..analyses.table import call_analysis
+from ..experiment import check_settings
 from ..results import check_output_dir, result_paths
 from .errors import user_errors
+
+_COMMANDS: dict[str, click.Command] = {}  # registered analysis name -> its own command (the rest are made)
+
+
+def _of_analysis(cmd: click.Command) -> click.Command:
+    """``cmd`` is the command of the registered analysis of its name."""
+    _COMMANDS[str(cmd.name)] = cmd
+    return cmd
 
 
 def _common(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -150,6 +163,7 @@ def _run(fn: Callable[[], A.Result], out: str, name: str | None, analysis: str, 
     return res
 
 
+@_of_analysis
 @click.command("compare")
 @click.argument("checkpoint_a", type=click.Path())
 @click.argument("checkpoint_b", type=click.Path(), required=False)
@@ -159,10 +173,24 @@ def compare_cmd(checkpoint_a, checkpoint_b, n_images, batch_size, layers, biased
                 device, recipe, no_plot, quiet) -> None:
     """Cross-layer CKA heatmap and CKA curve of two checkpoints (or one against itself)."""
     kw = _cka(n_images, batch_size, layers, biased, kernel, recipe, data_root, device, quiet)
-    res = _run(lambda: A.compare(checkpoint_a, checkpoint_b, **kw), out, name, "compare", recipe)
+    res = _run(lambda: A.compare_checkpoints(checkpoint_a, checkpoint_b, **kw), out, name, "compare", recipe)
     _finish(res, out, name, no_plot)
 
 
+@_of_analysis
+@click.command("self")
+@click.argument("checkpoint", type=click.Path())
+@_cka_options
+@_common
+def self_cmd(checkpoint, n_images, batch_size, layers, biased, kernel, out, name, data_root, device, recipe, no_plot,
+             quiet) -> None:
+    """Cross-layer CKA of a checkpoint's layers against its own (Fig. 4); the same as `snncka compare CHECKPOINT`."""
+    kw = _cka(n_images, batch_size, layers, biased, kernel, recipe, data_root, device, quiet)
+    res = _run(lambda: A.compare_checkpoints(checkpoint, None, **kw), out, name, "self", recipe)
+    _finish(res, out, name, no_plot)
+
+
+@_of_analysis
 @click.command("temporal")
 @click.argument("checkpoint", type=click.Path())
 @_cka_options
@@ -171,10 +199,11 @@ def temporal_cmd(checkpoint, n_images, batch_size, layers, biased, kernel, out, 
                  no_plot, quiet) -> None:
     """T x T CKA between the time steps of every layer of an SNN checkpoint (Fig. 6)."""
     kw = _cka(n_images, batch_size, layers, biased, kernel, recipe, data_root, device, quiet)
-    res = _run(lambda: A.temporal(checkpoint, **kw), out, name, "temporal", recipe)
+    res = _run(lambda: A.temporal_checkpoint(checkpoint, **kw), out, name, "temporal", recipe)
     _finish(res, out, name, no_plot)
 
 
+@_of_analysis
 @click.command("blocks")
 @click.argument("checkpoint_a", type=click.Path())
 @click.argument("checkpoint_b", type=click.Path(), required=False)
@@ -205,6 +234,7 @@ def blocks_cmd(checkpoint_a, checkpoint_b, n_images, batch_size, layers, biased,
     )
 
 
+@_of_analysis
 @click.command("robustness")
 @click.argument("checkpoints", nargs=-1, required=True, type=click.Path())
 @click.option(
@@ -244,6 +274,7 @@ def robustness_cmd(checkpoints, eps, steps, step_size, random_start, pixel_std, 
     _finish(res, out, name, no_plot)
 
 
+@_of_analysis
 @click.command("probe")
 @click.argument("checkpoints", nargs=-1, required=True, type=click.Path())
 @click.option("--n-train", default=None, type=int, help="Training images for the probes (default: all).")
@@ -262,6 +293,7 @@ def probe_cmd(checkpoints, n_train, n_test, l2, batch_size, out, name, data_root
     _finish(res, out, name, no_plot)
 
 
+@_of_analysis
 @click.command("seeds")
 @click.argument("checkpoints", nargs=-1, required=True, type=click.Path())
 @click.option("--no-self", is_flag=True, help="Leave out each model against itself.")
@@ -275,6 +307,7 @@ def seeds_cmd(checkpoints, no_self, n_images, batch_size, layers, biased, kernel
     _finish(res, out, name, no_plot)
 
 
+@_of_analysis
 @click.command("rates")
 @click.argument("checkpoint", type=click.Path())
 @click.option("--n-images", default=None, type=int, help="Test images (default: all).")
@@ -317,19 +350,79 @@ def report_cmd(run_dir, out, title) -> None:
     click.echo(f"report: {path}")
 
 
-COMMANDS = (
-    compare_cmd,
-    temporal_cmd,
-    blocks_cmd,
-    robustness_cmd,
-    probe_cmd,
-    seeds_cmd,
-    rates_cmd,
-    report_cmd,
-)
+def _settings(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` pairs as an analysis's settings; each VALUE read as a TOML value (``2.0``, ``true``,
+    ``[1, 2]``, ``"text"``), else as text."""
+    import tomllib
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"--set takes KEY=VALUE, got {pair!r}")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _generated(entry: registry.AnalysisEntry) -> click.Command:
+    """The command of a registered per-model analysis (``needs="pair"|"snn"|"ann"``), made from its entry."""
+    takes = {"pair": "an SNN and an ANN checkpoint (either order)", "snn": "an SNN checkpoint",
+             "ann": "an ANN checkpoint"}[entry.needs]
+    doc = (entry.fn.__doc__ or "").strip().split("\n")[0]
+
+    @click.command(entry.name, help=f"{doc} (Registered analysis {entry.name!r}: {takes}.)".strip())
+    @click.argument("checkpoints", nargs=2 if entry.needs == "pair" else 1, type=click.Path())
+    @click.option("--set", "pairs", multiple=True, metavar="KEY=VALUE",
+                  help="A setting of the analysis, as in an experiment file's [[analysis]] entry (repeatable).")
+    @click.option("--n-images", default=None, type=int,
+                  help="Test images given to the analysis (the first N) [default: the recipe's CKA images].")
+    @_common
+    def cmd(checkpoints, pairs, n_images, out, name, data_root, device, recipe, no_plot, quiet) -> None:
+        def go() -> A.Result:
+            settings = _settings(pairs)
+            check_settings(entry, settings, f"snncka {entry.name}")
+            positive(n_images, "--n-images")
+            subs = [A.Subject.load(c, data_root=data_root, device=device) for c in checkpoints]
+            rec, _ = A.resolve_recipe(recipe, subs)
+            return call_analysis(entry, subs, n_images or rec.cka_images, settings, name or entry.name)
+
+        res = _run(go, out, name, entry.name, recipe)
+        _finish(res, out, name, no_plot)
+
+    return cmd
+
+
+def analysis_command(name: str) -> click.Command | None:
+    """The command of registered analysis ``name``: its own (above) or, for a per-model analysis, one made from
+    its function; None for an analysis that needs a whole experiment run (e.g. the paper's accuracy tables)."""
+    entry = registry.analyses().get(name)
+    if entry is None or not entry.on_checkpoints:
+        return None
+    return _COMMANDS.get(name) or (_generated(entry) if entry.needs != "all" else None)
+
+
+class AnalysisGroup(click.Group):
+    """A group that also has a command for every registered analysis that runs on checkpoints, a plugin's too:
+    the ``--plugin`` modules are imported before a command is looked up."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *(n for n in registry.analyses() if analysis_command(n))})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name) or analysis_command(cmd_name)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        if ctx.params.get("plugins"):
+            from ..experiment import import_plugins
+
+            with user_errors():
+                import_plugins(list(ctx.params["plugins"]), Path.cwd())
+        return super().resolve_command(ctx, args)
 
 
 def register(group: click.Group) -> None:
-    """Add the analysis commands to the ``snncka`` group."""
-    for cmd in COMMANDS:
-        group.add_command(cmd)
+    """Add ``snncka report`` to the group (an ``AnalysisGroup`` has the analyses' commands by itself)."""
+    group.add_command(report_cmd)

@@ -12,9 +12,9 @@ import click
 from .. import paper
 from ..experiment import SCALES, load_experiment
 from ..launch import InlineLauncher, LocalLauncher, SlurmLauncher, parse_minutes
+from ..options import RunOptions
 from ..recipes import RECIPES
-from ..recipes import get as get_recipe
-from ..runner import default_cache, default_out, model_jobs, run, scale_settings, submit
+from ..runner import default_out, run, submit, training_jobs
 from .errors import user_errors
 
 LAUNCHERS = ("inline", "local", "slurm", "submitit-local")
@@ -41,6 +41,9 @@ LAUNCHERS = ("inline", "local", "slurm", "submitit-local")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--epochs", type=int, default=None, help="Override the scale's number of epochs.")
 @click.option("--cka-images", type=int, default=None, help="Override the number of test images for CKA.")
+@click.option("--seeds", type=int, default=None,
+              help="Train every model with seeds seed..seed+N-1 (each its own cache entry) and run every analysis "
+                   "per seed; results of seed k > 0 are named <result>-s<k> [default: the scale's: smoke 1, paper 3].")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--launcher", type=click.Choice(LAUNCHERS), default="inline", show_default=True,
               help="How the models train: inline (one after another here), local (--jobs processes at once: one "
@@ -61,20 +64,24 @@ LAUNCHERS = ("inline", "local", "slurm", "submitit-local")
               help="slurm: submitit's scripts and logs (default <out>/slurm).")
 @click.option("--wait", is_flag=True, help="slurm: wait for the models here and run the analyses here.")
 def reproduce_cmd(exp_id, show_list, show_plan, scale, recipe, out, cache, data_root, download, device, epochs,
-                  cka_images, no_progress, launcher, jobs, partition, time_limit, gpus_per_model, ddp_min_hours,
+                  cka_images, seeds, no_progress, launcher, jobs, partition, time_limit, gpus_per_model, ddp_min_hours,
                   cpus_per_task, slurm_folder, wait) -> None:
     """Run one experiment of the paper (see --list) or your own experiment file (docs/EXPERIMENTS.md): train or
     reuse its models, analyse, report."""
+    with user_errors():  # every option checked once, before any work (one line each)
+        opts = RunOptions(scale=scale, recipe=recipe, epochs=epochs, cka_images=cka_images, seeds=seeds,
+                          cache=cache, data_root=data_root, download=download, device=device,
+                          progress=not no_progress)
     if show_plan:
         from ..plan import format_plan, plan
 
         with user_errors():
             ids = [e.id for e in paper.list_experiments()] if exp_id in (None, "all") else [exp_id]
-            click.echo(format_plan(plan(ids, scale, cache, epochs), scale))
+            click.echo(format_plan(plan(ids, opts), scale))
         return
     if show_list or not exp_id:
         click.echo("models: the networks trained (an ANN and an SNN count as two; one shared by several entries "
-                   "counts once), as --plan lists them")
+                   "counts once; every seed of the scale's), as --plan lists them")
         for exp in paper.list_experiments():
             n = {s: _trained(exp, s) for s in SCALES}
             click.echo(f"{exp.id:<7} {exp.title}\n{'':<7} models: {n['paper']} at paper scale, {n['smoke']} at "
@@ -84,12 +91,8 @@ def reproduce_cmd(exp_id, show_list, show_plan, scale, recipe, out, cache, data_
         return
     t0 = time.perf_counter()
     with user_errors():
-        if recipe is not None:
-            get_recipe(recipe)  # an unknown name: a one-line error listing the recipes, before any work
         exp = load_experiment(exp_id)  # a bad file, key, model or analysis: one line, before any work
     out = out or str(default_out(exp.id, scale, recipe))
-    kwargs = dict(cache=cache, data_root=data_root, download=download, device=device, epochs=epochs,
-                  cka_images=cka_images, progress=not no_progress, recipe=recipe)
     with user_errors():
         if launcher in ("slurm", "submitit-local"):
             for name, v in (("--gpus-per-model", gpus_per_model), ("--cpus-per-task", cpus_per_task)):
@@ -101,25 +104,25 @@ def reproduce_cmd(exp_id, show_list, show_plan, scale, recipe, out, cache, data_
                                   cluster="slurm" if launcher == "slurm" else "local")
             slurm.check()  # no Slurm here: one line now, not a silent local run
             if not wait:
-                return _submit(slurm, exp_id, scale, out, kwargs)
+                return _submit(slurm, exp_id, out, opts)
             chosen = slurm
         elif launcher == "local" or jobs != 1:  # --jobs N alone means the local launcher
             chosen = LocalLauncher(jobs, not no_progress)
         else:
             chosen = InlineLauncher(not no_progress)
-        report = run(exp_id, scale, out, launcher=chosen, **kwargs)
+        report = run(exp_id, out=out, launcher=chosen, options=opts)
     how = f"{scale}, recipe {recipe}" if recipe else scale
     click.echo(f"{exp.id} ({how}) done in {time.perf_counter() - t0:.0f} s; report: {report}")
 
 
 def _trained(exp, scale: str) -> int:
     """The number of networks ``exp`` trains at ``scale`` (distinct cache entries), as the plan counts them."""
-    return len(model_jobs(exp, scale, scale_settings(exp, scale), default_cache())[0])
+    return len(training_jobs(exp, RunOptions(scale=scale))[0])
 
 
-def _submit(slurm: SlurmLauncher, exp_id: str, scale: str, out: str, kwargs: dict) -> None:
+def _submit(slurm: SlurmLauncher, exp_id: str, out: str, opts: RunOptions) -> None:
     """Submit the models as a job array and the analyses as a job after them; print the job ids."""
-    trained, analysis = submit(exp_id, scale, out, slurm, **kwargs)
+    trained, analysis = submit(exp_id, opts.scale, out, slurm, options=opts)
     click.echo(f"{exp_id}: {len(trained)} training job(s) and analysis job {analysis.job_id} submitted (logs: "
                f"{slurm.folder}); the report will be {Path(out) / 'report.html'}")
     follow = f"sacct -j {analysis.job_id}; " if slurm.cluster == "slurm" else ""

@@ -126,7 +126,7 @@ def accuracy_table(run: Any, *, table: str, models: list[str] | None = None, wit
     run.cached(f"paper-{table}", lambda *_: _accuracy_table(run, table, models, without_retraining), read,
                numbers()[table], run.exp.settings("paper").get("data"), run.scale,
                [run.exp.paper_spec(s.id) for s in run.models(models, ())], table, without_retraining,
-               run.common.get("data_root"))
+               run.options.data_root)
 
 
 def _accuracy_table(run: Any, table: str, models: list[str] | None, without_retraining: bool) -> PaperComparison:
@@ -151,7 +151,7 @@ def _accuracy_table(run: Any, table: str, models: list[str] | None, without_retr
 def robustness_table(run: Any, *, table: str, models: list[str] | None = None) -> None:
     """Our PGD accuracies (the ``robustness`` analysis's results) beside the paper's bars (Fig. 8 / A.9)."""
     for s in run.models(models, ("ann", "snn")):
-        res = load_result(run.out / "results" / f"robustness-{s.name}.json")
+        res = load_result(run.out / "results" / f"{run.result_name(f'robustness-{s.name}')}.json")
         if not isinstance(res, RobustnessResult):
             raise ValueError(f"results/robustness-{s.name} is a {res.analysis} result, not a robustness result")
         rows = []
@@ -180,7 +180,8 @@ def _with_reused_weights(run: Any, rows: list[dict[str, Any]]) -> list[dict[str,
             continue
         variants = [full, *mixed]
         accs = without_retraining_accuracy(run.ckpt(full, "snn"), [s.stage_T for s in variants],
-                                           data_root=run.common["data_root"], device=run.common["device"])
+                                           data_root=run.options.data_root,
+                                           device=run.options.torch_device)
         for s, ours in zip(variants, accs, strict=True):
             suffix = s.name[len(full.name):] if s.name.startswith(full.name) else f"-{s.name}"
             out.append({**by_name[s.name], "model": f"reuse-{full.name}{suffix}", "ours (%)": ours,
