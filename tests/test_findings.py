@@ -18,18 +18,18 @@ BLOCK = ["act", "conv", "norm", "act", "conv", "norm", "block"]
 BLOCK_NAMES = ["act1", "conv1", "bn1", "act2", "conv2", "bn2", None]
 
 
-def ident(label: str) -> dict:
+def ident(label: str, data: str = "digits") -> dict:
     """The identity (as results store it) of a test model written as ``"SNN resnet20 x4 T8 res010"``: type,
     architecture, then optional ``x<width>``, ``T<steps>`` (default 4) and ``res<flags>`` (default all 1)."""
     kind, arch, *rest = label.split()
     opt = {p: t[len(p):] for t in rest for p in ("x", "T", "res", "seed") if t.startswith(p) and t[len(p):].isdigit()}
     return ModelIdentity.make(arch, float(opt.get("x", 1)), int(opt.get("T", 4)),
-                              [c == "1" for c in opt.get("res", "111")], kind == "SNN", "paper", "digits",
+                              [c == "1" for c in opt.get("res", "111")], kind == "SNN", "paper", data,
                               int(opt.get("seed", 0))).as_dict()
 
 
-def pair(snn: str, diag, names=None, kinds=None, ann: str | None = None) -> CompareAnalysis:
-    """An ANN-vs-SNN result whose corresponding-layer CKA is ``diag`` (off-diagonal entries 0.1)."""
+def pair(snn: str, diag, names=None, kinds=None, ann: str | None = None, data: str = "digits") -> CompareAnalysis:
+    """An ANN-vs-SNN result on ``data`` whose corresponding-layer CKA is ``diag`` (off-diagonal entries 0.1)."""
     n = len(diag)
     names = names or [f"l{i}" for i in range(n)]
     kinds = kinds or ["conv"] * n
@@ -37,7 +37,7 @@ def pair(snn: str, diag, names=None, kinds=None, ann: str | None = None) -> Comp
     np.fill_diagonal(m, diag)
     ann = ann or "ANN " + snn.split()[1]
     return CompareAnalysis.from_matrix(m, list(names), list(names), list(kinds), list(kinds), snn, ann, True,
-                                       False, identities=[ident(snn), ident(ann)])
+                                       False, identities=[ident(snn, data), ident(ann, data)])
 
 
 def block_curve(out: float, conv: float, act: float, norm: float = 0.8, blocks=("s1.b0", "s2.b0", "s3.b0")):
@@ -53,9 +53,10 @@ def block_curve(out: float, conv: float, act: float, norm: float = 0.8, blocks=(
 
 
 def identity(model: str) -> dict:
-    """The identity fields of a test model named ``<arch>[x<width>][-nores]``."""
+    """The identity of a test model named ``<arch>[x<width>][-nores]`` (an accuracy-table row's)."""
     arch, _, width = model.split("-")[0].partition("x")
-    return {"arch": arch, "width": float(width or 1), "residual": [not model.endswith("-nores")] * 3}
+    return ModelIdentity.make(arch, float(width or 1), 1, [not model.endswith("-nores")] * 3, False, "paper",
+                              "digits", 0).as_dict()
 
 
 def table(name: str, accs: dict[tuple[str, str], float]) -> PaperComparison:
@@ -238,12 +239,14 @@ def test_first_stage_tolerates_one_step() -> None:
 def test_event_data_lowers_similarity_pairs_the_same_architecture() -> None:
     static = {"fig2/compare-resnet20": pair("SNN resnet8 T4", [0.8, 0.9]),
               "fig2/compare-resnet56": pair("SNN resnet20 T4", [0.2, 0.2])}
-    f = by_id(evaluate({**static, "fig7/compare-cifar10-dvs": pair("SNN resnet8 T4", [0.5, 0.6])}))
+    f = by_id(evaluate({**static, "fig7/compare-x": pair("SNN resnet8 T4", [0.5, 0.6], data="cifar10-dvs")}))
     ev = f["event-data-lowers-similarity"]
     assert ev.verdict == HOLDS and ev.numbers["resnet8"] == pytest.approx({"event": 0.55, "static": 0.85})
-    f = by_id(evaluate({**static, "compare-cifar10-dvs": pair("SNN resnet8 T4", [0.9, 0.95])}))
-    assert f["event-data-lowers-similarity"].verdict == FAILS  # found as event data by its name
-    f = by_id(evaluate({"fig7/compare-x": pair("SNN resnet38 T10", [0.5])}))
+    f = by_id(evaluate({**static, "compare-y": pair("SNN resnet8 T4", [0.9, 0.95], data="ncaltech101")}))
+    assert f["event-data-lowers-similarity"].verdict == FAILS  # event data by the models' dataset, not the name
+    f = by_id(evaluate({**static, "fig7/compare-cifar10-dvs": pair("SNN resnet8 T4", [0.5, 0.6])}))
+    assert f["event-data-lowers-similarity"].verdict == UNMEASURED  # static data, whatever the name says
+    f = by_id(evaluate({"fig7/compare-x": pair("SNN resnet38 T10", [0.5], data="digits-dvs")}))
     assert f["event-data-lowers-similarity"].verdict == UNMEASURED
 
 
@@ -418,9 +421,9 @@ def test_predicates_judge_only_the_settings_their_claims_are_about() -> None:
 def test_evaluate_keeps_tagged_studies_apart_and_pools_tables() -> None:
     results = {  # one study per recipe tag: a tagged event experiment is still event data
         "fig2:paper/compare-a": pair("SNN resnet8 T4", [0.8]),
-        "fig7:paper/compare-b": pair("SNN resnet8 T4", [0.5]),
+        "fig7:paper/compare-b": pair("SNN resnet8 T4", [0.5], data="digits-dvs"),
         "fig2:code/compare-a": pair("SNN resnet8 T4", [0.6]),
-        "fig7:code/compare-b": pair("SNN resnet8 T4", [0.7]),
+        "fig7:code/compare-b": pair("SNN resnet8 T4", [0.7], data="digits-dvs"),
         "fig6/paper-table3": table("table3", {("snn-T4", "snn"): 90.0, ("snn-T4-first1", "snn"): 89.5,
                                               ("snn-T4-last1", "snn"): 88.0}),
         "fig6/paper-table3-reuse": table("table3", {("reuse-T4", "snn"): 90.0, ("reuse-T4-first1", "snn"): 85.0,

@@ -54,6 +54,7 @@ from .dataset import (
     augment_draws,
     cache_dir,
     frames_for,
+    is_event_data,
     register,
     to_model_input,
 )
@@ -64,7 +65,7 @@ from .readers import read_npz
 __all__ = ["CIFAR", "CIFAR10_DVS_CLASSES", "DATASETS", "EVENT_SOURCES", "FIXED_NORMALISATION", "NORMALISATIONS",
            "SHAPES", "Augment", "CifarSource", "DataShape", "Dataset", "EventSource",
            "MissingExtraError", "augment_batch", "augment_draws", "cache_dir", "digits_dvs_events", "download_file",
-           "frames_for", "get", "read_recording", "register", "split_per_class", "to_model_input"]
+           "frames_for", "get", "is_event_data", "read_recording", "register", "split_per_class", "to_model_input"]
 
 
 
@@ -165,7 +166,7 @@ def _frames_of(recordings: list[np.ndarray], sensor: tuple[int, int, int], T: in
     return np.stack([events_to_frames(r, sensor, T) for r in recordings])
 
 
-@register("digits-dvs")
+@register("digits-dvs", events=True)
 def load_digits_dvs(root=None, frames=None, download=False, seed=0, normalisation="dataset") -> Dataset:
     """Synthetic event-camera digits: scikit-learn's digits recorded by a simulated DVS (embedded).
 

@@ -261,7 +261,7 @@ def _integrate_all(name: str, files: list[Path], T: int, workers: int | None) ->
     return out, outside
 
 
-@register("cifar10-dvs", reads_root=True)
+@register("cifar10-dvs", reads_root=True, events=True)
 def load_cifar10_dvs(root=None, frames=None, download=False, seed=0, normalisation="dataset") -> Dataset:
     """CIFAR10-DVS: 10000 DVS recordings (128x128), 10 classes, AEDAT4 files in tonic's folder layout.
 
@@ -271,7 +271,7 @@ def load_cifar10_dvs(root=None, frames=None, download=False, seed=0, normalisati
     return _load_events("cifar10-dvs", root, frames, download)
 
 
-@register("ncaltech101", reads_root=True)
+@register("ncaltech101", reads_root=True, events=True)
 def load_ncaltech101(root=None, frames=None, download=False, seed=0, normalisation="dataset") -> Dataset:
     """N-Caltech101: 8709 ATIS recordings, 101 class folders, .bin files in tonic's folder layout.
 

@@ -118,18 +118,27 @@ def augment_batch(x: Tensor, aug: Augment, generator: torch.Generator | None = N
 Loader = Callable[..., Dataset]
 DATASETS: dict[str, Loader] = {}
 _READS_ROOT: set[str] = set()
+_EVENTS: set[str] = set()
 
 
-def register(name: str, *, reads_root: bool = False) -> Callable[[Loader], Loader]:
+def register(name: str, *, reads_root: bool = False, events: bool = False) -> Callable[[Loader], Loader]:
     """Register a loader ``fn(root, frames, download, seed, normalisation) -> Dataset`` as dataset ``name``.
-    ``reads_root``: its files are read from ``root`` (``get`` then checks that the folder exists)."""
+    ``reads_root``: its files are read from ``root`` (``get`` then checks that the folder exists); ``events``:
+    it holds event-camera recordings (integrated into frames), not static images."""
     def deco(fn: Loader) -> Loader:
         DATASETS[name] = fn
         if reads_root:
             _READS_ROOT.add(name)
+        if events:
+            _EVENTS.add(name)
         return fn
 
     return deco
+
+
+def is_event_data(name: str) -> bool:
+    """Whether dataset ``name`` holds event-camera recordings (registered with ``events=True``)."""
+    return name in _EVENTS
 
 
 #: ``normalisation="fixed"``: per-channel (mean, std) of pixel values in [0, 1] from the authors' released

@@ -9,7 +9,6 @@ by the results' types; ``evaluate_paper()`` applies the accuracy predicates to t
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +17,11 @@ from typing import Any
 import numpy as np
 
 from ...analyses import BlocksResult, CompareAnalysis, RobustnessResult, SeedsResult, TemporalAnalysis, load_result
+from ...data import is_event_data
 from ...results import TemporalResult
 from ..numbers import numbers as _paper_tables
 from ..tables import PaperComparison
 from .claims import (
-    EVENT_EXPERIMENTS,
     FAILS,
     HOLDS,
     OUT_OF_SCOPE,
@@ -50,10 +49,15 @@ from .claims import (
 __all__ = ["FAILS", "HOLDS", "ORDER", "THRESHOLDS", "UNMEASURED", "VERDICTS", "Finding", "evaluate",
            "evaluate_paper", "results_in", "spearman", "to_markdown", "to_rows"]
 
-_EVENT_NAME = re.compile(r"dvs|caltech", re.IGNORECASE)
 
 # Routing results to the predicates
 # --------------------------------------------------------------------------------------------------------
+
+
+def _on_event_data(r: Any) -> bool:
+    """Whether the result's (first) model saw event data, by its identity's dataset."""
+    ident = r.identity() if callable(getattr(r, "identity", None)) else None
+    return ident is not None and is_event_data(ident.data)
 
 ORDER = (
     "similarity-high", "depth-lowers-similarity", "width-raises-similarity", "width-closes-accuracy-gap",
@@ -110,8 +114,8 @@ def evaluate(results: Mapping[str, Any] | Iterable[Any], *, experiment: str | No
     experiments (or give ``experiment`` for all). Each experiment is one study: the depth, width and time-step
     series never mix results of two experiments. Results with different tags (e.g. recipes) are judged
     separately and each finding then combines the tags' verdicts, with the numbers per tag; to show a verdict
-    per recipe, call ``evaluate`` once per recipe. Event-data pairs are those of the experiments in
-    ``EVENT_EXPERIMENTS`` or whose name mentions DVS/Caltech; the other ANN-vs-SNN pairs are static. Accuracy
+    per recipe, call ``evaluate`` once per recipe. Event-data pairs are those whose models' identity names an
+    event dataset (``snncka.data.is_event_data``); the other ANN-vs-SNN pairs are static. Accuracy
     tables of one name pool their rows. A list of results works too (every result then belongs to
     ``experiment``).
     """
@@ -129,7 +133,8 @@ def evaluate(results: Mapping[str, Any] | Iterable[Any], *, experiment: str | No
 
 
 def _evaluate_study(items: Sequence[tuple[str, str, Any]]) -> list[Finding]:
-    """The claims on the results of one tag, routed by the results' types (and names, for event data)."""
+    """The claims on the results of one tag, routed by the results' types (and the models' data, for event
+    data)."""
     static: dict[str, list[Any]] = {}
     event: list[Any] = []
     curves: list[Any] = []
@@ -137,8 +142,8 @@ def _evaluate_study(items: Sequence[tuple[str, str, Any]]) -> list[Finding]:
     tables: dict[str, _Table] = {}
     robust: list[Any] = []
     seeds: list[Any] = []
-    for exp, name, r in items:
-        is_event = exp.split(":", 1)[0] in EVENT_EXPERIMENTS or bool(_EVENT_NAME.search(name))
+    for exp, _, r in items:
+        is_event = _on_event_data(r)
         if isinstance(r, CompareAnalysis) and bool(r.spiking_a) != bool(r.spiking_b):
             (event if is_event else static.setdefault(exp, [])).append(r)
         elif isinstance(r, BlocksResult):

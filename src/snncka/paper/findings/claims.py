@@ -81,8 +81,6 @@ OUT_OF_SCOPE: dict[str, tuple[str, ...]] = {
     "width-raises-similarity": ("appA2",),
     "similarity-high": ("appA2",),
 }
-EVENT_EXPERIMENTS = ("fig7", "appA3")  # experiments whose models see event data
-_EVENT_NAME = re.compile(r"dvs|caltech", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -326,7 +324,8 @@ def residuals_matter_more_for_snn(table: Any) -> Finding:
     bases = [m for m, _ in acc if all((k, t) in acc for k in (m, f"{m}-nores") for t in ("ann", "snn"))]
     if not bases:
         return Finding(fid, claim, src, UNMEASURED, "needs ANN and SNN accuracies of a model X and of X-nores")
-    depth = {m: int(d.group()) if (d := re.search(r"\d+", m)) else 0 for m in bases}
+    who = {str(r["model"]): r["identity"] for r in getattr(table, "rows", []) if r.get("identity")}
+    depth = {m: (who.get(m) or {}).get("depth") or 0 for m in bases}  # the trained architecture's (identity)
     drops = {m: {t: acc[(m, t)] - acc[(f"{m}-nores", t)] for t in ("ann", "snn")}
              for m in sorted(depth, key=lambda m: (depth[m], m))}
     margin = THRESHOLDS["residual_margin"]
