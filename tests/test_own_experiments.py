@@ -68,9 +68,9 @@ arch = "tiny-own"
 T = 2
 
 [[analysis]]
-kind = "compare"
+analysis = "compare"
 [[analysis]]
-kind = "mean-logit"
+analysis = "mean-logit"
 factor = 2.0
 '''
 
@@ -108,7 +108,7 @@ def test_a_users_model_analysis_and_experiment_run_through_reproduce(own: Path, 
 
 @pytest.mark.parametrize("change, message", [
     (("arch = \"tiny-own\"", "arch = \"nope\""), "unknown model 'nope'; available:"),
-    (("kind = \"mean-logit\"", "kind = \"nope\""), "unknown analysis kind 'nope'; registered:"),
+    (("analysis = \"mean-logit\"", "analysis = \"nope\""), "unknown analysis 'nope'; registered:"),
     (("title =", "colour = 1\ntitle ="), "unknown key(s) colour; valid: id, title"),
     (("T = 2", "T = 2\ndepth = 3"), "unknown model key(s) depth; valid: id, arch"),
     (("factor = 2.0", "factor = 2.0\nfactr = 1"), "mean-logit: unknown setting(s) factr; valid: factor"),
@@ -156,3 +156,26 @@ def test_seeds_train_every_model_per_seed_and_name_the_results_of_later_seeds(ow
 def test_seeds_below_one_are_a_one_line_error(own: Path, tmp_path: Path, seeds: str) -> None:
     res = CliRunner().invoke(main, ["reproduce", str(own), "--out", str(tmp_path / "out"), "--seeds", seeds])
     assert res.exit_code == 1 and res.output.strip() == f"Error: --seeds must be an integer >= 1, got {seeds}"
+
+
+def test_a_registered_per_model_analysis_has_a_command_made_from_the_registry(own: Path, tmp_path: Path,
+                                                                               monkeypatch) -> None:
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["reproduce", str(own), "--out", str(out), "--cache", str(tmp_path / "cache"),
+                                    "--no-progress", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    monkeypatch.chdir(own.parent)  # --plugin finds the module in the current folder
+    models = out / "models"
+    cli = ["--plugin", "my_plugin", "mean-logit", str(models / "tiny-ann"), str(models / "tiny-snn"), "--out",
+           str(tmp_path / "cli"), "--set", "factor=2.0", "--n-images", "40", "--device", "cpu", "--no-plot"]
+    res = CliRunner().invoke(main, cli)
+    assert res.exit_code == 0, res.output
+    by_cli, by_run = (load_result(p) for p in (tmp_path / "cli" / "mean-logit.json",
+                                                out / "results" / "mean-logit-tiny.json"))
+    assert by_cli.values == by_run.values and by_cli.settings == {"factor": 2.0}  # type: ignore[attr-defined]
+    assert [d["spiking"] for d in by_cli.identities] == [True, False]  # type: ignore[attr-defined]
+    res = CliRunner().invoke(main, [*cli[:5], "--out", str(tmp_path / "cli"), "--set", "factr=1"])
+    assert res.exit_code == 1 and "unknown setting(s) factr; valid: factor" in res.output, res.output
+    res = CliRunner().invoke(main, [*cli[:3], str(models / "tiny-ann"), str(models / "tiny-ann"), "--out",
+                                    str(tmp_path / "cli")])
+    assert res.exit_code == 1 and "takes an SNN and an ANN checkpoint" in res.output, res.output

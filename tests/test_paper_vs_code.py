@@ -49,7 +49,7 @@ def test_paper_vs_code_takes_no_recipe(tmp_path: Path) -> None:
 def test_paper_vs_code_is_listed_with_both_recipes() -> None:
     exp = reproduce.load_experiment("paper-vs-code")
     assert exp.recipes == ["paper", "code"]
-    assert {a["kind"] for a in exp.analyses} == {"compare", "blocks", "robustness"}
+    assert {a["analysis"] for a in exp.analyses} == {"compare", "blocks", "robustness"}
     assert "snncka reproduce paper-vs-code" in CliRunner().invoke(main, ["reproduce", "--list"]).output
     assert reproduce.default_out("fig8", "smoke", "code") == Path("runs/fig8-smoke-code")
     assert reproduce.default_out("fig8", "smoke", None) == reproduce.default_out("fig8", "smoke", "paper")

@@ -41,7 +41,7 @@ def test_every_experiment_of_the_spec_is_registered_and_valid() -> None:
                     1 if (s.data or settings.get("data")) == "digits" else 3)
                 create(s.arch, spiking=True, width=s.width, T=s.T, residual=s.residual, stage_T=s.stage_T,
                        in_channels=ch)
-        assert {a["kind"] for a in exp.analyses} <= set(registry.analyses())
+        assert {a["analysis"] for a in exp.analyses} <= set(registry.analyses())
 
 
 def test_paper_numbers_match_the_paper_text() -> None:
@@ -59,7 +59,7 @@ def test_paper_tables_cover_every_model_of_their_experiment() -> None:
     for exp_id, kinds, unreported in [("fig2", 18, set()), ("fig5", 12, {"resnet20-T128"}), ("fig6", 12, set()),
                                       ("appA2", 20, set())]:
         exp = load_experiment(exp_id)
-        table = next(a for a in exp.analyses if a["kind"] == "accuracy")
+        table = next(a for a in exp.analyses if a["analysis"] == "accuracy")
         specs = [s for s in exp.resolve("paper") if s.id in table.get("models", [s.id])]
         missing = {s.id for s in specs if paper_row(table["table"], table_key(exp.paper_spec(s.id))) is None}
         assert missing == unreported, exp_id  # T=128 is in Fig. 5 but not in Table B.1
@@ -126,7 +126,7 @@ def _check_experiment(exp_id: str, out: Path, cache: Path) -> None:
         res = analyses.load_result(p)
         figs = list((out / "figures").glob(f"{p.stem}_*.png"))
         assert figs or not res.plot(out / "tmp-figures", p.stem), p  # every plottable result has its figures
-    kinds = {a["kind"] for a in exp.analyses}
+    kinds = {a["analysis"] for a in exp.analyses}
     names = {p.stem for p in results}
     if "compare" in kinds:
         assert any(n.startswith("compare-") for n in names)
@@ -257,8 +257,8 @@ def test_an_output_folder_below_a_file_is_rejected_before_training(tmp_path: Pat
     assert not (tmp_path / "cache").exists()
 
 
-def test_every_analysis_kind_has_a_function() -> None:
-    kinds = {a["kind"] for e in list_experiments() for a in e.analyses}
+def test_every_analysis_of_the_experiments_is_registered() -> None:
+    kinds = {a["analysis"] for e in list_experiments() for a in e.analyses}
     assert kinds <= set(registry.analyses())
 
 
@@ -326,7 +326,7 @@ def test_single_block_analysis_and_its_block_names() -> None:
             check_block_names([bad], arch, "x")
     exp = load_experiment("appA2")  # Fig. A.5's blocks exist at both scales (smoke overrides them)
     for scale in ("smoke", "paper"):
-        a = next(a for a in exp.analyses_at(scale) if a["kind"] == "blocks")
+        a = next(a for a in exp.analyses_at(scale) if a["analysis"] == "blocks")
         specs = {s.id: s for s in exp.resolve(scale)}
         check_block_names(a["blocks"], specs["resnet110"].arch, scale)
-    assert next(a for a in exp.analyses_at("paper") if a["kind"] == "robustness-table")["table"] == "figA9"
+    assert next(a for a in exp.analyses_at("paper") if a["analysis"] == "robustness-table")["table"] == "figA9"

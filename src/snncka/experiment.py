@@ -177,7 +177,7 @@ def import_plugins(plugins: list[str], folder: Path | None) -> None:
 
 def load_experiment(ref: str | Path) -> Experiment:
     """The experiment of a TOML file (a path) or of a registered ID (``experiment_files``): plugins imported,
-    every key, model and analysis kind checked (an unknown one is a one-line error listing the valid ones)."""
+    every key, model and analysis name checked (an unknown one is a one-line error listing the valid ones)."""
     path = Path(ref)
     if path.suffix == ".toml" or path.is_file():
         if not path.is_file():
@@ -210,9 +210,9 @@ def load_experiment(ref: str | Path) -> Experiment:
     for name in exp.recipes:
         recipes.get(name)  # an unknown recipe is a one-line error listing the recipes
     for a in exp.analyses:
-        if "kind" not in a:
-            raise ValueError(f"{source}: every [[analysis]] needs a kind, got {a}")
-        check_settings(registry.get_analysis(a["kind"]), a, source)
+        if "analysis" not in a:
+            raise ValueError(f"{source}: every [[analysis]] needs analysis = \"<registered name>\", got {a}")
+        check_settings(registry.get_analysis(a["analysis"]), a, source)
     for j in exp.judges:
         registry.get_judge(j)
     for scale in SCALES:
@@ -221,7 +221,7 @@ def load_experiment(ref: str | Path) -> Experiment:
 
 
 #: the keys of an ``[[analysis]]`` entry the runner reads itself; a per-model analysis is not given them
-RUNNER_KEYS = ("kind", "name", "models", *SCALES)
+RUNNER_KEYS = ("analysis", "name", "models", *SCALES)
 _POSITIONAL = {"all": 1, "pair": 3, "snn": 2, "ann": 2}  # (run) / (snn, ann, images) / (model, images)
 
 
@@ -234,7 +234,7 @@ def check_settings(entry: registry.AnalysisEntry, a: dict[str, Any], where: str)
     given = {k for k, v in a.items() if k not in SCALES or not isinstance(v, dict)}
     for scale in SCALES:
         given |= set(a.get(scale, {}) if isinstance(a.get(scale), dict) else {})
-    ignored = {"kind"} if entry.needs == "all" else set(RUNNER_KEYS)
+    ignored = {"analysis"} if entry.needs == "all" else set(RUNNER_KEYS)
     unknown = sorted(given - ignored - set(takes))
     if unknown:
         raise ValueError(f"{where}: analysis {entry.name}: unknown setting(s) {', '.join(unknown)}; valid: "
@@ -251,12 +251,12 @@ def default_cache() -> Path:
     return data.cache_dir() / "models"
 
 
-def train_config(spec: ModelSpec, kind: str, settings: dict[str, Any], **run_opts: Any) -> TrainConfig:
-    """The training config of one model of a spec (``kind``: "ann" or "snn") at the scale's settings.
+def train_config(spec: ModelSpec, network: str, settings: dict[str, Any], **run_opts: Any) -> TrainConfig:
+    """The training config of one model of a spec (``network``: "ann" or "snn") at the scale's settings.
 
     An ANN ignores the SNN-only fields, so every spec that differs only in them shares one trained ANN.
     """
-    snn = kind == "snn"
+    snn = network == "snn"
     return TrainConfig(
         model=spec.arch, spiking=snn, T=spec.T if snn else 1, width=float(spec.width),
         residual=list(spec.residual), stage_T=list(spec.stage_T) if snn and spec.stage_T else None,
@@ -281,10 +281,10 @@ def model_jobs(exp: Experiment, scale: str, settings: dict[str, Any], cache: str
     runs: dict[str, dict[str, Path]] = {}
     for spec in exp.resolve(scale, seed):
         runs[spec.name] = {}
-        for kind in spec.types:
-            cfg = train_config(spec, kind, settings, **run_opts)
+        for net in spec.types:
+            cfg = train_config(spec, net, settings, **run_opts)
             cfg.validate()
-            job = ModelJob(f"{spec.name}{seed_suffix(seed)}-{kind}", cfg, Path(cache))
+            job = ModelJob(f"{spec.name}{seed_suffix(seed)}-{net}", cfg, Path(cache))
             jobs.setdefault(job.run_dir, job)
-            runs[spec.name][kind] = job.run_dir
+            runs[spec.name][net] = job.run_dir
     return list(jobs.values()), runs

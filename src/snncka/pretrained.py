@@ -52,8 +52,8 @@ def demo_pair(*, cache: str | Path | None = None, epochs: int | None = None, pro
         ensure_trained(job.cfg, job.cache)
     (spec_runs,) = runs.values()
     which = recipes.get(jobs[0].cfg.recipe).checkpoint  # as the analyses pick a run folder's checkpoint
-    ckpts = {kind: resolve_checkpoint(run, which) for kind, run in spec_runs.items()}
-    models = {kind: load(path) for kind, path in ckpts.items()}  # CPU, eval mode
+    ckpts = {net: resolve_checkpoint(run, which) for net, run in spec_runs.items()}
+    models = {net: load(path) for net, path in ckpts.items()}  # CPU, eval mode
     ds = data_mod.get(jobs[0].cfg.data)
     return Pair(ann=models["ann"], snn=models["snn"], images=ds.x_test, labels=ds.y_test,
                 runs={k: Path(v) for k, v in spec_runs.items()}, checkpoints=ckpts)

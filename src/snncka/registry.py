@@ -4,7 +4,7 @@
   (``spiking``, ``num_classes``, ``in_channels``, ``width``, ``T``, ``residual``, ``stage_T``, ``recipe`` and the
   neuron's). The model is then built by ``snncka.create(name, ...)``, listed by ``snncka models``, trained by
   ``snncka train --model name`` and usable as ``arch`` in an experiment file.
-* ``@register_analysis(name, needs=...)``: an analysis an experiment file runs with ``[[analysis]] kind = name``.
+* ``@register_analysis(name, needs=...)``: an analysis an experiment file runs with ``[[analysis]] analysis = name``.
   ``needs="pair"``: ``f(snn, ann, images, **settings)`` for every ANN/SNN pair; ``"snn"`` / ``"ann"``:
   ``f(model, images, **settings)`` for every model of that type; ``"all"``: ``f(run, **settings)`` once, with
   the run (``snncka.runner.Run``: the experiment, its models' checkpoints, the output folder). ``settings`` are
@@ -68,7 +68,7 @@ def register_model(name: str) -> Callable[[F], F]:
 
 def register_analysis(name: str, needs: str = "pair", check: Callable[..., None] | None = None,
                       on_checkpoints: bool | None = None) -> Callable[[F], F]:
-    """Register an analysis for experiment files' ``[[analysis]] kind = name`` (see the module doc).
+    """Register an analysis for experiment files' ``[[analysis]] analysis = name`` (see the module doc).
     ``check(specs, **settings)``, if given, runs before any training and raises on settings that cannot work
     for the experiment's models (``specs``: its ``ModelSpec``s at the scale run). ``on_checkpoints``: whether
     ``snncka <name> CHECKPOINT...`` runs it on checkpoints (default: yes for ``needs="pair"|"snn"|"ann"``,
@@ -114,7 +114,7 @@ def analyses() -> dict[str, AnalysisEntry]:
 def get_analysis(name: str) -> AnalysisEntry:
     known = analyses()
     if name not in known:
-        raise ValueError(f"unknown analysis kind {name!r}; registered: {', '.join(sorted(known))} (register your "
+        raise ValueError(f"unknown analysis {name!r}; registered: {', '.join(sorted(known))} (register your "
                          "own with @snncka.register_analysis and list its module in the file's plugins)")
     return known[name]
 

@@ -1,19 +1,19 @@
 """One result format for the CKA engine (``snncka.compare``/``temporal``) and the paper's analyses.
 
-Every result is a dataclass written as two files with one stem: ``<stem>.json`` (its kind, the format version
+Every result is a dataclass written as two files with one stem: ``<stem>.json`` (its type, the format version
 and every non-array field, strict JSON: NaN and inf become null) and ``<stem>.npz`` (its array fields), both
 atomically. A result holding another (an analysis result holds the engine's ``CKAResult``) stores it as a
 nested JSON object and its arrays as ``<field>.<array>`` in the same ``.npz``.
 
 * ``res.save(path)``: a ``path`` ending in ``.json``/``.npz`` names the files; any other path is a folder and
-  the files are ``<folder>/<name>.json`` + ``.npz`` (``name`` defaults to the result's kind).
+  the files are ``<folder>/<name>.json`` + ``.npz`` (``name`` defaults to the result's type).
 * ``load_result(path)`` (either file) reads any result; ``SomeResult.load(path)`` reads a result of that
   class, or the one of that class inside the saved result: ``CKAResult.load("runs/x/compare.json")`` returns
   the engine result of a ``snncka compare`` run.
 * ``res.plot(folder)`` draws the result's figures (PNG + SVG) into ``folder`` and returns their paths;
   ``iter_results(folder)`` finds every result below a folder (what ``snncka report`` shows).
 
-A result kind is known once the module defining its class is imported (``snncka.analyses`` for the built-in
+A result type is known once the module defining its class is imported (``snncka.analyses`` for the built-in
 ones; a plugin's own for its results).
 """
 
@@ -38,7 +38,7 @@ __all__ = ["CKAResult", "Measured", "Result", "TemporalResult", "check_output_di
            "result_paths", "saved_inputs"]
 
 FORMAT_VERSION = 2
-KIND_KEY = "snncka_result"
+TYPE_KEY = "snncka_result"
 INPUTS_KEY = "computed_from"  # the head's fingerprint of a result's inputs (not a field: any result may have it)
 _REGISTRY: dict[str, type[Result]] = {}
 R = TypeVar("R", bound="Result")
@@ -91,7 +91,7 @@ def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
 class Result:
     """Base of every result: array fields (``arrays``) go to ``.npz``, the others to ``.json``.
 
-    ``analysis`` is the result's kind (its name in the files and in the report); subclasses register by it.
+    ``analysis`` is the result's type (its name in the files and in the report); subclasses register by it.
     """
 
     analysis: ClassVar[str] = ""
@@ -110,7 +110,7 @@ class Result:
             name = self.analysis
         js, npz = result_paths(path, name)
         meta, arrays = _encode(self)
-        head = {KIND_KEY: meta.pop(KIND_KEY), "format_version": FORMAT_VERSION, "name": js.stem}
+        head = {TYPE_KEY: meta.pop(TYPE_KEY), "format_version": FORMAT_VERSION, "name": js.stem}
         if inputs is not None:
             head[INPUTS_KEY] = inputs
         atomic_write_stream(npz, lambda f: np.savez(f, **arrays))
@@ -155,7 +155,7 @@ class Measured(Result):
 
 
 def _encode(res: Result, prefix: str = "") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    meta: dict[str, Any] = {KIND_KEY: res.analysis}
+    meta: dict[str, Any] = {TYPE_KEY: res.analysis}
     arrays: dict[str, np.ndarray] = {}
     for f in fields(res):
         v = getattr(res, f.name)
@@ -170,7 +170,7 @@ def _encode(res: Result, prefix: str = "") -> tuple[dict[str, Any], dict[str, np
 
 
 def _decode(meta: dict[str, Any], arrays: dict[str, np.ndarray], where: str, prefix: str = "") -> Result:
-    cls = _REGISTRY[meta[KIND_KEY]]
+    cls = _REGISTRY[meta[TYPE_KEY]]
     hints = typing.get_type_hints(cls)
     kw: dict[str, Any] = {}
     for f in fields(cls):
@@ -183,7 +183,7 @@ def _decode(meta: dict[str, Any], arrays: dict[str, np.ndarray], where: str, pre
             kw[f.name] = v
         elif f.name in meta:
             v = meta[f.name]
-            if isinstance(v, dict) and v.get(KIND_KEY) in _REGISTRY:
+            if isinstance(v, dict) and v.get(TYPE_KEY) in _REGISTRY:
                 v = _decode(v, arrays, where, f"{prefix}{f.name}.")
             if not _conforms(v, hints[f.name]):
                 raise ValueError(f"{where}: field {prefix + f.name!r} of the {cls.analysis!r} result should be "
@@ -232,10 +232,10 @@ def _short(v: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _kind_of(head: Any) -> str | None:
-    """The registered kind a JSON head declares, or None."""
-    kind = head.get(KIND_KEY) if isinstance(head, dict) else None
-    return kind if isinstance(kind, str) and kind in _REGISTRY else None
+def _type_of(head: Any) -> str | None:
+    """The registered result type a JSON head declares, or None."""
+    rtype = head.get(TYPE_KEY) if isinstance(head, dict) else None
+    return rtype if isinstance(rtype, str) and rtype in _REGISTRY else None
 
 
 def load_result(path: str | Path) -> Result:
@@ -266,13 +266,13 @@ def saved_inputs(path: str | Path) -> str | None:
 
 def _from_meta(js: Path, npz: Path, meta: Any) -> Result:
     """The result whose parsed ``.json`` is ``meta``, with the arrays of its ``.npz``."""
-    kind = _kind_of(meta)
-    if kind is None:
-        tag = meta.get(KIND_KEY) if isinstance(meta, dict) else None
+    rtype = _type_of(meta)
+    if rtype is None:
+        tag = meta.get(TYPE_KEY) if isinstance(meta, dict) else None
         if isinstance(tag, str):
-            raise ValueError(f"{str(js)!r} holds a {tag!r} result, a kind no imported module defines; import "
+            raise ValueError(f"{str(js)!r} holds a {tag!r} result, a type no imported module defines; import "
                              "the module that registers it (e.g. the experiment's plugins) first")
-        raise ValueError(f"{str(js)!r} is not a snncka result (no {KIND_KEY!r} tag)")
+        raise ValueError(f"{str(js)!r} is not a snncka result (no {TYPE_KEY!r} tag)")
     arrays = read_npz(npz) if npz.is_file() else {}
     return _decode(meta, arrays, repr(str(npz)))
 
@@ -289,7 +289,7 @@ def iter_results(root: str | Path) -> Iterator[tuple[Path, Result]]:
             continue
         except OSError:
             continue
-        if _kind_of(head) is None:
+        if _type_of(head) is None:
             continue
         try:
             yield p, _from_meta(p, result_paths(p)[1], head)  # the JSON is read once

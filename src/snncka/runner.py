@@ -141,7 +141,7 @@ class Run:
 
 def _per_model(run: Run, entry: registry.AnalysisEntry, a: dict[str, Any]) -> None:
     """A ``needs="pair"|"snn"|"ann"`` analysis on every model it applies to, each result saved once."""
-    settings = {k: v for k, v in a.items() if k not in ("kind", "name", "models")}
+    settings = {k: v for k, v in a.items() if k not in ("analysis", "name", "models")}
     need = ("ann", "snn") if entry.needs == "pair" else (entry.needs,)
     stem = a.get("name", entry.name)
     dev = run.options.torch_device
@@ -212,9 +212,9 @@ def _run_one(exp: Experiment, opts: RunOptions, out: Path, launcher: Any, judge:
             models[spec.name + seed_suffix(k)] = {net: str(p) for net, p in seed_runs[spec.name].items()}
         ctx = Run(exp, opts, specs, seed_runs, out, opts.analysis_images(settings), k)
         for a in exp.analyses_at(opts.scale):
-            entry = registry.get_analysis(a["kind"])
+            entry = registry.get_analysis(a["analysis"])
             if entry.needs == "all":
-                entry.fn(ctx, **{k: v for k, v in a.items() if k != "kind"})
+                entry.fn(ctx, **{k: v for k, v in a.items() if k != "analysis"})
             else:
                 _per_model(ctx, entry, a)
         about.update(ctx.about)
@@ -287,10 +287,10 @@ def _prepare(exp: Experiment, opts: RunOptions, out: Path
     every seed, the datasets' availability and the output folder."""
     settings = opts.settings(exp)
     for a in exp.analyses_at(opts.scale):
-        entry = registry.get_analysis(a["kind"])
+        entry = registry.get_analysis(a["analysis"])
         if entry.check is not None:
             chosen = [s for s in exp.resolve(opts.scale) if a.get("models") is None or s.id in a["models"]]
-            entry.check(chosen, **{k: v for k, v in a.items() if k != "kind"})
+            entry.check(chosen, **{k: v for k, v in a.items() if k != "analysis"})
     jobs, runs = training_jobs(exp, opts, settings)
     for name in sorted({j.cfg.data for j in jobs}):
         check_available(name, opts.data_root, opts.download)

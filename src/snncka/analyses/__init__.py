@@ -24,7 +24,7 @@ incl. fc; ``code``: no fc), images and minibatch size, the checkpoint of a run f
 Each result records its recipe, the recipe of every model and a warning when models of different recipes
 are compared (``RecipeMeasured``).
 
-Each registers its experiment step (``snncka.registry.register_analysis``): what ``[[analysis]] kind = ...``
+Each registers its experiment step (``snncka.registry.register_analysis``): what ``[[analysis]] analysis = ...``
 of an experiment file runs. ``TableResult`` holds what a user's analysis returned as a dict.
 
 Modules: ``subjects`` (models, their data and test images) and one ``<analysis>_analysis`` module per analysis

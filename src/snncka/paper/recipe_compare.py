@@ -28,13 +28,13 @@ from ..results import Result, finite_mean
 
 __all__ = ["RecipeComparison", "compare_recipes", "judge"]
 
-_KINDS = {CompareAnalysis: "compare", BlocksResult: "blocks", RobustnessResult: "robustness"}  # compared
+_ANALYSIS = {CompareAnalysis: "compare", BlocksResult: "blocks", RobustnessResult: "robustness"}  # compared
 _TYPES = tuple(TYPE_LABELS.values())  # the layer types of Fig. 3: residual output, LIF/ReLU, conv, BN
 
 
 @dataclass
 class RecipeComparison(Result):
-    """The same analyses under several recipes, per model (``<kind>[model][recipe]``); see the module doc."""
+    """The same analyses under several recipes, per model (``<analysis>[model][recipe]``); see the module doc."""
 
     analysis: ClassVar[str] = "paper-vs-code"
 
@@ -82,11 +82,11 @@ class RecipeComparison(Result):
         for model, by_recipe in self.robustness.items():
             for r, rb in by_recipe.items():
                 for m, spiking in enumerate(rb["spiking"]):
-                    kind = _kind(spiking)
-                    put(model, "Fig. 8", f"{kind} clean accuracy (%)", r, rb["clean"][m])
+                    net = _network(spiking)
+                    put(model, "Fig. 8", f"{net} clean accuracy (%)", r, rb["clean"][m])
                     for e, acc, cka in zip(rb["eps"], rb["accuracy"][m], rb["cka_mean"][m], strict=True):
-                        put(model, "Fig. 8", f"{kind} robust accuracy (%), eps={e:g}", r, acc)
-                        put(model, "Fig. 8", f"{kind} mean CKA clean vs adversarial, eps={e:g}", r, cka)
+                        put(model, "Fig. 8", f"{net} robust accuracy (%), eps={e:g}", r, acc)
+                        put(model, "Fig. 8", f"{net} mean CKA clean vs adversarial, eps={e:g}", r, cka)
         return out
 
     def plot(self, out: str | Path, name: str | None = None) -> list[Path]:
@@ -127,8 +127,8 @@ class RecipeComparison(Result):
             cka: dict[str, dict[str, list[float]]] = {}
             for r, rb in by_recipe.items():
                 for m, spiking in enumerate(rb["spiking"]):
-                    acc.setdefault(_kind(spiking), {})[f"{r} recipe"] = [rb["clean"][m], *rb["accuracy"][m]]
-                    cka.setdefault(_kind(spiking), {})[f"{r} recipe"] = rb["cka_mean"][m]
+                    acc.setdefault(_network(spiking), {})[f"{r} recipe"] = [rb["clean"][m], *rb["accuracy"][m]]
+                    cka.setdefault(_network(spiking), {})[f"{r} recipe"] = rb["cka_mean"][m]
             paths += plots.overlay_lines([0.0, *eps], acc, f"{stem}_{slug}_robust_accuracy", xlabel="eps (L-inf)",
                                          ylabel="accuracy (%)", ylim=(0, 105),
                                          title=f"{model}: accuracy under PGD (Fig. 8)")
@@ -138,7 +138,7 @@ class RecipeComparison(Result):
         return paths
 
 
-def _kind(spiking: bool) -> str:
+def _network(spiking: bool) -> str:
     return "SNN" if spiking else "ANN"
 
 
@@ -194,14 +194,16 @@ def compare_recipes(folders: dict[str, str | Path], experiment: str = "") -> Rec
     """The compare, blocks and robustness results of each recipe's experiment folder (``{recipe: folder}``),
     gathered per model (the experiment's model each is about, as ``experiment.json`` records) for the models
     every recipe analysed."""
-    got: dict[str, dict[str, dict[str, dict[str, Any]]]] = {k: {} for k in _KINDS.values()}
+    got: dict[str, dict[str, dict[str, dict[str, Any]]]] = {k: {} for k in _ANALYSIS.values()}
     for recipe, folder in folders.items():
         index = read_json(Path(folder) / "experiment.json").get("results", {})
         for name, about in sorted(index.items()):
+            if about.get("seed", 0):  # the first seed's: one result per model and recipe
+                continue
             res = load_result(Path(folder) / "results" / f"{name}.json")
-            kind = _KINDS.get(type(res))
-            if kind is not None:
-                got[kind].setdefault(about["model"], {})[recipe] = _ENTRY[kind](res)
+            analysis = _ANALYSIS.get(type(res))
+            if analysis is not None:
+                got[analysis].setdefault(about["model"], {})[recipe] = _ENTRY[analysis](res)
     every = {k: {m: by for m, by in models.items() if len(by) == len(folders)} for k, models in got.items()}
     if not any(every.values()):
         where = ", ".join(str(f) for f in folders.values())

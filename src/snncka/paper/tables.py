@@ -36,7 +36,7 @@ class PaperComparison(Result):
     """Our accuracies next to the paper's (one row per model and type). At paper scale with the difference;
     at other scales (other data, fewer epochs) the paper's numbers are shown as a reference only."""
 
-    analysis: ClassVar[str] = "paper"
+    analysis: ClassVar[str] = "paper-table"
 
     table: str
     caption: str
@@ -79,8 +79,8 @@ def _number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-def _row(model: str, kind: str, setting: str, ours: float, theirs: float | str | None) -> dict[str, Any]:
-    return {"model": model, "type": kind.upper(), "paper setting": setting, "ours (%)": ours, "paper (%)": theirs}
+def _row(model: str, network: str, setting: str, ours: float, theirs: float | str | None) -> dict[str, Any]:
+    return {"model": model, "type": network.upper(), "paper setting": setting, "ours (%)": ours, "paper (%)": theirs}
 
 
 def table_key(spec: ModelSpec) -> dict[str, Any]:
@@ -135,9 +135,9 @@ def _accuracy_table(run: Any, table: str, models: list[str] | None, without_retr
     for spec in run.models(models, ()):
         key = table_key(run.exp.paper_spec(spec.id))
         r = row(table, key)
-        for kind, run_dir in run.runs[spec.name].items():
-            theirs = None if r is None else r.get(kind, r.get(f"{kind}_{'c100' if c100 else 'c10'}"))
-            rows.append({**_row(spec.name, kind, _describe_key(key), _final_accuracy(run_dir), theirs),
+        for net, run_dir in run.runs[spec.name].items():
+            theirs = None if r is None else r.get(net, r.get(f"{net}_{'c100' if c100 else 'c10'}"))
+            rows.append({**_row(spec.name, net, _describe_key(key), _final_accuracy(run_dir), theirs),
                          "identity": _identity(run_dir)})
     caption = numbers()[table]["caption"]
     if without_retraining:
@@ -156,9 +156,9 @@ def robustness_table(run: Any, *, table: str, models: list[str] | None = None) -
             raise ValueError(f"results/robustness-{s.name} is a {res.analysis} result, not a robustness result")
         rows = []
         for label, clean, accs in zip(res.labels, res.clean_accuracy, res.accuracy, strict=True):
-            kind = "snn" if label.startswith("SNN") else "ann"
+            net = "snn" if label.startswith("SNN") else "ann"
             for eps, ours in zip([0.0, *res.eps], [clean, *accs], strict=True):
-                rows.append(_row(s.name, kind, f"eps={eps:g}", ours, value(row(table, {"eps": eps}), kind)))
+                rows.append(_row(s.name, net, f"eps={eps:g}", ours, value(row(table, {"eps": eps}), net)))
         run.save(PaperComparison(table=table, caption=numbers()[table]["caption"], rows=rows, scale=run.scale),
                  f"paper-robustness-{s.name}")
 
