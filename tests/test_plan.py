@@ -96,6 +96,19 @@ def test_plan_marks_cached_models_and_counts_only_what_is_left(tmp_path: Path) -
     assert "1 already in the cache" in res.output and "cached;" in res.output
 
 
+def test_plan_counts_every_seed(tmp_path: Path) -> None:
+    one = plan(["fig3"], "smoke", tmp_path, epochs=1)
+    two = plan(["fig3"], "smoke", tmp_path, epochs=1, seeds=2)
+    assert [m.label for m in two] == [m.label for m in one] + [m.label.replace("-ann", "-s1-ann").replace(
+        "-snn", "-s1-snn") for m in one]
+    assert len({m.run_dir for m in two}) == 2 * len(one) and [m.cfg.seed for m in two] == [0, 0, 1, 1]
+    assert sum(m.remaining_hours for m in two) == pytest.approx(2 * sum(m.remaining_hours for m in one))
+    paper = plan(["fig3"], "paper", tmp_path)  # the paper scale's default: three seeds
+    assert sorted({m.cfg.seed for m in paper}) == [0, 1, 2] and len(paper) == 3 * len(one)
+    res = CliRunner().invoke(main, ["reproduce", "fig3", "--plan", "--seeds", "0"])
+    assert res.exit_code == 1 and res.output.strip() == "Error: --seeds must be an integer >= 1, got 0"
+
+
 def test_plan_of_everything_at_paper_scale() -> None:
     res = CliRunner().invoke(main, ["reproduce", "all", "--plan", "--scale", "paper"])
     assert res.exit_code == 0, res.output

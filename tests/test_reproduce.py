@@ -219,6 +219,7 @@ def test_scale_settings_are_shared_and_overridden_per_experiment() -> None:
     for exp in list_experiments():
         paper, smoke = exp.settings("paper"), exp.settings("smoke")
         assert paper["epochs"] == 300 and paper["cka_images"] == 4096 and smoke["data"] == "digits"
+        assert (paper["seeds"], smoke["seeds"]) == (3, 1)  # smoke: the one-seed times; paper: a spread per finding
         assert paper["data"] == ("cifar100" if exp.id == "appA2" else "cifar10")
         assert paper["batch_size"] == (128 if exp.id in ("fig7", "appA3") else 256)
     assert load_experiment("demo").settings("smoke")["epochs"] != load_experiment("fig2").settings("smoke")["epochs"]
@@ -239,6 +240,8 @@ def test_names_say_what_was_trained_and_what_the_paper_used() -> None:
 @pytest.mark.parametrize("args, message", [
     (["--cka-images", "0"], "--cka-images must be an integer >= 4"),
     (["--epochs", "0"], "--epochs must be an integer >= 1"),
+    (["--seeds", "0"], "--seeds must be an integer >= 1, got 0"),
+    (["--seeds", "-2"], "--seeds must be an integer >= 1, got -2"),
     (["--launcher", "local", "--jobs", "0"], "--jobs must be >= 1"),
     (["--launcher", "slurm", "--time", "soon"], "--time 'soon'"),
 ])
