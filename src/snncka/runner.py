@@ -214,7 +214,7 @@ def _run_one(exp: Experiment, opts: RunOptions, out: Path, launcher: Any, judge:
         for a in exp.analyses_at(opts.scale):
             entry = registry.get_analysis(a["analysis"])
             if entry.needs == "all":
-                entry.fn(ctx, **{k: v for k, v in a.items() if k != "analysis"})
+                entry.fn(ctx, **{key: v for key, v in a.items() if key != "analysis"})
             else:
                 _per_model(ctx, entry, a)
         about.update(ctx.about)
