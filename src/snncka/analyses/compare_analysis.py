@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -153,7 +153,8 @@ def compare_checkpoints(
 
 @dataclass
 class Overview(Result):
-    """The CKA curves (heatmap diagonals) of every ANN/SNN pair of an experiment, on one figure."""
+    """The CKA curves (heatmap diagonals) of every ANN/SNN pair of an experiment, on one figure (``identities``:
+    each curve's models, as its compare result records them)."""
 
     analysis: ClassVar[str] = "overview"
     arrays: ClassVar[tuple[str, ...]] = ("curves",)
@@ -163,6 +164,7 @@ class Overview(Result):
     layers: list[list[str]]
     title: str = ""
     seconds: float = 0.0
+    identities: list[list[dict]] = field(default_factory=list)
 
     def plot(self, out: str | Path, name: str | None = None) -> list[Path]:
         from .. import plots
@@ -185,7 +187,8 @@ def overview(title: str, results: list[Any], labels: list[str]) -> Overview:
     curves = np.full((len(diags), width), np.nan)
     for i, (_, d) in enumerate(diags):
         curves[i, : len(d)] = d
-    return Overview(curves=curves, labels=labels, layers=[list(n) for n, _ in diags], title=title)
+    return Overview(curves=curves, labels=labels, layers=[list(n) for n, _ in diags], title=title,
+                    identities=[list(r.identities) for r in results])
 
 
 def layer_choice(layers: str | list[str] | None) -> dict[str, Any]:
