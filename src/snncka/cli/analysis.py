@@ -387,10 +387,11 @@ def _generated(entry: registry.AnalysisEntry) -> click.Command:
             positive(n_images, "--n-images")
             subs = [A.Subject.load(c, data_root=data_root, device=device) for c in checkpoints]
             rec, _ = A.resolve_recipe(recipe, subs)
-            return call_analysis(entry, subs, n_images or rec.cka_images, settings, name or entry.name)
+            model = " vs ".join(s.label for s in sorted(subs, key=lambda s: not s.spiking))  # e.g. SNN x vs ANN x
+            return call_analysis(entry, subs, n_images or rec.cka_images, settings, model)
 
         res = _run(go, out, name, entry.name, recipe)
-        _finish(res, out, name, no_plot)
+        _finish(res, out, name or entry.name, no_plot)  # named after the analysis, as the runner names it
 
     return cmd
 
