@@ -141,9 +141,9 @@ def test_plotting_from_python_works_for_engine_and_analysis_results(tmp_path):
     np.testing.assert_allclose(t.off_diagonal_mean(), 0.9)
 
 
-def test_a_result_of_a_kind_no_module_defines_is_a_clear_error(tmp_path):
+def test_a_result_of_a_type_no_module_defines_is_a_clear_error(tmp_path):
     (tmp_path / "x.json").write_text(json.dumps({"snncka_result": "someones-own", "format_version": 2}))
-    with pytest.raises(ValueError, match="'someones-own' result, a kind no imported module defines"):
+    with pytest.raises(ValueError, match="'someones-own' result, a type no imported module defines"):
         load_result(tmp_path / "x.json")
 
 

@@ -12,6 +12,7 @@ the recipe the first checkpoint was built under); every CKA command the shared C
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -367,8 +368,9 @@ def _settings(pairs: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+@functools.cache
 def _generated(entry: registry.AnalysisEntry) -> click.Command:
-    """The command of a registered per-model analysis (``needs="pair"|"snn"|"ann"``), made from its entry."""
+    """The command of a registered per-model analysis (``needs="pair"|"snn"|"ann"``), made once from its entry."""
     takes = {"pair": "an SNN and an ANN checkpoint (either order)", "snn": "an SNN checkpoint",
              "ann": "an ANN checkpoint"}[entry.needs]
     doc = (entry.fn.__doc__ or "").strip().split("\n")[0]
