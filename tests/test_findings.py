@@ -331,12 +331,18 @@ def test_evaluate_pools_experiments_without_mixing_their_series() -> None:
 
 
 def test_tables_for_reports() -> None:
-    f = Finding("x", "a | b", "§1", HOLDS, "n=1")
+    f = Finding("x", "a | b", "§1", HOLDS, "n=1", effect=0.3, interval=(0.1, 0.5), threshold=0.0, side=">",
+                basis="t interval over 3 seeds", seeds_holding=3, seeds_total=3)
     rows = findings.to_rows([f])
-    assert rows == [{"finding": "x", "claim": "a | b", "source": "§1", "verdict": HOLDS, "evidence": "n=1"}]
+    assert rows == [{"finding": "x", "claim": "a | b", "short": "a | b", "source": "§1", "verdict": HOLDS,
+                     "effect": 0.3, "interval": [0.1, 0.5], "threshold": 0.0, "side": ">",
+                     "basis": "t interval over 3 seeds", "seeds_holding": 3, "seeds_total": 3, "evidence": "n=1"}]
     md = findings.to_markdown([f, f]).splitlines()
-    assert md[0] == "| claim | source | verdict | evidence |" and len(md) == 4
-    assert md[2] == "| a \\| b | §1 | holds | n=1 |"
+    assert md[0] == "| claim | source | verdict | effect [95 % interval] | seeds | evidence |" and len(md) == 4
+    assert md[2] == "| a \\| b | §1 | holds | 0.3 [0.1, 0.5] (claim: > 0) | 3 of 3 seeds on the claim's side | n=1 |"
+    one = findings.to_rows([Finding("x", "c", "s", FAILS, "", effect=0.2, interval=(0.2, 0.2), threshold=1.0,
+                                    side=">=", seeds_holding=0, seeds_total=1)])[0]
+    assert findings.seeds_text(one) == "one seed" and findings.effect_text(one) == "0.2 (claim: >= 1)"
 
 
 # ---------------------------------------------------------------------------------------------- the paper's numbers

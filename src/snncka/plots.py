@@ -24,7 +24,6 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 
 from .files import atomic_write
 
@@ -45,7 +44,6 @@ __all__ = [
     "stage_boundaries",
     "stage_of",
     "temporal_grid",
-    "verdict_grid",
 ]
 
 FORMATS: tuple[str, ...] = ("png", "svg")
@@ -441,44 +439,6 @@ def overlay_lines(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
-    return save_figure(fig, out, formats, dpi)
-
-
-VERDICT_COLOURS = {"holds": "#59a14f", "does not hold": "#e15759", "not measured": "#d9d9d9"}
-
-
-def verdict_grid(
-    rows: Sequence[str],
-    columns: Sequence[str],
-    verdicts: Sequence[Sequence[str]],
-    out: str | Path,
-    *,
-    title: str = "",
-    dpi: int = 100,
-    formats: Sequence[str] = FORMATS,
-) -> list[Path]:
-    """A table of verdicts (``verdicts[row][column]``: holds / does not hold / not measured) as coloured
-    cells with the verdict written in them: the paper's findings under each recipe at a glance."""
-    known = list(VERDICT_COLOURS)
-    bad = {v for r in verdicts for v in r} - set(known)
-    if bad or len(verdicts) != len(rows) or any(len(r) != len(columns) for r in verdicts):
-        raise ValueError(f"verdict_grid needs {len(rows)} x {len(columns)} verdicts from {known}")
-    fig, ax = _new((2.2 + 1.6 * len(columns), 0.8 + 0.32 * len(rows)))
-    for i, row in enumerate(verdicts):
-        for j, v in enumerate(row):
-            ax.add_patch(Rectangle((j, i), 1, 1, color=VERDICT_COLOURS[v], ec="white"))
-            ax.text(j + 0.5, i + 0.5, v, ha="center", va="center", fontsize=7)
-    ax.set_xlim(0, len(columns))
-    ax.set_ylim(len(rows), 0)
-    ax.set_xticks(np.arange(len(columns)) + 0.5)
-    ax.set_xticklabels(list(columns), fontsize=8)
-    ax.xaxis.tick_top()
-    ax.set_yticks(np.arange(len(rows)) + 0.5)
-    ax.set_yticklabels(list(rows), fontsize=7)
-    ax.tick_params(length=0)
-    for side in ax.spines.values():
-        side.set_visible(False)
-    ax.set_title(title, fontsize=9, pad=18)
     return save_figure(fig, out, formats, dpi)
 
 

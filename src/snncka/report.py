@@ -139,10 +139,14 @@ _VERDICT_KINDS = ("findings",)
 
 # How to read each figure kind (by analysis), shown above its figures.
 _GUIDE = {
-    "findings": "Each row is one of the paper's claims, in words, with its verdict under each recipe and the "
-                "numbers the verdict rests on. \"holds\" / \"does not hold\": the measured effect is on the "
-                "claim's / the other side of the claim's threshold; \"not measured\": this run computed nothing "
-                "the claim can be judged on. Below paper scale a verdict judges trends, not the paper's numbers.",
+    "findings": "Each row is one of the paper's claims, in words, with its verdict under each recipe. The effect "
+                "is the number the claim compares with its threshold (an accuracy drop, a CKA difference, a "
+                "spread), shown with its 95 % interval (over batches of test images for CKA, over test images or "
+                "seeds for accuracies; 'interval over' says which) and the claim, e.g. '> 0'. \"holds\": the "
+                "whole interval is on the claim's side of the threshold; \"does not hold\": wholly on the other "
+                "side; \"uncertain\": it straddles the threshold; \"not measured\": this run computed nothing "
+                "the claim can be judged on. \"one seed\" marks a verdict resting on one training per model. "
+                "Below paper scale a verdict judges trends, not the paper's numbers.",
     "cka": "CKA (centred kernel alignment, Sec. 3.3) scores how alike two layers' representations of the same "
            "test images are: 1 = the same up to a rotation and a scale, 0 = unrelated. It compares layers of "
            "different sizes and of different networks, so an ANN layer can be set against an SNN layer.",

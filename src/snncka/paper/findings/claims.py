@@ -138,12 +138,6 @@ def _monotone(xs: Sequence[float], ys: Sequence[float], sign: int) -> tuple[str,
     return (HOLDS if math.isfinite(rho) and rho * sign > 0 else FAILS), rho
 
 
-def _combine(parts: Sequence[str]) -> str:
-    """All measured parts hold -> holds; any does not -> does not hold; else uncertain; none measured -> not
-    measured."""
-    return combine(parts)
-
-
 def _f(v: float) -> str:
     return "nan" if not math.isfinite(v) else f"{v:.3f}"
 
