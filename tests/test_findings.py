@@ -362,6 +362,10 @@ def test_fig8_eps005_keeps_both_readings() -> None:
 def test_every_predicate_holds_on_the_papers_own_numbers_wherever_it_prints_them() -> None:
     found = findings.evaluate_paper()
     assert {f.verdict for f in found} == {HOLDS}
+    # the paper's printed numbers have no sampling interval: the interval is the point, and no seeds are counted
+    for f in found:
+        assert f.interval == (f.effect, f.effect) and f.basis == findings.PAPER_BASIS
+        assert (f.seeds_holding, f.seeds_total) == (0, 0)
     fig8 = [f for f in found if "Fig. 8," in f.source]
     assert len(fig8) == 2  # one per reading of '0.111.88'
     drops = sorted(f.numbers["SNN"]["0.05"]["snn drop"] for f in fig8)

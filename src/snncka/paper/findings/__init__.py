@@ -49,8 +49,8 @@ from .claims import (
 )
 from .effects import Effect, combine, judge, on_side, over_seeds, worst
 
-__all__ = ["FAILS", "HOLDS", "ORDER", "SHORT", "THRESHOLDS", "UNCERTAIN", "UNMEASURED", "VERDICTS", "Finding",
-           "effect_text", "evaluate", "evaluate_paper", "results_in", "seed_of", "seeds_text", "spearman",
+__all__ = ["FAILS", "HOLDS", "ORDER", "PAPER_BASIS", "SHORT", "THRESHOLDS", "UNCERTAIN", "UNMEASURED", "VERDICTS",
+           "Finding", "effect_text", "evaluate", "evaluate_paper", "results_in", "seed_of", "seeds_text", "spearman",
            "to_markdown", "to_rows"]
 
 _EVENT_NAME = re.compile(r"dvs|caltech", re.IGNORECASE)

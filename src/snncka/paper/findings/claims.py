@@ -133,9 +133,11 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
 
 def _monotone(xs: Sequence[float], ys: Sequence[float], sign: int) -> tuple[str, float]:
     """The trend's second condition (``sign=-1``: y falls with x; ``+1``: rises): Spearman's rank correlation
-    has that sign. (The first, the change from the smallest to the largest x, is the effect.)"""
+    has that sign. The first, the change from the smallest to the largest x, is the effect and decides the
+    verdict; a series whose ranks disagree with it cannot be said to hold (uncertain), but a point statistic
+    without interval never makes it fail."""
     rho = spearman(xs, ys)
-    return (HOLDS if math.isfinite(rho) and rho * sign > 0 else FAILS), rho
+    return (HOLDS if math.isfinite(rho) and rho * sign > 0 else UNCERTAIN), rho
 
 
 def _f(v: float) -> str:
