@@ -27,7 +27,7 @@ import numpy as np
 from ...analyses import BlocksResult
 from ...identity import ModelIdentity
 from ...results import finite_mean
-from .effects import Effect, Samples, accuracy_effect, cka_effect, cka_of, combine, judge, on_side, point, worst
+from .effects import Effect, Samples, accuracy_effect, cka_effect, cka_of, combine, judge, on_side, worst
 from .finding import (  # noqa: F401  (the thresholds and scopes are re-exported with the predicates)
     EVENT_EXPERIMENTS,
     FAILS,
@@ -551,7 +551,11 @@ def snn_adversarial_features_closer(robustness: Sequence[Any]) -> Finding:
         means = {e: (finite_mean(cka[idx[0]][k]), finite_mean(cka[idx[1]][k])) for k, e in enumerate(r.eps)}
         if not all(math.isfinite(v) for pair in means.values() for v in pair):
             continue
-        effs += [point(s - a) for a, s in means.values()]
+        hsic = np.asarray(getattr(r, "cka_hsic", np.zeros(0)), dtype=float)
+        for k, (a, s) in enumerate(means.values()):
+            sample = [tuple(hsic[m, k]) for m in idx] if hsic.ndim == 5 and hsic.size else [None]
+            effs.append(cka_effect(lambda x: finite_mean(cka_of(*x[1])) - finite_mean(cka_of(*x[0])), sample,
+                                   s - a))
         texts.append(", ".join(f"eps {e:g}: ANN {_f(a)} / SNN {_f(s)}" for e, (a, s) in means.items()))
         numbers[str(r.labels[idx[1]])] = {f"{e:g}": {"ann": a, "snn": s} for e, (a, s) in means.items()}
     if not effs:
@@ -566,12 +570,21 @@ def seed_pairings_alike(seeds: Sequence[Any]) -> Finding:
     fid, claim, src = "seed-pairings-alike", "All ANN/SNN seed pairings are alike", "App. C, Fig. C.2"
     for r in seeds:
         mats = np.asarray(r.matrices, dtype=float)
-        vals = {f"{r.labels[i]} vs {r.labels[j]}": finite_mean(np.diagonal(mats[k]))
-                for k, (i, j) in enumerate(r.pairs) if bool(r.spiking[i]) != bool(r.spiking[j])}
-        vals = {k: v for k, v in vals.items() if math.isfinite(v)}
+        cross = {f"{r.labels[i]} vs {r.labels[j]}": k for k, (i, j) in enumerate(r.pairs)
+                 if bool(r.spiking[i]) != bool(r.spiking[j])}
+        vals = {p: finite_mean(np.diagonal(mats[k])) for p, k in cross.items()}
+        cross = {p: k for p, k in cross.items() if math.isfinite(vals[p])}
+        vals = {p: vals[p] for p in cross}
         if len(vals) >= 2:
             spread = max(vals.values()) - min(vals.values())
-            return _found(fid, claim, src, point(spread), "seed_spread", "<=",
+            hsic = np.asarray(getattr(r, "batch_hsic", np.zeros(0)), dtype=float)
+            sample = [tuple(hsic[k]) for k in cross.values()] if hsic.ndim == 4 and hsic.size else [None]
+
+            def spread_of(x: list[Samples]) -> float:
+                v = [finite_mean(cka_of(*s)) for s in x]
+                return float(np.nanmax(v) - np.nanmin(v))
+
+            return _found(fid, claim, src, cka_effect(spread_of, sample, spread), "seed_spread", "<=",
                           "mean diagonal CKA " + ", ".join(f"{k}: {_f(v)}" for k, v in vals.items())
                           + f"; spread {_f(spread)} (at most {THRESHOLDS['seed_spread']:g})",
                           {"mean diagonal CKA": vals, "spread": spread})
