@@ -221,11 +221,13 @@ def curves(
     figsize: tuple[float, float] = (7.0, 3.5),
     dpi: int = 100,
     formats: Sequence[str] = FORMATS,
+    bands: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
 ) -> list[Path]:
     """CKA curves (e.g. a heatmap's diagonal) over layers, one line per series, with a legend.
 
     With ``kinds`` (one per layer), points are marked by layer type (residual-block output, LIF/ReLU, conv,
-    norm) as in the paper's Fig. 3, which shows the periodic jagged shape.
+    norm) as in the paper's Fig. 3, which shows the periodic jagged shape. ``bands[series]``: (low, high) per
+    layer, shaded around that series' line (e.g. the range of several seeds around their mean).
     """
     if not series:
         raise ValueError("curves needs at least one series")
@@ -235,7 +237,10 @@ def curves(
         ys = np.asarray(ys, dtype=float)
         if ys.shape != (len(layers),):
             raise ValueError(f"series {label!r} has {ys.shape} values for {len(layers)} layers")
-        ax.plot(x, ys, lw=1.2, label=label)
+        (line,) = ax.plot(x, ys, lw=1.2, label=label)
+        if bands and label in bands:
+            lo, hi = (np.asarray(v, dtype=float) for v in bands[label])
+            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
     if kinds is not None and len(series) == 1:
         ys = np.asarray(next(iter(series.values())), dtype=float)
         k = np.asarray(kinds)
@@ -521,11 +526,15 @@ def paper_bars(
     title: str = "",
     dpi: int = 100,
     formats: Sequence[str] = FORMATS,
+    spread: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> list[Path]:
-    """Grouped bars of our accuracies beside the paper's (missing paper values are left out)."""
+    """Grouped bars of our accuracies beside the paper's (missing paper values are left out); ``spread``:
+    (low, high) of ours, drawn as error bars (e.g. the range of several seeds around their mean)."""
     fig, ax = _new((max(5.0, 0.55 * len(labels) + 2), 3.6))
     x = np.arange(len(labels))
-    ax.bar(x - 0.2, ours, 0.4, label="ours", color="#4c72b0")
+    ours = np.asarray(ours, dtype=float)
+    err = None if spread is None else np.abs(np.asarray(spread, dtype=float) - ours)
+    ax.bar(x - 0.2, ours, 0.4, yerr=err, capsize=2, label="ours", color="#4c72b0")
     pv = np.array([np.nan if p is None else p for p in paper], dtype=float)
     ax.bar(x + 0.2, pv, 0.4, label="paper", color="#dd8452")
     ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=7)

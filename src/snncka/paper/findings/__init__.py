@@ -19,6 +19,7 @@ import numpy as np
 
 from ...analyses import BlocksResult, CompareAnalysis, RobustnessResult, SeedsResult, TemporalAnalysis, load_result
 from ...results import TemporalResult
+from ...seed_runs import seed_of
 from ..numbers import numbers as _paper_tables
 from ..tables import PaperComparison
 from .claims import (
@@ -54,7 +55,6 @@ __all__ = ["FAILS", "HOLDS", "ORDER", "PAPER_BASIS", "SHORT", "THRESHOLDS", "UNC
            "to_markdown", "to_rows"]
 
 _EVENT_NAME = re.compile(r"dvs|caltech", re.IGNORECASE)
-_SEED = re.compile(r"-s(\d+)$")  # results of seed k > 0 are saved as <name>-s<k>
 
 # Routing results to the predicates
 # --------------------------------------------------------------------------------------------------------
@@ -108,13 +108,6 @@ def _merge(found: Mapping[str, Finding], empty: Callable[[], Finding] | None = N
                    numbers={exp: f.numbers for exp, f in measured.items()}, effect=eff.value,
                    interval=eff.interval, basis=eff.basis, seeds_holding=min(f.seeds_holding for f in fs),
                    seeds_total=max(f.seeds_total for f in fs))
-
-
-def seed_of(name: str) -> tuple[str, int]:
-    """(name without its seed suffix, seed index) of a result name: ``compare-resnet20-s1`` is seed 1 of
-    ``compare-resnet20``; a name without ``-s<k>`` is seed 0."""
-    m = _SEED.search(name)
-    return (name[:m.start()], int(m.group(1))) if m else (name, 0)
 
 
 def _over_seeds(per_seed: Mapping[int, Finding]) -> Finding:
