@@ -24,11 +24,13 @@ def verdict_grid(
     out: str | Path,
     *,
     title: str = "",
+    notes: Sequence[Sequence[str]] | None = None,
     dpi: int = 100,
     formats: Sequence[str] = FORMATS,
 ) -> list[Path]:
-    """A table of verdicts (``verdicts[row][column]``: holds / does not hold / uncertain / not measured) as coloured
-    cells with the verdict written in them: the paper's findings under each recipe at a glance."""
+    """A table of verdicts (``verdicts[row][column]``: holds / does not hold / uncertain / not measured) as
+    coloured cells with the verdict written in them (and ``notes[row][column]`` after it, e.g. "one seed"): the
+    paper's findings under each recipe at a glance."""
     known = list(VERDICT_COLOURS)
     bad = {v for r in verdicts for v in r} - set(known)
     if bad or len(verdicts) != len(rows) or any(len(r) != len(columns) for r in verdicts):
@@ -37,7 +39,8 @@ def verdict_grid(
     for i, row in enumerate(verdicts):
         for j, v in enumerate(row):
             ax.add_patch(Rectangle((j, i), 1, 1, color=VERDICT_COLOURS[v], ec="white"))
-            ax.text(j + 0.5, i + 0.5, v, ha="center", va="center", fontsize=7)
+            note = notes[i][j] if notes else ""
+            ax.text(j + 0.5, i + 0.5, f"{v} ({note})" if note else v, ha="center", va="center", fontsize=7)
     ax.set_xlim(0, len(columns))
     ax.set_ylim(len(rows), 0)
     ax.set_xticks(np.arange(len(columns)) + 0.5)

@@ -83,8 +83,9 @@ class FindingsResult(Result):
         trends = "" if self.scale == "paper" else ": trends only"
         labels = [r.get("short") or r["finding"] for r in first]
         base = Path(out) / f"{name or self.analysis}"
+        notes = [[_seeds_note(self.verdicts[r][k]) for r in self.recipes] for k in range(len(first))]
         paths = plots.verdict_grid(labels, [f"{r} recipe" for r in self.recipes], grid, Path(f"{base}_verdicts"),
-                                   title=f"The paper's findings\n({self.scale} scale{trends})")
+                                   title=f"The paper's findings\n({self.scale} scale{trends})", notes=notes)
         per = {rec: [(v.get("effect"), v.get("interval"), v["verdict"]) for v in self.verdicts[rec]]
                for rec in self.recipes}
         if any(e is not None and np.isfinite(e) for rows in per.values() for e, _, _ in rows):
@@ -93,6 +94,14 @@ class FindingsResult(Result):
                                             title=f"Effects with 95 % intervals against each claim's threshold\n"
                                                   f"({self.scale} scale{trends})")
         return paths
+
+
+def _seeds_note(row: dict[str, Any]) -> str:
+    """The seeds behind a verdict, briefly: "one seed", "2/3 seeds" (on the claim's side), or ""."""
+    total = int(row.get("seeds_total") or 0)
+    if total == 0 or row["verdict"] == UNMEASURED:
+        return ""
+    return "one seed" if total == 1 else f"{int(row.get('seeds_holding') or 0)}/{total} seeds"
 
 
 def _verdict_label(row: dict[str, Any]) -> str:
