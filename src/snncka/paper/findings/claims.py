@@ -425,11 +425,14 @@ def early_static_late_dynamic(temporals: Sequence[Any]) -> Finding:
         early, late = stages[s0], stages[s1]
         inner = getattr(r, "cka", r)
         hsic = getattr(inner, "batch_hsic", None)
-        sample = (np.asarray(hsic),) if hsic is not None and np.size(hsic) else None
         steps = list(getattr(inner, "steps", None) or [m.shape[-1]] * len(r.layers))
+        keep = [j for j, k in enumerate(r.kinds) if k == "block"]  # only block outputs enter the stage means
+        sample = (np.asarray(hsic)[:, keep],) if hsic is not None and np.size(hsic) else None
+        names, kinds, steps = [r.layers[j] for j in keep], ["block"] * len(keep), [steps[j] for j in keep]
 
-        def stage(s: list[Samples], which: int, r: Any = r, steps: list[int] = steps) -> float:
-            return _stage_means(r.layers, r.kinds, _offdiag_from_hsic(s[0][0], steps))[which]
+        def stage(s: list[Samples], which: int, names: list[str] = names, kinds: list[str] = kinds,
+                  steps: list[int] = steps) -> float:
+            return _stage_means(names, kinds, _offdiag_from_hsic(s[0][0], steps))[which]
 
         gaps.append(cka_effect(lambda s, f=stage, a=s0, b=s1: f(s, a) - f(s, b), [sample], early - late))
         statics.append(cka_effect(lambda s, f=stage, a=s0: f(s, a), [sample], early))

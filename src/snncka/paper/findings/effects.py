@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import norm
 
 from ... import stats
 
@@ -147,7 +148,7 @@ def accuracy_effect(terms: Sequence[tuple[float, float]], n: int | None) -> Effe
     for c, a in terms:
         p = (a / 100.0 * n + 2.0) / (n + 4.0)
         var += c * c * p * (1.0 - p) / (n + 4.0)
-    half = float(stats._sp.norm.ppf(0.5 + stats.LEVEL / 2)) * 100.0 * math.sqrt(var)
+    half = float(norm.ppf(0.5 + stats.LEVEL / 2)) * 100.0 * math.sqrt(var)
     return Effect(value, (value - half, value + half), f"Agresti-Caffo interval over {n} test images (one seed)")
 
 
