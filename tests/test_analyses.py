@@ -92,6 +92,9 @@ def test_temporal_static_input_diagonal_one(subjects, tmp_path):
     assert r.off_diagonal_mean()[r.layers.index("s1.b0.act1")] < 0.999
     back = A.load_result(r.save(tmp_path))
     np.testing.assert_array_equal(back.matrices, r.matrices)
+    H = back.cka.batch_hsic.sum(0)  # the per-batch HSIC between time steps, kept: their sums give the matrices
+    d = np.sqrt(np.diagonal(H, axis1=1, axis2=2))
+    np.testing.assert_allclose(H / (d[:, :, None] * d[:, None, :]), r.matrices, rtol=1e-6)
 
 
 def test_temporal_rejects_an_ann(subjects):
@@ -186,6 +189,12 @@ def test_robustness_values(subjects, tmp_path):
     assert r.space == "normalised" and r.step_size == "eps/10" and r.steps == 2  # steps overrides the recipe's
     back = A.load_result(r.save(tmp_path))
     assert back.accuracy == r.accuracy and back.labels == r.labels
+    # the per-batch HSIC sums behind each CKA value are kept (intervals over test images) and reproduce it
+    assert back.cka_hsic.shape[:3] == (len(subjects), len(eps), 3)
+    for m in range(len(subjects)):
+        L = len(r.layers[m])
+        ab, aa, bb = back.cka_hsic[m, 1, :, :, :L].sum(1)
+        np.testing.assert_allclose(ab / np.sqrt(aa * bb), r.cka[m][1], rtol=1e-9)
 
 
 def test_robustness_rejects_unsorted_eps(subjects):
@@ -241,6 +250,8 @@ def test_seeds_pairings(subjects, ann_vs_snn, tmp_path):
     np.testing.assert_allclose(r.matrices[1], ann_vs_snn.matrix, atol=1e-9)
     back = A.load_result(r.save(tmp_path))
     np.testing.assert_array_equal(back.matrices, r.matrices)
+    ab, aa, bb = back.batch_hsic[1].sum(1)  # the sums behind each pairing's corresponding layers
+    np.testing.assert_allclose(ab / np.sqrt(aa * bb), np.diagonal(r.matrices[1]), rtol=1e-9)
 
 
 # ------------------------------------------------------------------------------------------------ rates

@@ -76,13 +76,13 @@ def temporal(label: str, T: int, offdiag: dict[str, float]) -> TemporalAnalysis:
     return TemporalAnalysis.from_matrices(np.stack(mats), layers, ["block"] * len(offdiag) + ["conv"], T, label)
 
 
-def pgd(clean, acc, cka=None) -> RobustnessResult:
+def pgd(clean, acc, cka=None, n: int = 10_000) -> RobustnessResult:
     eps = [0.001, 0.01]
     labels = ["ANN resnet8", "SNN resnet8 T4"]
     return RobustnessResult(eps=eps, labels=labels, identities=[ident(lb) for lb in labels], clean_accuracy=list(clean),
                             accuracy=[list(a) for a in acc], layers=[["l0", "l1"]] * 2, kinds=[["conv"] * 2] * 2,
                             cka=cka if cka is not None else [[], []], steps=20, step_size="0.1*eps",
-                            random_start=False, space="normalised", n_images=100)
+                            random_start=False, space="normalised", n_images=n)
 
 
 def by_id(found: list[Finding]) -> dict[str, Finding]:
@@ -251,10 +251,16 @@ def test_event_data_lowers_similarity_pairs_the_same_architecture() -> None:
 
 
 def test_snn_more_robust() -> None:
-    paper_like = pgd([91.06, 89.67], [[87.99, 48.30], [87.77, 68.04]])
+    paper_like = pgd([91.06, 89.67], [[87.99, 48.30], [87.77, 68.04]], n=0)  # no image count: the point
     f = claims.snn_more_robust([paper_like])
     assert f.verdict == HOLDS
     assert f.numbers["SNN resnet8 T4"]["0.01"] == pytest.approx({"ann drop": 42.76, "snn drop": 21.63})
+    assert (f.effect, f.threshold, f.side) == (pytest.approx(1.90 - 3.07), 0.0, "<")  # eps 0.001 is the worst
+    # on 10,000 images the SNN's 1.17-point lead at eps 0.001 is within the interval of four accuracies
+    g = claims.snn_more_robust([pgd([91.06, 89.67], [[87.99, 48.30], [87.77, 68.04]])])
+    assert g.verdict == "uncertain" and g.interval[0] < 0 < g.interval[1]
+    clear = claims.snn_more_robust([pgd([91.06, 89.67], [[80.0, 48.30], [87.77, 68.04]])])
+    assert clear.verdict == HOLDS and clear.interval[1] < 0
     worse = pgd([90.0, 90.0], [[89.5, 80.0], [85.0, 60.0]])
     assert claims.snn_more_robust([worse]).verdict == FAILS
     untouched = pgd([90.0, 90.0], [[89.5, 89.9], [90.0, 89.8]])  # no eps cost either model a point
@@ -304,7 +310,7 @@ def test_evaluate_routes_results_by_name_and_kind() -> None:
         "temporal-resnet20": temporal("SNN resnet8 T4", 4, {"s1.b0": 0.99, "s3.b0": 0.5}),
         "paper-table2": table("table2", {("resnet56", "ann"): 98.9, ("resnet56", "snn"): 94.7,
                                          ("resnet56-nores", "ann"): 97.8, ("resnet56-nores", "snn"): 78.6}),
-        "robustness-resnet20": pgd([91.06, 89.67], [[87.99, 48.30], [87.77, 68.04]]),
+        "robustness-resnet20": pgd([91.06, 89.67], [[87.99, 48.30], [87.77, 68.04]], n=0),
     }
     found = evaluate(results, experiment="fig2")
     assert [f.id for f in found] == list(findings.ORDER)
@@ -328,12 +334,18 @@ def test_evaluate_pools_experiments_without_mixing_their_series() -> None:
 
 
 def test_tables_for_reports() -> None:
-    f = Finding("x", "a | b", "§1", HOLDS, "n=1")
+    f = Finding("x", "a | b", "§1", HOLDS, "n=1", effect=0.3, interval=(0.1, 0.5), threshold=0.0, side=">",
+                basis="t interval over 3 seeds", seeds_holding=3, seeds_total=3)
     rows = findings.to_rows([f])
-    assert rows == [{"finding": "x", "claim": "a | b", "source": "§1", "verdict": HOLDS, "evidence": "n=1"}]
+    assert rows == [{"finding": "x", "claim": "a | b", "short": "a | b", "source": "§1", "verdict": HOLDS,
+                     "effect": 0.3, "interval": [0.1, 0.5], "threshold": 0.0, "side": ">",
+                     "basis": "t interval over 3 seeds", "seeds_holding": 3, "seeds_total": 3, "evidence": "n=1"}]
     md = findings.to_markdown([f, f]).splitlines()
-    assert md[0] == "| claim | source | verdict | evidence |" and len(md) == 4
-    assert md[2] == "| a \\| b | §1 | holds | n=1 |"
+    assert md[0] == "| claim | source | verdict | effect [95 % interval] | seeds | evidence |" and len(md) == 4
+    assert md[2] == "| a \\| b | §1 | holds | 0.3 [0.1, 0.5] (claim: > 0) | 3 of 3 seeds on the claim's side | n=1 |"
+    one = findings.to_rows([Finding("x", "c", "s", FAILS, "", effect=0.2, interval=(0.2, 0.2), threshold=1.0,
+                                    side=">=", seeds_holding=0, seeds_total=1)])[0]
+    assert findings.seeds_text(one) == "one seed" and findings.effect_text(one) == "0.2 (claim: >= 1)"
 
 
 # ---------------------------------------------------------------------------------------------- the paper's numbers
@@ -353,6 +365,10 @@ def test_fig8_eps005_keeps_both_readings() -> None:
 def test_every_predicate_holds_on_the_papers_own_numbers_wherever_it_prints_them() -> None:
     found = findings.evaluate_paper()
     assert {f.verdict for f in found} == {HOLDS}
+    # the paper's printed numbers have no sampling interval: the interval is the point, and no seeds are counted
+    for f in found:
+        assert f.interval == (f.effect, f.effect) and f.basis == findings.PAPER_BASIS
+        assert (f.seeds_holding, f.seeds_total) == (0, 0)
     fig8 = [f for f in found if "Fig. 8," in f.source]
     assert len(fig8) == 2  # one per reading of '0.111.88'
     drops = sorted(f.numbers["SNN"]["0.05"]["snn drop"] for f in fig8)

@@ -15,6 +15,7 @@ from snncka import runner as reproduce
 from snncka.cli import main
 from snncka.launch import cache_key
 from snncka.paper import findings
+from snncka.paper.findings import figures
 from snncka.paper.findings.verdicts import FindingsResult
 
 
@@ -55,9 +56,10 @@ def test_paper_vs_code_is_listed_with_both_recipes() -> None:
     assert reproduce.default_out("fig8", "smoke", None) == reproduce.default_out("fig8", "smoke", "paper")
 
 
-def _row(finding: str, verdict: str) -> dict:
+def _row(finding: str, verdict: str, effect: float | None = None, seeds: int = 1) -> dict:
     return {"finding": finding, "claim": finding, "source": "§4", "verdict": verdict, "evidence": "e",
-            "numbers": {}}
+            "numbers": {}, "effect": effect, "interval": [effect, effect], "threshold": 0.0, "side": ">",
+            "seeds_holding": seeds, "seeds_total": seeds, "basis": "point only"}
 
 
 def test_findings_side_by_side_say_where_the_recipes_disagree(tmp_path: Path) -> None:
@@ -66,16 +68,21 @@ def test_findings_side_by_side_say_where_the_recipes_disagree(tmp_path: Path) ->
         "code": [_row("a", "holds"), _row("b", "does not hold"), _row("c", "holds")]})
     rows = res.summary()
     assert [(r["verdict (paper recipe)"], r["verdict (code recipe)"], r["recipes agree"]) for r in rows] == [
-        ("holds", "holds", True), ("holds", "does not hold", False), ("not measured", "holds", None)]
+        ("holds (one seed)", "holds (one seed)", True), ("holds (one seed)", "does not hold (one seed)", False),
+        ("not measured", "holds (one seed)", None)]
     assert all("trends only" in r["judged on"] for r in rows)
     assert res.verdict("code", "b") == "does not hold"
     loaded = analyses.load_result(res.save(tmp_path, "findings"))
     assert loaded.summary() == rows
-    (png,) = [p for p in loaded.plot(tmp_path) if p.suffix == ".png"]
+    (png,) = [p for p in loaded.plot(tmp_path) if p.suffix == ".png"]  # no effect measured: the grid only
     assert Image.open(png).size[0] > 0
-    one = FindingsResult(recipes=["paper"], scale="paper", verdicts={"paper": [_row("a", "holds")]})
-    assert one.summary() == [{"finding": "a", "claim": "a", "source": "§4", "verdict": "holds", "evidence": "e",
+    one = FindingsResult(recipes=["paper"], scale="paper", verdicts={"paper": [_row("a", "holds", 0.4, seeds=3)]})
+    assert one.summary() == [{"claim": "a", "verdict": "holds", "effect [95 % interval]": "0.4 (claim: > 0)",
+                              "seeds": "3 of 3 seeds on the claim's side", "interval over": "point only",
+                              "evidence": "e", "source": "§4", "finding": "a",
                               "judged on": "paper scale: the paper's setting"}]
+    pngs = sorted(p.name for p in one.plot(tmp_path) if p.suffix == ".png")
+    assert pngs == ["findings_effects.png", "findings_verdicts.png"]
 
 
 def test_overlay_figures_have_their_fixed_size_and_reject_ragged_input(tmp_path: Path) -> None:
@@ -90,7 +97,7 @@ def test_overlay_figures_have_their_fixed_size_and_reject_ragged_input(tmp_path:
     with pytest.raises(ValueError, match="2 groups"):
         plots.grouped_bars(["a", "b"], {"paper": [1.0]}, tmp_path / "bad")
     with pytest.raises(ValueError, match="holds"):
-        plots.verdict_grid(["a"], ["paper"], [["maybe"]], tmp_path / "bad")
+        figures.verdict_grid(["a"], ["paper"], [["maybe"]], tmp_path / "bad")
 
 
 @pytest.mark.slow

@@ -57,7 +57,8 @@ def test_report_contains_every_figure_and_table(run_dir, tmp_path):
     for k, r in enumerate(results):
         expected += [p.stem for p in r.plot(tmp_path / str(k)) if p.suffix == ".png"]
     imgs = re.findall(r"<img src='data:image/png;base64,([A-Za-z0-9+/=]+)' alt='([^']*)'>", doc)
-    assert len(imgs) == len(expected) + 1 == len(re.findall("<img", doc)) >= 13  # + the findings' verdicts
+    # + the findings' verdict grid and their effects with intervals
+    assert len(imgs) == len(expected) + 2 == len(re.findall("<img", doc)) >= 13
     alts = [alt for _, alt in imgs]
     for stem in expected:
         assert any(alt == stem or alt.endswith(": " + stem) for alt in alts), stem

@@ -153,6 +153,8 @@ def _check_experiment(exp_id: str, out: Path, cache: Path) -> None:
     # the paper's findings, judged on this experiment's own results, in the report
     found = analyses.load_result(out / "results" / "findings.json")
     assert found.recipes == ["paper"] and len(found.verdicts["paper"]) == len(findings.ORDER)
+    for row in found.verdicts["paper"]:  # each with its effect, 95 % interval, threshold and seeds
+        assert {"verdict", "effect", "interval", "threshold", "seeds_holding", "seeds_total"} <= set(row)
     assert "judged on" in html and "trends only" in html
     assert html.count("<img") >= len(list((out / "figures").glob("*.png")))
 

@@ -66,7 +66,8 @@ def test_analysis_result_holds_the_engine_result_and_both_classes_load_it(tmp_pa
     assert path == tmp_path / "compare.json"
     meta = json.loads(path.read_text())
     assert meta["snncka_result"] == "compare" and meta["cka"]["snncka_result"] == "cka"
-    assert set(np.load(tmp_path / "compare.npz").files) == {"cka.matrix", "cka.ci_low", "cka.ci_high"}
+    assert set(np.load(tmp_path / "compare.npz").files) == {"cka.matrix", "cka.ci_low", "cka.ci_high", "cka.batch_ab",
+                                                            "cka.batch_aa", "cka.batch_bb"}  # (empty: none kept)
     whole = A.CompareAnalysis.load(path)
     inner = CKAResult.load(tmp_path / "compare.npz")  # the engine's view of a CLI result
     np.testing.assert_array_equal(inner.matrix, cmp.matrix)

@@ -276,7 +276,8 @@ def temporal(
             for j, P in enumerate(rows):
                 H[j, : P.shape[0], : P.shape[0]] = P @ P.T / c
             batches.append([H, torch.full((1,), float(n), dtype=torch.float64, device=dev)])
-    H, ns = (t.sum(0) for t in _all_ranks(batches, dev))
+    per_batch, ns = _all_ranks(batches, dev)
+    H, ns = per_batch.sum(0), ns.sum(0)
     steps = side.grams.steps
     d = torch.diagonal(H, dim1=1, dim2=2)
     den = torch.sqrt(d[:, :, None] * d[:, None, :])
@@ -290,6 +291,6 @@ def temporal(
     return TemporalResult(
         layers=names, kinds=list(side.grams.kinds), matrices=mats.cpu().numpy(), T=int(mats.shape[1]),
         n_images=int(ns.item()), estimator="unbiased" if unbiased else "biased", kernel=kernel,
-        steps=list(steps),
+        steps=list(steps), batch_hsic=per_batch.cpu().numpy(),
     )
 

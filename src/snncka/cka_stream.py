@@ -324,9 +324,15 @@ class MinibatchCKA:
             _warn_constant(bad_b, self._which[1])
         lo, hi = _jackknife(hab, haa, hbb)
         counts = ns[:, 0].cpu().numpy()
+        ia = {n: i for i, n in enumerate(names_a)}
+        pairs = [(ia[n], j) for j, n in enumerate(names_b) if n in ia]  # corresponding layers
+        pairs.sort()  # in A's order, as CKAResult.corresponding
+        ab = hab[:, [i for i, _ in pairs], [j for _, j in pairs]] if pairs else hab[:, 0, :0]
         return CKAResult(
             matrix=matrix.cpu().numpy(), layers_a=list(names_a), layers_b=list(names_b),
             kinds_a=list(self.kinds_a), kinds_b=list(self.kinds_b), n_images=int(counts.sum()),
             batch_size=int(counts.max()), estimator="unbiased" if self.unbiased else "biased", kernel=self.kernel,
             ci_low=lo, ci_high=hi, n_batches=int(len(counts)), meta=dict(time_reduce=self.time_reduce),
+            batch_ab=ab.cpu().numpy(), batch_aa=haa.cpu().numpy(),
+            batch_bb=hbb.cpu().numpy(),
         )

@@ -24,7 +24,6 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 
 from .files import atomic_write
 
@@ -45,7 +44,6 @@ __all__ = [
     "stage_boundaries",
     "stage_of",
     "temporal_grid",
-    "verdict_grid",
 ]
 
 FORMATS: tuple[str, ...] = ("png", "svg")
@@ -223,11 +221,13 @@ def curves(
     figsize: tuple[float, float] = (7.0, 3.5),
     dpi: int = 100,
     formats: Sequence[str] = FORMATS,
+    bands: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
 ) -> list[Path]:
     """CKA curves (e.g. a heatmap's diagonal) over layers, one line per series, with a legend.
 
     With ``kinds`` (one per layer), points are marked by layer type (residual-block output, LIF/ReLU, conv,
-    norm) as in the paper's Fig. 3, which shows the periodic jagged shape.
+    norm) as in the paper's Fig. 3, which shows the periodic jagged shape. ``bands[series]``: (low, high) per
+    layer, shaded around that series' line (e.g. the range of several seeds around their mean).
     """
     if not series:
         raise ValueError("curves needs at least one series")
@@ -237,7 +237,10 @@ def curves(
         ys = np.asarray(ys, dtype=float)
         if ys.shape != (len(layers),):
             raise ValueError(f"series {label!r} has {ys.shape} values for {len(layers)} layers")
-        ax.plot(x, ys, lw=1.2, label=label)
+        (line,) = ax.plot(x, ys, lw=1.2, label=label)
+        if bands and label in bands:
+            lo, hi = (np.asarray(v, dtype=float) for v in bands[label])
+            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
     if kinds is not None and len(series) == 1:
         ys = np.asarray(next(iter(series.values())), dtype=float)
         k = np.asarray(kinds)
@@ -444,44 +447,6 @@ def overlay_lines(
     return save_figure(fig, out, formats, dpi)
 
 
-VERDICT_COLOURS = {"holds": "#59a14f", "does not hold": "#e15759", "not measured": "#d9d9d9"}
-
-
-def verdict_grid(
-    rows: Sequence[str],
-    columns: Sequence[str],
-    verdicts: Sequence[Sequence[str]],
-    out: str | Path,
-    *,
-    title: str = "",
-    dpi: int = 100,
-    formats: Sequence[str] = FORMATS,
-) -> list[Path]:
-    """A table of verdicts (``verdicts[row][column]``: holds / does not hold / not measured) as coloured
-    cells with the verdict written in them: the paper's findings under each recipe at a glance."""
-    known = list(VERDICT_COLOURS)
-    bad = {v for r in verdicts for v in r} - set(known)
-    if bad or len(verdicts) != len(rows) or any(len(r) != len(columns) for r in verdicts):
-        raise ValueError(f"verdict_grid needs {len(rows)} x {len(columns)} verdicts from {known}")
-    fig, ax = _new((2.2 + 1.6 * len(columns), 0.8 + 0.32 * len(rows)))
-    for i, row in enumerate(verdicts):
-        for j, v in enumerate(row):
-            ax.add_patch(Rectangle((j, i), 1, 1, color=VERDICT_COLOURS[v], ec="white"))
-            ax.text(j + 0.5, i + 0.5, v, ha="center", va="center", fontsize=7)
-    ax.set_xlim(0, len(columns))
-    ax.set_ylim(len(rows), 0)
-    ax.set_xticks(np.arange(len(columns)) + 0.5)
-    ax.set_xticklabels(list(columns), fontsize=8)
-    ax.xaxis.tick_top()
-    ax.set_yticks(np.arange(len(rows)) + 0.5)
-    ax.set_yticklabels(list(rows), fontsize=7)
-    ax.tick_params(length=0)
-    for side in ax.spines.values():
-        side.set_visible(False)
-    ax.set_title(title, fontsize=9, pad=18)
-    return save_figure(fig, out, formats, dpi)
-
-
 def probe_curves(
     blocks: Sequence[str],
     accuracy: Mapping[str, Sequence[float]],
@@ -561,11 +526,15 @@ def paper_bars(
     title: str = "",
     dpi: int = 100,
     formats: Sequence[str] = FORMATS,
+    spread: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> list[Path]:
-    """Grouped bars of our accuracies beside the paper's (missing paper values are left out)."""
+    """Grouped bars of our accuracies beside the paper's (missing paper values are left out); ``spread``:
+    (low, high) of ours, drawn as error bars (e.g. the range of several seeds around their mean)."""
     fig, ax = _new((max(5.0, 0.55 * len(labels) + 2), 3.6))
     x = np.arange(len(labels))
-    ax.bar(x - 0.2, ours, 0.4, label="ours", color="#4c72b0")
+    ours = np.asarray(ours, dtype=float)
+    err = None if spread is None else np.abs(np.asarray(spread, dtype=float) - ours)
+    ax.bar(x - 0.2, ours, 0.4, yerr=err, capsize=2, label="ours", color="#4c72b0")
     pv = np.array([np.nan if p is None else p for p in paper], dtype=float)
     ax.bar(x + 0.2, pv, 0.4, label="paper", color="#dd8452")
     ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=7)

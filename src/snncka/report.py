@@ -39,6 +39,7 @@ from .files import atomic_write_bytes
 from .readers import read_json
 from .results import Result, iter_results
 from .runtime import environment
+from .seed_runs import seed_figures, seed_groups
 from .training import read_metrics
 
 __all__ = ["TrainingRun", "build_report", "find_training_runs", "recipe_of"]
@@ -139,10 +140,14 @@ _VERDICT_KINDS = ("findings",)
 
 # How to read each figure kind (by analysis), shown above its figures.
 _GUIDE = {
-    "findings": "Each row is one of the paper's claims, in words, with its verdict under each recipe and the "
-                "numbers the verdict rests on. \"holds\" / \"does not hold\": the measured effect is on the "
-                "claim's / the other side of the claim's threshold; \"not measured\": this run computed nothing "
-                "the claim can be judged on. Below paper scale a verdict judges trends, not the paper's numbers.",
+    "findings": "Each row is one of the paper's claims, in words, with its verdict under each recipe. The effect "
+                "is the number the claim compares with its threshold (an accuracy drop, a CKA difference, a "
+                "spread), shown with its 95 % interval (over batches of test images for CKA, over test images or "
+                "seeds for accuracies; 'interval over' says which) and the claim, e.g. '> 0'. \"holds\": the "
+                "whole interval is on the claim's side of the threshold; \"does not hold\": wholly on the other "
+                "side; \"uncertain\": it straddles the threshold; \"not measured\": this run computed nothing "
+                "the claim can be judged on. \"one seed\" marks a verdict resting on one training per model. "
+                "Below paper scale a verdict judges trends, not the paper's numbers.",
     "cka": "CKA (centred kernel alignment, Sec. 3.3) scores how alike two layers' representations of the same "
            "test images are: 1 = the same up to a rotation and a scale, 0 = unrelated. It compares layers of "
            "different sizes and of different networks, so an ANN layer can be set against an SNN layer.",
@@ -413,6 +418,18 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, title: s
         who = _who(res) + (f" (recipe {recipe_of(res)})" if recipe_of(res) else "")
         return [_img(q, f"{who + ': ' if who else ''}{q.stem}") for q in paths]
 
+    def seed_images(base: str, group: list[Result]) -> list[str]:
+        nonlocal n_figs
+        try:
+            paths = [q for q in seed_figures(base, group, figdir / f"seeds-{base}") if q.suffix == ".png"]
+        except (ValueError, OSError) as e:
+            msg = f"seed-mean figures of {base} not drawn: {e}"
+            warnings.warn(msg, UserWarning, stacklevel=2)
+            skipped.append(msg)
+            return []
+        n_figs += len(paths)
+        return [_img(q, f"{base}, mean of {len(group)} seeds: {q.stem}") for q in paths]
+
     try:
         verdicts = [(k, p, r) for k, (p, r) in enumerate(results) if r.analysis in _VERDICT_KINDS]
         if verdicts:
@@ -425,10 +442,17 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, title: s
                 body += figures_of(k, p, res)
             section("verdicts", "Findings: the paper's claims judged on these results", "".join(body))
 
-        # 2. Figures, grouped by kind, each kind with a paragraph on how to read it.
+        # 2. Figures, grouped by kind, each kind with a paragraph on how to read it. An analysis saved for
+        # several seeds is drawn once, as the seed mean with a band, where its kind has such a figure.
         kinds: dict[str, list[str]] = {}
+        banded: set[int] = set()
+        for base, group in seed_groups((p.stem, r) for p, r in results).items():
+            imgs = seed_images(base, [r for _, r in group])
+            if imgs:
+                kinds.setdefault(group[0][1].analysis, []).extend(imgs)
+                banded.update(id(r) for _, r in group)
         for k, (p, res) in enumerate(results):
-            if res.analysis in _VERDICT_KINDS:
+            if res.analysis in _VERDICT_KINDS or id(res) in banded:
                 continue
             imgs = figures_of(k, p, res)
             if imgs:

@@ -25,7 +25,7 @@ import types
 import typing
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -176,6 +176,8 @@ def _decode(meta: dict[str, Any], arrays: dict[str, np.ndarray], where: str, pre
     for f in fields(cls):
         if f.name in cls.arrays:
             if prefix + f.name not in arrays:
+                if f.default_factory is not MISSING:  # an optional array a result saved before it existed
+                    continue
                 raise ValueError(f"{where}: its .npz lacks array {prefix + f.name!r}; the result is incomplete")
             v = arrays[prefix + f.name]
             if v.dtype.kind not in "biuf":
@@ -327,7 +329,7 @@ class CKAResult(Result):
     """Minibatch CKA between every recorded layer of model A (rows) and of model B (columns) (Sec. 3.3)."""
 
     analysis: ClassVar[str] = "cka"
-    arrays: ClassVar[tuple[str, ...]] = ("matrix", "ci_low", "ci_high")
+    arrays: ClassVar[tuple[str, ...]] = ("matrix", "ci_low", "ci_high", "batch_ab", "batch_aa", "batch_bb")
 
     matrix: np.ndarray
     layers_a: list[str]
@@ -342,10 +344,23 @@ class CKAResult(Result):
     ci_high: np.ndarray
     n_batches: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    # per batch of test images, the HSIC sums behind the corresponding layers' CKA (intervals over test images,
+    # ``batch_samples``): HSIC(a, b) of the pairs of ``corresponding()`` [k, pairs], HSIC(a, a) [k, La] and
+    # HSIC(b, b) [k, Lb]; empty for results computed elsewhere or saved before they were kept
+    batch_ab: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    batch_aa: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    batch_bb: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
     def inconsistency(self) -> str | None:
         want = (len(self.layers_a), len(self.layers_b))
-        for name in self.arrays:
+        if np.size(self.batch_ab):
+            k = np.shape(self.batch_ab)[0]
+            shapes = {"batch_ab": (k, len(self.corresponding()[0])), "batch_aa": (k, want[0]),
+                      "batch_bb": (k, want[1])}
+            for name, shape in shapes.items():
+                if np.shape(getattr(self, name)) != shape:
+                    return f"{name} has shape {np.shape(getattr(self, name))}, expected {shape}"
+        for name in ("matrix", "ci_low", "ci_high"):
             shape = np.shape(getattr(self, name))
             if shape != want:
                 return f"{name} has shape {shape}, but there are {want[0]} x {want[1]} layers"
@@ -368,6 +383,19 @@ class CKAResult(Result):
         ia = {n: i for i, n in enumerate(self.layers_a)}
         names = [n for n in self.layers_a if n in jb]
         return names, np.array([self.matrix[ia[n], jb[n]] for n in names], dtype=float)
+
+    def batch_samples(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Per batch, the HSIC sums of the corresponding layers (``corresponding()``'s order): ``(ab, aa, bb)``,
+        each ``[k batches, pairs]``, whose sums over batches give their CKA ``ab / sqrt(aa * bb)``; None
+        when the result kept none."""
+        if not np.size(self.batch_ab):
+            return None
+        names, _ = self.corresponding()
+        ia = {n: i for i, n in enumerate(self.layers_a)}
+        jb = {n: j for j, n in enumerate(self.layers_b)}
+        aa = np.asarray(self.batch_aa, dtype=float)[:, [ia[n] for n in names]]
+        bb = np.asarray(self.batch_bb, dtype=float)[:, [jb[n] for n in names]]
+        return np.asarray(self.batch_ab, dtype=float), aa, bb
 
     def curve_missing(self) -> str | None:
         """Why there is no CKA curve of corresponding layers (None: there is one). Same-named layers
@@ -443,7 +471,7 @@ class TemporalResult(Result):
     """Per layer, the ``T x T`` CKA between its time steps (NaN-padded to the largest T) (Fig. 6)."""
 
     analysis: ClassVar[str] = "temporal-cka"
-    arrays: ClassVar[tuple[str, ...]] = ("matrices",)
+    arrays: ClassVar[tuple[str, ...]] = ("matrices", "batch_hsic")
 
     layers: list[str]
     kinds: list[str]
@@ -453,11 +481,16 @@ class TemporalResult(Result):
     estimator: str = "unbiased"
     kernel: str = "linear"
     steps: list[int] = field(default_factory=list)
+    # per batch of test images, the HSIC between the time steps of every layer [k, L, T, T] (their sums over
+    # batches give ``matrices``; intervals over test images); empty where not kept
+    batch_hsic: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0, 0)))
 
     def inconsistency(self) -> str | None:
         shape = np.shape(self.matrices)
         if len(shape) != 3 or shape[0] != len(self.layers) or shape[1] != shape[2]:
             return f"matrices has shape {shape}, expected [{len(self.layers)} layers, T, T]"
+        if np.size(self.batch_hsic) and np.shape(self.batch_hsic)[1:] != shape:
+            return f"batch_hsic has shape {np.shape(self.batch_hsic)}, expected [batches, {', '.join(map(str, shape))}]"
         if len(self.kinds) != len(self.layers):
             return f"{len(self.kinds)} layer kinds for {len(self.layers)} layers"
         return None

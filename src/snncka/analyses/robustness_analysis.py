@@ -52,6 +52,7 @@ class RobustnessResult(RecipeMeasured):
     mean CKA of the recipe's attack at ``drift_eps`` (near zero): what the drift alone does to the features."""
 
     analysis: ClassVar[str] = "robustness"
+    arrays: ClassVar[tuple[str, ...]] = ("cka_hsic",)
 
     eps: list[float]
     labels: list[str]
@@ -72,6 +73,10 @@ class RobustnessResult(RecipeMeasured):
     cka_eval: list[list[list[float]]] = field(default_factory=list)
     drift_eps: float | None = None
     drift_cka: list[float] = field(default_factory=list)
+    # per model and eps, the per-batch HSIC sums behind the judged clean-vs-adversarial CKA (``cka_eval`` where
+    # there is one, else ``cka``): ``[M, E, 3 (ab, aa, bb), batches, L]``, NaN-padded to the most layers;
+    # intervals over test images. Empty where not kept
+    cka_hsic: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 3, 0, 0)))
 
     def plot(self, out: str | Path, name: str | None = None) -> list[Path]:
         from .. import plots
@@ -175,6 +180,7 @@ def robustness(
     g = torch.Generator().manual_seed(seed)
     out = dict(labels=[], clean_accuracy=[], accuracy=[], layers=[], kinds=[], cka=[], sources=[], cka_eval=[],
                drift_cka=[])
+    hsic: list[list[np.ndarray]] = []
     for s in subs:
         bounds = _data_bounds(s, dev) if rec.pgd_clip else None
         acc_opts = {**pgd_options(rec, bounds=bounds), **overrides}
@@ -192,7 +198,7 @@ def robustness(
         dual = not reuse
         with torch.no_grad():
             clean_ok = sum(int((s.model(x).argmax(-1) == y).sum()) for x, y in batches)
-        accs, ckas, ckas_eval, lay, kin = [], [], [], [], []
+        accs, ckas, ckas_eval, lay, kin, sums = [], [], [], [], [], []
         bar = tqdm(total=len(eps) * (len(batches) + (0 if reuse else len(cka_b))) + (len(cka_b) if dual else 0),
                    desc=f"PGD {s.label}", disable=not progress, unit="batch")
         for e in eps:
@@ -207,12 +213,14 @@ def robustness(
                 bar.update(1)
             accs.append(100.0 * ok / na)
             done = kept if len(kept) == len(cka_b) else None
-            lay, kin, values = _clean_vs_adversarial(s, cka_b, e_t, layers, cka_opts, g, unbiased, kernel, bar,
-                                                     None if dual else done)
+            lay, kin, values, judged = _clean_vs_adversarial(s, cka_b, e_t, layers, cka_opts, g, unbiased, kernel,
+                                                             bar, None if dual else done)
             ckas.append(values)
             if dual:
-                ckas_eval.append(_clean_vs_adversarial(s, cka_b, e_t, layers, acc_opts, g, unbiased, kernel,
-                                                       _NoBar(), done)[2])
+                _, _, values, judged = _clean_vs_adversarial(s, cka_b, e_t, layers, acc_opts, g, unbiased, kernel,
+                                                             _NoBar(), done)
+                ckas_eval.append(values)
+            sums.append(judged)
         if dual:
             out["cka_eval"].append(ckas_eval)
             out["drift_cka"].append(finite_mean(
@@ -225,6 +233,7 @@ def robustness(
         out["kinds"].append(kin)
         out["cka"].append(ckas)
         out["sources"].append(s.source)
+        hsic.append(sums)
     frac = rec.pgd_step_frac
     inv = 1.0 / frac
     step_label = f"eps/{inv:g}" if abs(inv - round(inv)) < 1e-9 else f"{frac:g}*eps"
@@ -239,6 +248,7 @@ def robustness(
         cka_attack_mode=rec.pgd_model_mode,
         clip=bool(rec.pgd_clip),
         drift_eps=DRIFT_EPS if out["drift_cka"] else None,
+        cka_hsic=_padded(hsic),
         seconds=time.perf_counter() - t0,
         environment=environment(),
         **out,
@@ -246,15 +256,30 @@ def robustness(
     )
 
 
+def _padded(hsic: list[list[np.ndarray | None]]) -> np.ndarray:
+    """Per model and eps ``[3, batches, L]`` HSIC sums as one ``[M, E, 3, batches, max L]`` array (NaN-padded);
+    empty when one is missing or the batch counts differ."""
+    flat = [h for per in hsic for h in per]
+    if not flat or any(h is None for h in flat) or len({h.shape[1] for h in flat}) != 1:
+        return np.zeros((0, 0, 3, 0, 0))
+    width = max(h.shape[2] for h in flat)
+    out = np.full((len(hsic), len(hsic[0]), 3, flat[0].shape[1], width), np.nan)
+    for m, per in enumerate(hsic):
+        for e, h in enumerate(per):
+            out[m, e, :, :, : h.shape[2]] = h
+    return out
+
+
 def _clean_vs_adversarial(s: Subject, batches: list[tuple[Tensor, Tensor]], eps: float | Tensor, layers: Any,
                           opts: dict[str, Any], g: torch.Generator, unbiased: bool, kernel: str, bar: Any,
                           adversarial_batches: list[Tensor] | None = None
-                          ) -> tuple[list[str], list[str], list[float]]:
+                          ) -> tuple[list[str], list[str], list[float], np.ndarray | None]:
     """Per-layer CKA between the model's features of the clean images and of their adversarial versions
-    (layers, kinds, values), minibatch by minibatch (``adversarial_batches``: already attacked, eval mode).
-    An attack that keeps BatchNorm updates (the released train-mode attack) runs on a copy of the model, batch
-    by batch, and each batch's adversarial features come from the copy's statistics right after that batch's
-    attack, as released; the clean features come from the model itself, which is never changed."""
+    (layers, kinds, values, and the per-batch HSIC sums ``[3, batches, L]`` behind them), minibatch by
+    minibatch (``adversarial_batches``: already attacked, eval mode). An attack that keeps BatchNorm updates
+    (the released train-mode attack) runs on a copy of the model, batch by batch, and each batch's adversarial
+    features come from the copy's statistics right after that batch's attack, as released; the clean features
+    come from the model itself, which is never changed."""
     from ..attacks import pgd
 
     clean = [x for x, _ in batches]
@@ -280,7 +305,8 @@ def _clean_vs_adversarial(s: Subject, batches: list[tuple[Tensor, Tensor]], eps:
                       kernel=kernel, device=clean[0].device, progress=False)
     names, values = res.corresponding()
     kinds = dict(zip(res.layers_a, res.kinds_a, strict=True))
-    return names, [kinds[n] for n in names], values.tolist()
+    sums = res.batch_samples()
+    return names, [kinds[n] for n in names], values.tolist(), None if sums is None else np.stack(sums)
 
 
 class _NoBar:

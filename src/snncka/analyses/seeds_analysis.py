@@ -26,7 +26,7 @@ class SeedsResult(RecipeMeasured):
     """Cross-layer CKA for every pairing of the given models (App. C): ``pairs[k] = (i, j)`` -> ``pair_k``."""
 
     analysis: ClassVar[str] = "seeds"
-    arrays: ClassVar[tuple[str, ...]] = ("matrices",)
+    arrays: ClassVar[tuple[str, ...]] = ("matrices", "batch_hsic")
 
     matrices: np.ndarray  # [P, L, L] (all models share one topology)
     pairs: list[list[int]]
@@ -35,6 +35,14 @@ class SeedsResult(RecipeMeasured):
     layers: list[str]
     n_images: int
     sources: list[str | None] = field(default_factory=list)
+    # per pairing, the per-batch HSIC sums of its corresponding layers ``[P, 3 (ab, aa, bb), batches, L]``
+    # (``CKAResult.batch_samples``): intervals over test images; empty where not kept
+    batch_hsic: np.ndarray = field(default_factory=lambda: np.zeros((0, 3, 0, 0)))
+
+    def inconsistency(self) -> str | None:
+        if np.size(self.batch_hsic) and (np.ndim(self.batch_hsic) != 4 or len(self.batch_hsic) != len(self.pairs)):
+            return f"batch_hsic has shape {np.shape(self.batch_hsic)}, expected [{len(self.pairs)}, 3, batches, L]"
+        return None
 
     def _panel(self, k: int):
         i, j = self.pairs[k]
@@ -114,6 +122,7 @@ def seeds(sources: Sequence[Any], *, include_self: bool = True, recipe: str | Re
         raise ValueError(f"seeds compares models of one topology; got {sorted(set(topo))}")
     pairs = [[i, j] for i in range(len(subs)) for j in range(i if include_self else i + 1, len(subs))]
     mats, layers, n = [], None, 0
+    sums: list[Any] = []
     for i, j in pairs:
         with warnings.catch_warnings():  # a mixed pair: warned once above, for the whole analysis
             warnings.simplefilter("ignore", UserWarning)
@@ -123,8 +132,11 @@ def seeds(sources: Sequence[Any], *, include_self: bool = True, recipe: str | Re
             raise ValueError("the models record different layers; seeds needs identical topologies")
         layers, n = r.layers_a, r.n_images
         mats.append(r.matrix)
+        sums.append(r.cka.batch_samples())
     return SeedsResult(
         matrices=np.stack(mats),
+        batch_hsic=np.stack([np.stack(b) for b in sums]) if all(b is not None for b in sums) else
+        np.zeros((0, 3, 0, 0)),
         pairs=pairs,
         labels=[s.label for s in subs],
         spiking=[s.spiking for s in subs],

@@ -1,5 +1,6 @@
-"""Our numbers beside the paper's: final accuracies (Tables 1, 2, 3, B.1; Table 3 under both protocols) and PGD
-accuracies (Fig. 8, A.9), as analyses of the paper's experiment files (``accuracy``, ``robustness-table``).
+"""Our numbers beside the paper's: accuracies of the checkpoints the analyses read (Tables 1, 2, 3, B.1; Table 3
+under both protocols) and PGD accuracies (Fig. 8, A.9), as analyses of the paper's experiment files (``accuracy``,
+``robustness-table``).
 
 Table 3's second protocol: a spiking model trained with T steps everywhere, rebuilt with fewer steps in one stage
 (``stage_T``, e.g. ``[1, T, T]``: stage 1 runs once and its output is repeated to T steps; ``[T, T, 1]``: stage 3
@@ -18,6 +19,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..analyses import RobustnessResult, Subject, accuracy, load_result
+from ..checkpoint import load_checkpoint
 from ..experiment import ModelSpec
 from ..identity import ModelIdentity
 from ..models import SNNCKAModel, from_config
@@ -26,7 +28,8 @@ from ..results import Result
 from ..training import TrainConfig, read_metrics
 from .numbers import numbers, row, value
 
-__all__ = ["REUSED", "RETRAINED", "PaperComparison", "with_stage_T", "without_retraining_accuracy"]
+__all__ = ["REUSED", "RETRAINED", "PaperComparison", "checkpoint_accuracy", "with_stage_T",
+           "without_retraining_accuracy"]
 
 RETRAINED, REUSED = "retrained", "full-T weights, no retraining"
 
@@ -46,7 +49,7 @@ class PaperComparison(Result):
 
     def summary(self) -> list[dict[str, Any]]:
         if self.scale == "paper":  # an ambiguous paper value is a text naming its readings: no difference
-            return [{**{k: v for k, v in r.items() if k != "identity"},
+            return [{**{k: v for k, v in r.items() if k not in ("identity", "images")},
                      "difference": r["ours (%)"] - r["paper (%)"] if _number(r["paper (%)"]) else None}
                     for r in self.rows]
         ours = f"ours, {self.scale} scale (%)"
@@ -95,8 +98,22 @@ def _describe_key(key: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in key.items())
 
 
-def _final_accuracy(run_dir: Path) -> float:
-    return 100.0 * float(read_metrics(run_dir / "metrics.jsonl")[-1]["test_acc"])
+def checkpoint_accuracy(checkpoint: Path) -> float:
+    """Test accuracy (%) of a run's checkpoint, as its training log wrote it for the checkpoint's epoch: the
+    table shows the model the analyses read (the recipe's ``checkpoint``: best or last epoch), never another
+    epoch's weights."""
+    epoch = int(load_checkpoint(checkpoint, mmap=True)["epoch"])
+    log = read_metrics(checkpoint.parent / "metrics.jsonl")
+    line = next((m for m in log if m["epoch"] == epoch), None)
+    if line is None:
+        raise ValueError(f"{checkpoint.parent / 'metrics.jsonl'} has no line for epoch {epoch} of {checkpoint}")
+    return 100.0 * float(line["test_acc"])
+
+
+def _test_images(run_dir: Path) -> int | None:
+    """The number of test images a run's accuracies are over (its config's data), None if unknown."""
+    n = json.loads((run_dir / "config.json").read_text()).get("data", {}).get("n_test")
+    return int(n) if isinstance(n, int) else None
 
 
 def _identity(run_dir: Path) -> dict[str, Any]:
@@ -116,11 +133,12 @@ def _check_table(specs: Sequence[ModelSpec], *, table: str, **_: Any) -> None:
 @register_analysis("accuracy", needs="all", check=_check_table)
 def accuracy_table(run: Any, *, table: str, models: list[str] | None = None, without_retraining: bool = False
                    ) -> None:
-    """Final test accuracy of every trained model beside the paper's row for its paper-scale setting;
-    ``without_retraining``: Table 3's second protocol as well. Reused while the runs' logs and checkpoints
-    (and the paper's numbers) are those it was made from."""
+    """Test accuracy of every trained model (of the checkpoint the recipe's analyses read) beside the paper's row
+    for its paper-scale setting; ``without_retraining``: Table 3's second protocol as well. Reused while the
+    runs' logs and checkpoints (and the paper's numbers) are those it was made from."""
     read = [run.runs[s.name][k] / f for s in run.models(models, ()) for k in sorted(run.runs[s.name])
             for f in ("config.json", "metrics.jsonl")]
+    read += [run.ckpt(s, k) for s in run.models(models, ()) for k in sorted(run.runs[s.name])]
     if without_retraining:
         read += [run.ckpt(s, "snn") for s in run.specs if "snn" in s.types]
     run.cached(f"paper-{table}", lambda *_: _accuracy_table(run, table, models, without_retraining), read,
@@ -137,8 +155,8 @@ def _accuracy_table(run: Any, table: str, models: list[str] | None, without_retr
         r = row(table, key)
         for net, run_dir in run.runs[spec.name].items():
             theirs = None if r is None else r.get(net, r.get(f"{net}_{'c100' if c100 else 'c10'}"))
-            rows.append({**_row(spec.name, net, _describe_key(key), _final_accuracy(run_dir), theirs),
-                         "identity": _identity(run_dir)})
+            rows.append({**_row(spec.name, net, _describe_key(key), checkpoint_accuracy(run.ckpt(spec, net)),
+                                theirs), "identity": _identity(run_dir), "images": _test_images(run_dir)})
     caption = numbers()[table]["caption"]
     if without_retraining:
         rows = _with_reused_weights(run, rows)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +19,19 @@ import numpy as np
 from ...analyses import BlocksResult, CompareAnalysis, RobustnessResult, SeedsResult, TemporalAnalysis, load_result
 from ...data import is_event_data
 from ...results import TemporalResult
+from ...seed_runs import seed_of
 from ..numbers import numbers as _paper_tables
 from ..tables import PaperComparison
 from .claims import (
     FAILS,
     HOLDS,
     OUT_OF_SCOPE,
+    SHORT,
     THRESHOLDS,
+    UNCERTAIN,
     UNMEASURED,
     VERDICTS,
     Finding,
-    _combine,
     blocks_restore_similarity,
     depth_lowers_similarity,
     early_static_late_dynamic,
@@ -45,9 +47,11 @@ from .claims import (
     width_closes_accuracy_gap,
     width_raises_similarity,
 )
+from .effects import Effect, combine, judge, on_side, over_seeds, worst
 
-__all__ = ["FAILS", "HOLDS", "ORDER", "THRESHOLDS", "UNMEASURED", "VERDICTS", "Finding", "evaluate",
-           "evaluate_paper", "results_in", "spearman", "to_markdown", "to_rows"]
+__all__ = ["FAILS", "HOLDS", "ORDER", "PAPER_BASIS", "SHORT", "THRESHOLDS", "UNCERTAIN", "UNMEASURED", "VERDICTS",
+           "Finding", "effect_text", "evaluate", "evaluate_paper", "results_in", "seed_of", "seeds_text", "spearman",
+           "to_markdown", "to_rows"]
 
 
 # Routing results to the predicates
@@ -89,8 +93,9 @@ def _per_experiment(pred: Callable[[Sequence[Any]], Finding], groups: Mapping[st
 
 
 def _merge(found: Mapping[str, Finding], empty: Callable[[], Finding] | None = None) -> Finding:
-    """One finding from the findings of several studies: their verdicts combined, evidence side by side
-    (``empty()`` when there are none)."""
+    """One finding from the findings of several studies: their verdicts combined (each must hold), the effect of
+    the study farthest from the claim's side, the fewest seeds holding, evidence side by side (``empty()`` when
+    there are none)."""
     measured = {exp: f for exp, f in found.items() if f.verdict != UNMEASURED}
     if len(measured) <= 1:
         one = next(iter(measured.values()), None) or next(iter(found.values()), None)
@@ -99,10 +104,32 @@ def _merge(found: Mapping[str, Finding], empty: Callable[[], Finding] | None = N
                 raise ValueError("no findings to merge")
             return empty()
         return one
+    fs = list(measured.values())
+    f0 = fs[0]
+    eff = worst([Effect(f.effect, f.interval, f.basis) for f in fs], f0.side)
+    return replace(f0, verdict=combine([f.verdict for f in fs]),
+                   evidence="; ".join(f"{exp or 'results'}: {f.evidence}" for exp, f in measured.items()),
+                   numbers={exp: f.numbers for exp, f in measured.items()}, effect=eff.value,
+                   interval=eff.interval, basis=eff.basis, seeds_holding=min(f.seeds_holding for f in fs),
+                   seeds_total=max(f.seeds_total for f in fs))
+
+
+def _over_seeds(per_seed: Mapping[int, Finding]) -> Finding:
+    """One finding from the same claim judged on each seed's results: the mean effect with its t interval over
+    the seeds, the verdict on that interval, and for how many seeds the point effect is on the claim's side
+    (each seed's own verdict and numbers are kept in ``numbers``)."""
+    measured = {k: f for k, f in per_seed.items() if f.verdict != UNMEASURED}
+    if len(measured) <= 1:
+        return next(iter(measured.values()), None) or next(iter(per_seed.values()))
     f0 = next(iter(measured.values()))
-    return Finding(f0.id, f0.claim, f0.source, _combine([f.verdict for f in measured.values()]),
-                   "; ".join(f"{exp or 'results'}: {f.evidence}" for exp, f in measured.items()),
-                   {exp: f.numbers for exp, f in measured.items()})
+    eff = over_seeds([f.effect for f in measured.values()])
+    return replace(f0, verdict=judge(eff, f0.threshold, f0.side),
+                   evidence="; ".join(f"seed {k}: {f.evidence}" for k, f in measured.items()),
+                   numbers={f"seed {k}": {"verdict": f.verdict, "effect": f.effect, **f.numbers}
+                            for k, f in measured.items()},
+                   effect=eff.value, interval=eff.interval, basis=eff.basis,
+                   seeds_holding=sum(on_side(f.effect, f.threshold, f.side) for f in measured.values()),
+                   seeds_total=len(measured))
 
 
 def evaluate(results: Mapping[str, Any] | Iterable[Any], *, experiment: str | None = None) -> list[Finding]:
@@ -123,13 +150,25 @@ def evaluate(results: Mapping[str, Any] | Iterable[Any], *, experiment: str | No
     for item in _items(results, experiment):
         by_tag.setdefault(_tag(item[0]), []).append(item)
     if len(by_tag) <= 1:
-        return _evaluate_study(next(iter(by_tag.values()), []))
-    per_tag = {tag or "untagged": _evaluate_study(items) for tag, items in by_tag.items()}
+        return _evaluate_seeds(next(iter(by_tag.values()), []))
+    per_tag = {tag or "untagged": _evaluate_seeds(items) for tag, items in by_tag.items()}
     merged = []
     for k in range(len(ORDER)):
         found = {tag: fs[k] for tag, fs in per_tag.items()}
         merged.append(_merge(found))
     return merged
+
+
+def _evaluate_seeds(items: Sequence[tuple[str, str, Any]]) -> list[Finding]:
+    """The claims judged on each seed's results (``seed_of`` their names), then combined over the seeds."""
+    by_seed: dict[int, list[tuple[str, str, Any]]] = {}
+    for exp, name, r in items:
+        base, k = seed_of(name)
+        by_seed.setdefault(k, []).append((exp, base, r))
+    if len(by_seed) <= 1:
+        return _evaluate_study(next(iter(by_seed.values()), []))
+    per_seed = {k: _evaluate_study(v) for k, v in sorted(by_seed.items())}
+    return [_over_seeds({k: fs[j] for k, fs in per_seed.items()}) for j in range(len(ORDER))]
 
 
 def _evaluate_study(items: Sequence[tuple[str, str, Any]]) -> list[Finding]:
@@ -282,9 +321,13 @@ def evaluate_paper() -> list[Finding]:
     return out
 
 
+PAPER_BASIS = "the paper's printed numbers: no sampling interval (the interval is the point)"
+
+
 def _relabel(f: Finding, numbers_from: str) -> Finding:
-    return Finding(f.id, f.claim, f"{f.source} (the paper's numbers: {numbers_from})", f.verdict, f.evidence,
-                   f.numbers)
+    """A finding judged on the paper's own numbers: its source names them; no seeds, no sampling interval."""
+    return replace(f, source=f"{f.source} (the paper's numbers: {numbers_from})", basis=PAPER_BASIS,
+                   seeds_holding=0, seeds_total=0)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -292,17 +335,43 @@ def _relabel(f: Finding, numbers_from: str) -> Finding:
 # --------------------------------------------------------------------------------------------------------
 
 
+FIELDS = ("finding", "claim", "short", "source", "verdict", "effect", "interval", "threshold", "side", "basis",
+          "seeds_holding", "seeds_total", "evidence")
+
+
 def to_rows(findings: Iterable[Finding]) -> list[dict[str, Any]]:
-    """One flat row per finding (claim, source, verdict, evidence) for the report's tables."""
-    return [{"finding": f.id, "claim": f.claim, "source": f.source, "verdict": f.verdict, "evidence": f.evidence}
-            for f in findings]
+    """One flat row per finding (``FIELDS``: claim, verdict, effect, its interval, threshold, seeds, evidence)
+    for the report's tables and ``findings.json``."""
+    return [{"finding": f.id, "claim": f.claim, "short": f.short, "source": f.source, "verdict": f.verdict,
+             "effect": f.effect, "interval": [float(v) for v in f.interval], "threshold": f.threshold,
+             "side": f.side, "basis": f.basis, "seeds_holding": f.seeds_holding, "seeds_total": f.seeds_total,
+             "evidence": f.evidence} for f in findings]
+
+
+def seeds_text(row: Mapping[str, Any]) -> str:
+    """How many seeds a verdict rests on, in words: "one seed", "2 of 3 seeds", or "" (none, e.g. the paper's
+    own numbers)."""
+    total, holding = int(row.get("seeds_total") or 0), int(row.get("seeds_holding") or 0)
+    if total == 0:
+        return ""
+    return "one seed" if total == 1 else f"{holding} of {total} seeds on the claim's side"
+
+
+def effect_text(row: Mapping[str, Any]) -> str:
+    """``effect [low, high] vs side threshold`` in words (empty when not measured)."""
+    e = row.get("effect")
+    if e is None or not np.isfinite(e):
+        return ""
+    lo, hi = (float("nan") if v is None else float(v) for v in row.get("interval") or (None, None))
+    iv = f" [{lo:.3g}, {hi:.3g}]" if np.isfinite(lo) and np.isfinite(hi) and (lo, hi) != (e, e) else ""
+    return f"{e:.3g}{iv} (claim: {row.get('side', '')} {row.get('threshold', float('nan')):g})"
 
 
 def to_markdown(findings: Iterable[Finding]) -> str:
-    """A Markdown table of the findings."""
-    lines = ["| claim | source | verdict | evidence |", "|---|---|---|---|"]
+    """A Markdown table of the findings: claim, source, verdict, effect with its interval, seeds, evidence."""
+    lines = ["| claim | source | verdict | effect [95 % interval] | seeds | evidence |", "|---|---|---|---|---|---|"]
     for row in to_rows(findings):
-        cells = [str(row[k]).replace("|", "\\|").replace("\n", " ") for k in ("claim", "source", "verdict",
-                                                                              "evidence")]
+        cells = [str(v).replace("|", "\\|").replace("\n", " ") for v in
+                 (row["claim"], row["source"], row["verdict"], effect_text(row), seeds_text(row), row["evidence"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
