@@ -60,11 +60,31 @@ LAUNCHERS = ("inline", "local", "slurm", "submitit-local")
 @click.option("--slurm-folder", type=click.Path(file_okay=False), default=None,
               help="slurm: submitit's scripts and logs (default <out>/slurm).")
 @click.option("--wait", is_flag=True, help="slurm: wait for the models here and run the analyses here.")
+@click.option("--seeds", type=int, default=None,
+              help="atlas: seeds judged per cell (default 3; seed k trains every model with its seed + k).")
+@click.option("--vary", multiple=True, metavar="NAME",
+              help="atlas: only these columns besides the baseline (repeatable): a variation like "
+                   "surrogate=dspike or a whole axis (recipe, surrogate, estimator, time). Default: all.")
+@click.option("--base", "bases", multiple=True, metavar="ID",
+              help="atlas: base experiments (repeatable; default fig3 and fig8).")
 def reproduce_cmd(exp_id, show_list, show_plan, scale, recipe, out, cache, data_root, download, device, epochs,
                   cka_images, no_progress, launcher, jobs, partition, time_limit, gpus_per_model, ddp_min_hours,
-                  cpus_per_task, slurm_folder, wait) -> None:
+                  cpus_per_task, slurm_folder, wait, seeds, vary, bases) -> None:
     """Run one experiment of the paper (see --list) or your own experiment file (docs/EXPERIMENTS.md): train or
-    reuse its models, analyse, report."""
+    reuse its models, analyse, report. ``atlas``: the findings atlas (which conclusions depend on the authors'
+    choices; docs/EXPERIMENTS.md)."""
+    if exp_id == "atlas":
+        from .atlas import reproduce_atlas
+
+        if recipe is not None or launcher in ("slurm", "submitit-local"):
+            raise click.UsageError("the atlas varies the recipe itself and trains with the inline or local "
+                                   "launcher: leave out --recipe and --launcher slurm")
+        chosen = LocalLauncher(jobs, not no_progress) if launcher == "local" or jobs != 1 else None
+        return reproduce_atlas(show_plan=show_plan, scale=scale, out=out, bases=bases, vary=vary, seeds=seeds,
+                               launcher=chosen, cache=cache, data_root=data_root, download=download,
+                               device=device, epochs=epochs, cka_images=cka_images, progress=not no_progress)
+    if vary or bases:
+        raise click.UsageError("--vary and --base are options of `snncka reproduce atlas`")
     if show_plan:
         from ..plan import format_plan, plan
 
@@ -79,6 +99,8 @@ def reproduce_cmd(exp_id, show_list, show_plan, scale, recipe, out, cache, data_
             n = {s: _trained(exp, s) for s in SCALES}
             click.echo(f"{exp.id:<7} {exp.title}\n{'':<7} models: {n['paper']} at paper scale, {n['smoke']} at "
                        f"smoke scale; `snncka reproduce {exp.id} --scale smoke`")
+        click.echo("atlas   The findings atlas: every finding under one changed choice per column (recipe, "
+                   "surrogate, CKA estimator, time reduction), 3 seeds per cell; `snncka reproduce atlas`")
         if not show_list:
             raise click.UsageError("give an experiment ID (listed above)")
         return
