@@ -79,7 +79,9 @@ def reproduce_cmd(exp_id, show_list, show_plan, scale, recipe, out, cache, data_
         if recipe is not None or launcher in ("slurm", "submitit-local"):
             raise click.UsageError("the atlas varies the recipe itself and trains with the inline or local "
                                    "launcher: leave out --recipe and --launcher slurm")
-        chosen = LocalLauncher(jobs, not no_progress) if launcher == "local" or jobs != 1 else None
+        # as the demo: by default two models train at once where there are two cores (one thread each)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        chosen = LocalLauncher(jobs if launcher == "local" or jobs != 1 else min(2, cores), not no_progress)
         return reproduce_atlas(show_plan=show_plan, scale=scale, out=out, bases=bases, vary=vary, seeds=seeds,
                                launcher=chosen, cache=cache, data_root=data_root, download=download,
                                device=device, epochs=epochs, cka_images=cka_images, progress=not no_progress)

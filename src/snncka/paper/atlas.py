@@ -150,12 +150,13 @@ def _cells(bases: Sequence[Experiment], grid: Sequence[Variation], seeds: int, o
 
 
 def _jobs(cells: Sequence[tuple[Variation, int, Experiment, Path]], scale: str, cache: Path,
-          epochs: int | None, cka_images: int | None) -> list[tuple[str, ModelJob]]:
-    """Every model of every cell, once per cache entry (checked here, before any training), with its cell."""
+          epochs: int | None, cka_images: int | None, **run_opts: Any) -> list[tuple[str, ModelJob]]:
+    """Every model of every cell, once per cache entry (checked here, before any training), with its cell;
+    ``run_opts``: as the runner's (data_root, download, device, progress)."""
     jobs: dict[Path, tuple[str, ModelJob]] = {}
     for var, k, exp, _ in cells:
         settings = scale_settings(exp, scale, epochs, cka_images)
-        for job in model_jobs(exp, scale, settings, cache, recipe=var.recipe)[0]:
+        for job in model_jobs(exp, scale, settings, cache, **run_opts, recipe=var.recipe)[0]:
             jobs.setdefault(job.run_dir, (f"{var.name}/{exp.id}/s{k}", job))
     return list(jobs.values())
 
@@ -365,9 +366,9 @@ class AtlasResult(Result):
         handles = [Rectangle((0, 0), 1, 1, color=c) for c in VERDICT_COLOURS.values()]
         ax.legend(handles, list(VERDICT_COLOURS), loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=4,
                   fontsize=7, frameon=False)
-        ax.set_title(f"Findings atlas ({self.scale} scale, {self.seeds} seed(s) per cell; bases "
-                     f"{', '.join(self.bases)}): one choice changed per column; cell: effect, seeds holding",
-                     fontsize=8, pad=22)
+        ax.set_title(f"Findings atlas ({self.scale} scale, bases {', '.join(self.bases)}, {self.seeds} seed(s) "
+                     "per cell)\neach column changes one choice of the baseline; cell: effect, seeds holding",
+                     fontsize=8, pad=24)
         return save_figure(fig, Path(out) / f"{name or self.analysis}_grid")
 
 
@@ -389,7 +390,8 @@ def run_atlas(bases: Sequence[str] = DEFAULT_BASES, scale: str = "smoke", out: s
     out = Path(out)
     exps = _bases(bases)
     cells = _cells(exps, grid, seeds, out)
-    jobs = [j for _, j in _jobs(cells, scale, cache, epochs, cka_images)]
+    jobs = [j for _, j in _jobs(cells, scale, cache, epochs, cka_images, data_root=data_root, download=download,
+                                device=device, progress=progress)]
     (launcher or InlineLauncher(progress)).train(jobs)  # every model of every cell, before the analyses
     opts = dict(cache=cache, data_root=data_root, download=download, device=device, epochs=epochs,
                 cka_images=cka_images, progress=progress, launcher=InlineLauncher(False))
