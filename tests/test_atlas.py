@@ -122,6 +122,11 @@ def tiny_atlas(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"root": root, "cache": cache, "out": out}
 
 
+def models_of(out: Path, col: str, k: int) -> dict:
+    """The cache entries a cell's run used (its experiment.json)."""
+    return json.loads((out / "cells" / col / "tinybase" / f"seed{k}" / "experiment.json").read_text())["models"]
+
+
 def _checkpoints(cache: Path) -> dict[Path, int]:
     return {p: p.stat().st_mtime_ns for p in cache.rglob("*.pt")}
 
@@ -132,7 +137,7 @@ def test_tiny_atlas_writes_the_grid(tiny_atlas: dict[str, Path]) -> None:
     names = [v["name"] for v in js["variations"]]
     assert names == ["baseline", "surrogate=dspike", "estimator=biased-linear"]
     assert list(js["cells"]) == list(F.ORDER) and js["seeds"] == 2
-    for fid, row in js["cells"].items():
+    for row in js["cells"].values():
         assert list(row) == names
         for cell in row.values():
             assert {"verdict", "effect", "interval", "seeds_holding", "seeds_total"} <= set(cell)
@@ -152,24 +157,26 @@ def test_estimator_columns_reuse_the_cached_models(tiny_atlas: dict[str, Path]) 
     assert len(runs) == 2 * 2 + 2  # baseline ANN + SNN per seed, the dspike SNN per seed
     cells = out / "cells"
     for k in range(2):
-        def models(col: str, k: int = k) -> dict:
-            return json.loads((cells / col / "tinybase" / f"seed{k}" / "experiment.json").read_text())["models"]
-        assert models("estimator=biased-linear") == models("baseline")  # the same cache entries
-        assert models("surrogate=dspike")["resnet8"]["ann"] == models("baseline")["resnet8"]["ann"]
-        assert models("surrogate=dspike")["resnet8"]["snn"] != models("baseline")["resnet8"]["snn"]
+        assert models_of(out, "estimator=biased-linear", k) == models_of(out, "baseline", k)  # same cache entries
+        dspike, base = models_of(out, "surrogate=dspike", k)["resnet8"], models_of(out, "baseline", k)["resnet8"]
+        assert dspike["ann"] == base["ann"] and dspike["snn"] != base["snn"]  # a surrogate retrains the SNN only
+    assert models_of(out, "baseline", 0) != models_of(out, "baseline", 1)  # each seed its own models
     before = _checkpoints(cache)
-    atlas.run_atlas([str(tiny_atlas["root"] / "base.toml")], "smoke", tiny_atlas["root"] / "again", seeds=2,
-                    vary=["time=mean"], cache=cache, device="cpu", progress=False)
+    # a time-reduction column added to the same atlas: its cells analyse the baseline's models again
+    atlas.run_atlas([str(tiny_atlas["root"] / "base.toml")], "smoke", out, seeds=2,
+                    vary=["estimator=biased-linear", "surrogate=dspike", "time=mean"], cache=cache, device="cpu",
+                    progress=False)
     assert _checkpoints(cache) == before  # nothing trained again, nothing rewritten
-    cmp = json.loads((tiny_atlas["root"] / "again" / "cells" / "time=mean" / "tinybase" / "seed0" / "results"
-                      / "compare-resnet8.json").read_text())
-    assert "mean" in json.dumps(cmp)
+    assert models_of(out, "time=mean", 1) == models_of(out, "baseline", 1)
+    cmp = json.loads((cells / "time=mean" / "tinybase" / "seed0" / "results" / "compare-resnet8.json").read_text())
+    base = json.loads((cells / "baseline" / "tinybase" / "seed0" / "results" / "compare-resnet8.json").read_text())
+    assert cmp["cka"]["meta"]["time_reduce"] == "mean" and base["cka"]["meta"]["time_reduce"] == "concat"
 
 
 def test_cell_verdict_is_what_evaluate_says(tiny_atlas: dict[str, Path]) -> None:
     out = tiny_atlas["out"]
     js = json.loads((out / "results" / "atlas.json").read_text())
-    for col in ("baseline", "surrogate=dspike", "estimator=biased-linear"):
+    for col in [v["name"] for v in js["variations"]]:
         per_seed = [evidence(out / "cells" / col / "tinybase" / f"seed{k}") for k in range(2)]
         assert atlas.judge_cell(per_seed) == [{"finding": fid, **js["cells"][fid][col]} for fid in F.ORDER]
         if atlas._seed_aware():

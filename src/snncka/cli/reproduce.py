@@ -66,7 +66,7 @@ LAUNCHERS = ("inline", "local", "slurm", "submitit-local")
               help="atlas: only these columns besides the baseline (repeatable): a variation like "
                    "surrogate=dspike or a whole axis (recipe, surrogate, estimator, time). Default: all.")
 @click.option("--base", "bases", multiple=True, metavar="ID",
-              help="atlas: base experiments (repeatable; default fig3 and fig8).")
+              help="atlas: base experiments (repeatable; default the atlas's own, src/snncka/paper/atlas.toml).")
 def reproduce_cmd(exp_id, show_list, show_plan, scale, recipe, out, cache, data_root, download, device, epochs,
                   cka_images, no_progress, launcher, jobs, partition, time_limit, gpus_per_model, ddp_min_hours,
                   cpus_per_task, slurm_folder, wait, seeds, vary, bases) -> None:
@@ -83,8 +83,9 @@ def reproduce_cmd(exp_id, show_list, show_plan, scale, recipe, out, cache, data_
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         chosen = LocalLauncher(jobs if launcher == "local" or jobs != 1 else min(2, cores), not no_progress)
         return reproduce_atlas(show_plan=show_plan, scale=scale, out=out, bases=bases, vary=vary, seeds=seeds,
-                               launcher=chosen, cache=cache, data_root=data_root, download=download,
-                               device=device, epochs=epochs, cka_images=cka_images, progress=not no_progress)
+                               launcher=chosen, workers=min(2, cores), cache=cache, data_root=data_root,
+                               download=download, device=device, epochs=epochs, cka_images=cka_images,
+                               progress=not no_progress)
     if vary or bases:
         raise click.UsageError("--vary and --base are options of `snncka reproduce atlas`")
     if show_plan:

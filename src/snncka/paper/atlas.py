@@ -29,17 +29,21 @@ from __future__ import annotations
 
 import inspect
 import math
+import multiprocessing
 import textwrap
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, fields, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 
 from .. import registry, stats
-from ..experiment import Experiment, load_experiment, model_jobs, scale_settings
+from ..experiment import Experiment, import_plugins, load_experiment, model_jobs, scale_settings
 from ..launch import InlineLauncher, ModelJob, trained_epochs
 from ..neurons import SURROGATES
 from ..recipes import RECIPES
@@ -62,9 +66,9 @@ AXES: dict[str, tuple[str, ...]] = {
 BASELINE: dict[str, str] = {"recipe": "paper", "surrogate": RECIPES["paper"].surrogate,
                             "estimator": "unbiased-linear", "time": "concat"}
 RETRAINS = ("recipe", "surrogate")  # the axes whose columns train their own models
-CKA_KEYS = ("unbiased", "kernel", "time_reduce")
-#: Fig. 3's ResNet pair (similarity, blocks) and Fig. 8's (robustness): few models, four findings at smoke scale
-DEFAULT_BASES = ("fig3", "fig8")
+#: the atlas's own base experiment (``atlas.toml``: a ResNet depth pair, temporal CKA, PGD): six findings at once
+BASE_FILE = Path(str(resources.files("snncka.paper") / "atlas.toml"))
+DEFAULT_BASES = (str(BASE_FILE),)
 DEFAULT_SEEDS = 3
 
 
@@ -125,9 +129,11 @@ def check_seeds(seeds: Any) -> int:
     return seeds
 
 
-def _takes_cka(kind: str) -> bool:
+def _cka_of(kind: str, cka: dict[str, Any]) -> dict[str, Any]:
+    """The CKA settings of ``cka`` that analysis ``kind`` takes (``temporal`` compares one SNN's steps: it takes
+    the estimator, not the time reduction)."""
     params = inspect.signature(registry.get_analysis(kind).fn).parameters
-    return all(k in params for k in CKA_KEYS)
+    return {k: v for k, v in cka.items() if k in params}
 
 
 def variant(exp: Experiment, var: Variation, seed: int = 0) -> Experiment:
@@ -139,7 +145,7 @@ def variant(exp: Experiment, var: Variation, seed: int = 0) -> Experiment:
         if var.neuron:
             m["neuron"] = {**m.get("neuron", {}), **var.neuron}
         models.append(m)
-    analyses = [{**a, **var.cka} if var.cka and _takes_cka(a["kind"]) else dict(a) for a in exp.analyses]
+    analyses = [{**a, **_cka_of(a["kind"], var.cka)} for a in exp.analyses]
     return replace(exp, models=models, analyses=analyses, judges=[])
 
 
@@ -313,6 +319,13 @@ class AtlasResult(Result):
     cells: dict
     seconds: float = 0.0
 
+    @property
+    def basis(self) -> str:
+        """What the verdicts rest on (shown above the report's table)."""
+        trends = "" if self.scale == "paper" else ": trends only (other data, few epochs)"
+        return (f"{self.scale} scale{trends}; bases {', '.join(self.bases)}; {self.seeds} seed(s) per cell; "
+                "one choice changed per column")
+
     def flips(self) -> list[dict[str, Any]]:
         """Every cell whose verdict differs from the baseline column's verdict of its finding (both measured)."""
         base = self.variations[0]["name"]
@@ -372,18 +385,28 @@ class AtlasResult(Result):
         return save_figure(fig, Path(out) / f"{name or self.analysis}_grid")
 
 
+def _run_cell(exp: Experiment, scale: str, folder: Path, recipe: str, opts: dict[str, Any]) -> None:
+    """One cell: the runner's ``run_one`` on the variant experiment (its models are all trained by now)."""
+    from ..runner import run_one
+
+    import_plugins(exp.plugins, Path(exp.source).parent if Path(exp.source).is_file() else None)
+    run_one(exp, scale, folder, recipe=recipe, judge=False, launcher=InlineLauncher(False), **opts)
+
+
 def run_atlas(bases: Sequence[str] = DEFAULT_BASES, scale: str = "smoke", out: str | Path = "runs/atlas-smoke", *,
               seeds: int = DEFAULT_SEEDS, vary: Sequence[str] | None = None, cache: str | Path | None = None,
               data_root: str | None = None, download: bool = False, device: str = "auto",
               epochs: int | None = None, cka_images: int | None = None, progress: bool = True,
-              launcher: Any = None) -> Path:
+              launcher: Any = None, workers: int = 1) -> Path:
     """Build the atlas (see the module doc) into ``out``; returns the report's path. Everything is checked
-    before any training: the variations, the seeds, the base experiments and every training config."""
+    before any training: the variations, the seeds, the base experiments and every training config.
+    ``launcher`` trains the models (``snncka.launch``); ``workers``: cells analysed at once (processes)."""
     from ..experiment import default_cache
     from ..report import build_report
-    from ..runner import run_one
 
     t0 = time.perf_counter()
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     grid = variations(vary)
     seeds = check_seeds(seeds)
     cache = Path(cache) if cache is not None else default_cache()
@@ -394,9 +417,17 @@ def run_atlas(bases: Sequence[str] = DEFAULT_BASES, scale: str = "smoke", out: s
                                 device=device, progress=progress)]
     (launcher or InlineLauncher(progress)).train(jobs)  # every model of every cell, before the analyses
     opts = dict(cache=cache, data_root=data_root, download=download, device=device, epochs=epochs,
-                cka_images=cka_images, progress=progress, launcher=InlineLauncher(False))
-    for var, _, exp, folder in cells:
-        run_one(exp, scale, folder, recipe=var.recipe, judge=False, **opts)
+                cka_images=cka_images, progress=progress and workers == 1)
+    todo = [(exp, scale, folder, var.recipe, opts) for var, _, exp, folder in cells]
+    if workers > 1:  # the cells' analyses, ``workers`` at once (one thread each)
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=torch.set_num_threads,
+                                 initargs=(1,)) as pool:
+            for done in [pool.submit(_run_cell, *t) for t in todo]:
+                done.result()
+    else:
+        for t in todo:
+            _run_cell(*t)
     table: dict[str, dict[str, Any]] = {fid: {} for fid in F.ORDER}
     for var in grid:
         per_seed = [{key: r for exp in exps for key, r in evidence(out / "cells" / var.name / exp.id / f"seed{k}")
