@@ -135,7 +135,7 @@ def test_tiny_atlas_writes_the_grid(tiny_atlas: dict[str, Path]) -> None:
     out = tiny_atlas["out"]
     js = json.loads((out / "results" / "atlas.json").read_text())
     names = [v["name"] for v in js["variations"]]
-    assert names == ["baseline", "surrogate=dspike", "estimator=biased-linear"]
+    assert names == ["baseline", "estimator=biased-linear", "surrogate=dspike"]  # in the order asked for
     assert list(js["cells"]) == list(F.ORDER) and js["seeds"] == 2
     for row in js["cells"].values():
         assert list(row) == names
