@@ -72,12 +72,19 @@ def test_unknown_variation_lists_the_valid_ones() -> None:
     (["--vary", "nosuch"], "Error: unknown atlas variation 'nosuch'; valid:"),
     (["--seeds", "0"], "Error: --seeds must be an integer >= 1"),
     (["--seeds", "-2", "--plan"], "Error: --seeds must be an integer >= 1"),
+    (["--recipe", "code"], "Error: the atlas varies the recipe itself"),
 ])
 def test_cli_bad_input_is_one_line(args: list[str], says: str) -> None:
     res = CliRunner().invoke(main, ["reproduce", "atlas", *args])
     assert res.exit_code == 1 and res.exception is None or isinstance(res.exception, SystemExit)
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(says), res.output
+
+
+def test_atlas_options_with_another_experiment_are_one_line() -> None:
+    res = CliRunner().invoke(main, ["reproduce", "fig8", "--vary", "time"])
+    assert res.exit_code == 1 and res.output.strip().splitlines() == [
+        "Error: --vary and --base are options of `snncka reproduce atlas`; leave them out for fig8"]
 
 
 def test_plan_counts_each_cache_entry_once(tmp_path: Path) -> None:

@@ -77,8 +77,8 @@ def reproduce_cmd(exp_id, show_list, show_plan, scale, recipe, out, cache, data_
         from .atlas import reproduce_atlas
 
         if recipe is not None or launcher in ("slurm", "submitit-local"):
-            raise click.UsageError("the atlas varies the recipe itself and trains with the inline or local "
-                                   "launcher: leave out --recipe and --launcher slurm")
+            raise click.ClickException("the atlas varies the recipe itself and trains with the inline or local "
+                                       "launcher: leave out --recipe and --launcher slurm")
         # as the demo: by default two models train at once where there are two cores (one thread each)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         chosen = LocalLauncher(jobs if launcher == "local" or jobs != 1 else min(2, cores), not no_progress)
@@ -87,7 +87,8 @@ def reproduce_cmd(exp_id, show_list, show_plan, scale, recipe, out, cache, data_
                                download=download, device=device, epochs=epochs, cka_images=cka_images,
                                progress=not no_progress)
     if vary or bases:
-        raise click.UsageError("--vary and --base are options of `snncka reproduce atlas`")
+        raise click.ClickException("--vary and --base are options of `snncka reproduce atlas`; leave them out for "
+                                   f"{exp_id}")
     if show_plan:
         from ..plan import format_plan, plan
 
