@@ -36,6 +36,9 @@ kind = "compare"
 [[analysis]]
 kind = "blocks"
 [[analysis]]
+kind = "temporal"
+layers = "block"
+[[analysis]]
 kind = "robustness"
 eps = [0.05]
 """
@@ -106,7 +109,9 @@ def test_variant_applies_one_choice_and_the_seed(tmp_path: Path) -> None:
     assert v.models[0]["seed"] == 2 and v.models[0]["neuron"] == {"surrogate": "dspike"}
     assert v.analyses == exp.analyses and exp.models[0].get("seed") is None  # the base is unchanged
     e = atlas.variant(exp, atlas.Variation("estimator", "rbf"))
-    assert [a.get("kernel") for a in e.analyses] == ["rbf", "rbf", "rbf"] and "neuron" not in e.models[0]
+    assert [a.get("kernel") for a in e.analyses] == ["rbf"] * 4 and "neuron" not in e.models[0]
+    t = atlas.variant(exp, atlas.Variation("time", "mean"))  # the temporal CKA compares steps: no time reduction
+    assert [a.get("time_reduce") for a in t.analyses] == ["mean", "mean", None, "mean"]
 
 
 def test_effect_from_numbers_is_the_compared_quantity() -> None:
@@ -150,8 +155,8 @@ def test_tiny_atlas_writes_the_grid(tiny_atlas: dict[str, Path]) -> None:
             assert {"verdict", "effect", "interval", "seeds_holding", "seeds_total"} <= set(cell)
             assert cell["verdict"] in (*F.VERDICTS, "uncertain") and 0 <= cell["seeds_holding"] <= cell[
                 "seeds_total"] <= 2
-    measured = js["cells"]["similarity-high"]["baseline"]
-    assert measured["seeds_total"] == 2 and measured["effect"] is not None
+    measured = [c for c in (row["baseline"] for row in js["cells"].values()) if c["verdict"] != F.UNMEASURED]
+    assert measured and all(c["seeds_total"] == 2 and c["effect"] is not None for c in measured)
     assert js["cells"]["width-raises-similarity"]["baseline"]["verdict"] == F.UNMEASURED
     assert (out / "figures" / "atlas_grid.png").stat().st_size > 0
     html = (out / "report.html").read_text()
