@@ -136,7 +136,7 @@ def _who(res: Result) -> str:
 
 
 # results that judge the paper's claims: the report opens with them
-_VERDICT_KINDS = ("findings",)
+_VERDICT_KINDS = ("findings", "atlas")
 
 # How to read each figure kind (by analysis), shown above its figures.
 _GUIDE = {
@@ -148,6 +148,11 @@ _GUIDE = {
                 "side; \"uncertain\": it straddles the threshold; \"not measured\": this run computed nothing "
                 "the claim can be judged on. \"one seed\" marks a verdict resting on one training per model. "
                 "Below paper scale a verdict judges trends, not the paper's numbers.",
+    "atlas": "The findings atlas: each row is one of the paper's claims, each column the paper's setting "
+             "(baseline: recipe paper, the paper's surrogate, unbiased linear CKA, time steps concatenated) with "
+             "one choice changed; the cell's colour is the verdict over the seeds (\"uncertain\": they disagree "
+             "or the interval straddles the threshold) and its text the effect and how many seeds hold. The "
+             "table lists the conclusions that flip: verdicts that differ from the baseline column's.",
     "cka": "CKA (centred kernel alignment, Sec. 3.3) scores how alike two layers' representations of the same "
            "test images are: 1 = the same up to a rotation and a scale, 0 = unrelated. It compares layers of "
            "different sizes and of different networks, so an ANN layer can be set against an SNN layer.",
@@ -433,8 +438,9 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, title: s
     try:
         verdicts = [(k, p, r) for k, (p, r) in enumerate(results) if r.analysis in _VERDICT_KINDS]
         if verdicts:
-            body = [f"<p class='guide'>{html.escape(_GUIDE['findings'])}</p>"]
+            body = []
             for k, p, res in verdicts:
+                body.append(f"<p class='guide'>{html.escape(_GUIDE[res.analysis])}</p>")
                 basis = getattr(res, "basis", "")
                 if basis:
                     body.append(f"<p class='muted'>Judged on: {html.escape(str(basis))}</p>")

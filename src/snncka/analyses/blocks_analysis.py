@@ -239,10 +239,12 @@ def _check_blocks(specs: Sequence[Any], *, blocks: Sequence[str] = (), **_: Any)
 
 @register_analysis("blocks", needs="all", on_checkpoints=True, check=_check_blocks)
 def blocks_of_pairs(run: Any, *, models: list[str] | None = None, layers: Any = None,
-                    blocks: Sequence[str] = ()) -> None:
+                    blocks: Sequence[str] = (), unbiased: bool = True, kernel: str = "linear",
+                    time_reduce: str = "concat") -> None:
     """Fig. 3: per-layer-type CKA inside the residual blocks, from each pair's comparison; ``blocks``: also
-    single blocks alone (Fig. A.5: the 10th and 34th of ResNet-110)."""
-    for s, cmp in compared_pairs(run, models, layers):
+    single blocks alone (Fig. A.5: the 10th and 34th of ResNet-110). ``unbiased``, ``kernel``,
+    ``time_reduce``: the comparison's CKA estimator (as ``compare``'s)."""
+    for s, cmp in compared_pairs(run, models, layers, unbiased=unbiased, kernel=kernel, time_reduce=time_reduce):
         run.cached(f"blocks-{s.name}", _blocks, cmp, model=s.name)
         for blk in blocks:
             run.cached(f"blocks-{s.name}-{blk}", block_subset, cmp, blk)

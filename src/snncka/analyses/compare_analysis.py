@@ -29,7 +29,8 @@ from .subjects import (
     subjects,
 )
 
-__all__ = ["CompareAnalysis", "Overview", "compare_checkpoints", "compared_pairs", "layer_choice", "overview"]
+__all__ = ["CompareAnalysis", "Overview", "cka_choice", "compare_checkpoints", "compared_pairs", "layer_choice",
+           "overview"]
 
 
 def _forward(name: str) -> property:
@@ -109,7 +110,7 @@ def compare_checkpoints(
     b: Any | None = None,
     *,
     n_images: int | None | str = "recipe", batch_size: int | None = None, layers: Any = None,
-    unbiased: bool = True, kernel: str = "linear", recipe: str | Recipe | None = None,
+    unbiased: bool = True, kernel: str = "linear", time_reduce: str = "concat", recipe: str | Recipe | None = None,
     data_root: str | Path | None = None, device: str | torch.device | None = None, progress: bool = True,
     with_accuracy: bool = True,
 ) -> CompareAnalysis:
@@ -118,8 +119,9 @@ def compare_checkpoints(
 
     ``recipe`` (default: the one ``a`` was built under) gives what is not given: the images
     (``n_images="recipe"``; None = the whole test split), the minibatch size, the layer set and which
-    checkpoint of a run folder is read. ``with_accuracy=False`` skips the models' test-set accuracy passes
-    (for callers that do not keep them)."""
+    checkpoint of a run folder is read. ``unbiased``, ``kernel`` and ``time_reduce`` choose the CKA estimator
+    and how an SNN layer's T steps become one feature (``snncka.cka.compare``). ``with_accuracy=False`` skips
+    the models' test-set accuracy passes (for callers that do not keep them)."""
     t0 = time.perf_counter()
     dev = resolve_device(device)
     if b is None:
@@ -134,7 +136,7 @@ def compare_checkpoints(
     da = first_batches(sa, n, batch_size, dev)
     db = None if sb is sa else first_batches(sb, n, batch_size, dev)
     res = cka_compare(sa.model, sb.model, da, data_b=db, layers_a=layers, layers_b=layers, unbiased=unbiased,
-                      kernel=kernel, device=dev, progress=progress)
+                      kernel=kernel, time_reduce=time_reduce, device=dev, progress=progress)
     return CompareAnalysis(
         cka=res,
         label_a=sa.label,
@@ -196,18 +198,29 @@ def layer_choice(layers: str | list[str] | None) -> dict[str, Any]:
     return {} if layers is None else {"layers": layers if isinstance(layers, str) else list(layers)}
 
 
-def compared_pairs(run: Any, models: list[str] | None = None, layers: Any = None) -> list[tuple[Any, Any]]:
-    """(spec, SNN-vs-ANN compare result) of every ANN/SNN pair of an experiment run, each computed once."""
+def cka_choice(unbiased: bool = True, kernel: str = "linear", time_reduce: str = "concat") -> dict[str, Any]:
+    """The CKA estimator settings of an experiment entry that differ from the paper's (Sec. 3.3: unbiased linear
+    CKA, an SNN layer's T steps concatenated), as keyword arguments; the defaults add nothing, so results computed
+    with them keep their saved inputs."""
+    chosen = {"unbiased": bool(unbiased), "kernel": str(kernel), "time_reduce": str(time_reduce)}
+    return {k: v for k, v in chosen.items() if v != {"unbiased": True, "kernel": "linear", "time_reduce": "concat"}[k]}
+
+
+def compared_pairs(run: Any, models: list[str] | None = None, layers: Any = None, **cka: Any
+                   ) -> list[tuple[Any, Any]]:
+    """(spec, SNN-vs-ANN compare result) of every ANN/SNN pair of an experiment run, each computed once
+    (``cka``: ``cka_choice``'s settings)."""
     return [(s, run.cached(f"compare-{s.name}", compare_checkpoints, run.ckpt(s, "snn"), run.ckpt(s, "ann"),
-                           model=s.name, **layer_choice(layers), **run.analysis_options()))
+                           model=s.name, **layer_choice(layers), **cka_choice(**cka), **run.analysis_options()))
             for s in run.models(models, ("ann", "snn"))]
 
 
 @register_analysis("compare", needs="all", on_checkpoints=True)
-def compare_pairs(run: Any, *, models: list[str] | None = None, layers: Any = None, name: str | None = None
-                  ) -> None:
-    """Fig. 2: SNN vs ANN heatmap and curve of every pair; an overview of the curves when there are several."""
-    pairs = compared_pairs(run, models, layers)
+def compare_pairs(run: Any, *, models: list[str] | None = None, layers: Any = None, name: str | None = None,
+                  unbiased: bool = True, kernel: str = "linear", time_reduce: str = "concat") -> None:
+    """Fig. 2: SNN vs ANN heatmap and curve of every pair; an overview of the curves when there are several.
+    ``unbiased``, ``kernel``, ``time_reduce``: the CKA estimator (default the paper's, Sec. 3.3)."""
+    pairs = compared_pairs(run, models, layers, unbiased=unbiased, kernel=kernel, time_reduce=time_reduce)
     if len(pairs) > 1:
         title = f"{run.exp.id}: CKA of corresponding layers, SNN vs ANN"
         run.cached("overview" + (f"-{name}" if name else ""), overview, title, [r for _, r in pairs],

@@ -133,6 +133,7 @@ def robustness(
     layers: Any = None,
     unbiased: bool = True,
     kernel: str = "linear",
+    time_reduce: str = "concat",
     seed: int = 0,
     recipe: str | recipes.Recipe | None = None,
     data_root: str | Path | None = None,
@@ -178,6 +179,7 @@ def robustness(
     overrides = {k: v for k, v in (("steps", steps), ("step_size", step_size), ("random_start", random_start))
                  if v is not None}
     g = torch.Generator().manual_seed(seed)
+    est = {"unbiased": unbiased, "kernel": kernel, "time_reduce": time_reduce}  # the CKA estimator (Sec. 3.3)
     out = dict(labels=[], clean_accuracy=[], accuracy=[], layers=[], kinds=[], cka=[], sources=[], cka_eval=[],
                drift_cka=[])
     hsic: list[list[np.ndarray]] = []
@@ -213,18 +215,18 @@ def robustness(
                 bar.update(1)
             accs.append(100.0 * ok / na)
             done = kept if len(kept) == len(cka_b) else None
-            lay, kin, values, judged = _clean_vs_adversarial(s, cka_b, e_t, layers, cka_opts, g, unbiased, kernel,
+            lay, kin, values, judged = _clean_vs_adversarial(s, cka_b, e_t, layers, cka_opts, g, est,
                                                              bar, None if dual else done)
             ckas.append(values)
             if dual:
-                _, _, values, judged = _clean_vs_adversarial(s, cka_b, e_t, layers, acc_opts, g, unbiased, kernel,
+                _, _, values, judged = _clean_vs_adversarial(s, cka_b, e_t, layers, acc_opts, g, est,
                                                              _NoBar(), done)
                 ckas_eval.append(values)
             sums.append(judged)
         if dual:
             out["cka_eval"].append(ckas_eval)
             out["drift_cka"].append(finite_mean(
-                _clean_vs_adversarial(s, cka_b, DRIFT_EPS, layers, cka_opts, g, unbiased, kernel, bar)[2]))
+                _clean_vs_adversarial(s, cka_b, DRIFT_EPS, layers, cka_opts, g, est, bar)[2]))
         bar.close()
         out["labels"].append(s.label)
         out["clean_accuracy"].append(100.0 * clean_ok / na)
@@ -271,7 +273,7 @@ def _padded(hsic: list[list[np.ndarray | None]]) -> np.ndarray:
 
 
 def _clean_vs_adversarial(s: Subject, batches: list[tuple[Tensor, Tensor]], eps: float | Tensor, layers: Any,
-                          opts: dict[str, Any], g: torch.Generator, unbiased: bool, kernel: str, bar: Any,
+                          opts: dict[str, Any], g: torch.Generator, est: dict[str, Any], bar: Any,
                           adversarial_batches: list[Tensor] | None = None
                           ) -> tuple[list[str], list[str], list[float], np.ndarray | None]:
     """Per-layer CKA between the model's features of the clean images and of their adversarial versions
@@ -301,8 +303,8 @@ def _clean_vs_adversarial(s: Subject, batches: list[tuple[Tensor, Tensor]], eps:
         for x, y in batches:
             data_b.append(pgd(s.model, x, y, eps=eps, generator=g, **opts))
             bar.update(1)
-    res = cka_compare(s.model, model_b, clean, data_b=data_b, layers_a=layers, layers_b=layers, unbiased=unbiased,
-                      kernel=kernel, device=clean[0].device, progress=False)
+    res = cka_compare(s.model, model_b, clean, data_b=data_b, layers_a=layers, layers_b=layers, **est,
+                      device=clean[0].device, progress=False)
     names, values = res.corresponding()
     kinds = dict(zip(res.layers_a, res.kinds_a, strict=True))
     sums = res.batch_samples()
@@ -325,11 +327,13 @@ def _data_bounds(s: Subject, dev: torch.device) -> tuple[Tensor, Tensor]:
 
 @register_analysis("robustness", needs="all", on_checkpoints=True)
 def robustness_of_pairs(run: Any, *, models: list[str] | None = None, layers: Any = None,
-                        eps: Sequence[float] = DEFAULT_EPS, steps: int | None = None) -> None:
-    """Fig. 8: PGD accuracy and clean-vs-adversarial CKA of every ANN/SNN pair."""
-    from .compare_analysis import layer_choice
+                        eps: Sequence[float] = DEFAULT_EPS, steps: int | None = None, unbiased: bool = True,
+                        kernel: str = "linear", time_reduce: str = "concat") -> None:
+    """Fig. 8: PGD accuracy and clean-vs-adversarial CKA of every ANN/SNN pair (``unbiased``, ``kernel``,
+    ``time_reduce``: the CKA estimator, as ``compare``'s)."""
+    from .compare_analysis import cka_choice, layer_choice
 
     for s in run.models(models, ("ann", "snn")):
         run.cached(f"robustness-{s.name}", robustness, [run.ckpt(s, "ann"), run.ckpt(s, "snn")], eps=eps,
                    model=s.name, **layer_choice(layers), **({"steps": steps} if steps is not None else {}),
-                   **run.analysis_options())
+                   **cka_choice(unbiased, kernel, time_reduce), **run.analysis_options())

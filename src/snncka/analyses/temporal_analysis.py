@@ -99,11 +99,13 @@ def temporal_checkpoint(
 
 
 @register_analysis("temporal", needs="all", on_checkpoints=True)
-def temporal_of_snns(run: Any, *, models: list[str] | None = None, layers: Any = None, name: str | None = None
-                     ) -> None:
-    """Fig. 6: the ``T x T`` CKA between time steps of every SNN (``name``: a suffix for a second layer set)."""
-    from .compare_analysis import layer_choice
+def temporal_of_snns(run: Any, *, models: list[str] | None = None, layers: Any = None, name: str | None = None,
+                     unbiased: bool = True, kernel: str = "linear") -> None:
+    """Fig. 6: the ``T x T`` CKA between time steps of every SNN (``name``: a suffix for a second layer set;
+    ``unbiased``, ``kernel``: the CKA estimator, as ``compare``'s)."""
+    from .compare_analysis import cka_choice, layer_choice
 
     for s in run.models(models, ("snn",)):
         run.cached("temporal" + (f"-{name}" if name else "") + f"-{s.name}", temporal_checkpoint, run.ckpt(s, "snn"),
-                   model=s.name, **layer_choice(layers), **run.analysis_options())
+                   model=s.name, **layer_choice(layers), **cka_choice(unbiased, kernel),
+                   **run.analysis_options())

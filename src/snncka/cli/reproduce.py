@@ -43,7 +43,8 @@ LAUNCHERS = ("inline", "local", "slurm", "submitit-local")
 @click.option("--cka-images", type=int, default=None, help="Override the number of test images for CKA.")
 @click.option("--seeds", type=int, default=None,
               help="Train every model with seeds seed..seed+N-1 (each its own cache entry) and run every analysis "
-                   "per seed; results of seed k > 0 are named <result>-s<k> [default: the scale's: smoke 1, paper 3].")
+                   "per seed; results of seed k > 0 are named <result>-s<k> [default: the scale's: smoke 1, "
+                   "paper 3; the atlas: 3 per cell].")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--launcher", type=click.Choice(LAUNCHERS), default="inline", show_default=True,
               help="How the models train: inline (one after another here), local (--jobs processes at once: one "
@@ -63,11 +64,33 @@ LAUNCHERS = ("inline", "local", "slurm", "submitit-local")
 @click.option("--slurm-folder", type=click.Path(file_okay=False), default=None,
               help="slurm: submitit's scripts and logs (default <out>/slurm).")
 @click.option("--wait", is_flag=True, help="slurm: wait for the models here and run the analyses here.")
+@click.option("--vary", multiple=True, metavar="NAME",
+              help="atlas: only these columns besides the baseline (repeatable): a variation like "
+                   "surrogate=dspike or a whole axis (recipe, surrogate, estimator, time). Default: all.")
+@click.option("--base", "bases", multiple=True, metavar="ID",
+              help="atlas: base experiments (repeatable; default the atlas's own, src/snncka/paper/atlas.toml).")
 def reproduce_cmd(exp_id, show_list, show_plan, scale, recipe, out, cache, data_root, download, device, epochs,
                   cka_images, seeds, no_progress, launcher, jobs, partition, time_limit, gpus_per_model, ddp_min_hours,
-                  cpus_per_task, slurm_folder, wait) -> None:
+                  cpus_per_task, slurm_folder, wait, vary, bases) -> None:
     """Run one experiment of the paper (see --list) or your own experiment file (docs/EXPERIMENTS.md): train or
-    reuse its models, analyse, report."""
+    reuse its models, analyse, report. ``atlas``: the findings atlas (which conclusions depend on the authors'
+    choices; docs/EXPERIMENTS.md)."""
+    if exp_id == "atlas":
+        from .atlas import reproduce_atlas
+
+        if recipe is not None or launcher in ("slurm", "submitit-local"):
+            raise click.ClickException("the atlas varies the recipe itself and trains with the inline or local "
+                                       "launcher: leave out --recipe and --launcher slurm")
+        # as the demo: by default two models train at once where there are two cores (one thread each)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        chosen = LocalLauncher(jobs if launcher == "local" or jobs != 1 else min(2, cores), not no_progress)
+        return reproduce_atlas(show_plan=show_plan, scale=scale, out=out, bases=bases, vary=vary, seeds=seeds,
+                               launcher=chosen, workers=min(2, cores), cache=cache, data_root=data_root,
+                               download=download, device=device, epochs=epochs, cka_images=cka_images,
+                               progress=not no_progress)
+    if vary or bases:
+        raise click.ClickException("--vary and --base are options of `snncka reproduce atlas`; leave them out for "
+                                   f"{exp_id}")
     with user_errors():  # every option checked once, before any work (one line each)
         opts = RunOptions(scale=scale, recipe=recipe, epochs=epochs, cka_images=cka_images, seeds=seeds,
                           cache=cache, data_root=data_root, download=download, device=device,
@@ -86,6 +109,8 @@ def reproduce_cmd(exp_id, show_list, show_plan, scale, recipe, out, cache, data_
             n = {s: _trained(exp, s) for s in SCALES}
             click.echo(f"{exp.id:<7} {exp.title}\n{'':<7} models: {n['paper']} at paper scale, {n['smoke']} at "
                        f"smoke scale; `snncka reproduce {exp.id} --scale smoke`")
+        click.echo("atlas   The findings atlas: every finding under one changed choice per column (recipe, "
+                   "surrogate, CKA estimator, time reduction), 3 seeds per cell; `snncka reproduce atlas`")
         if not show_list:
             raise click.UsageError("give an experiment ID (listed above)")
         return

@@ -13,7 +13,7 @@ from importlib import resources
 
 from .. import registry
 from ..experiment import Experiment, experiment_files, load_experiment, order
-from . import findings, recipe_compare, tables  # noqa: F401  (register the paper's analyses and judges)
+from . import atlas, findings, recipe_compare, tables  # noqa: F401  (register the paper's analyses, judges, atlas)
 from .findings import verdicts  # noqa: F401  (registers the judge "findings")
 from .numbers import numbers, row, value
 
