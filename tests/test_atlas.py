@@ -32,14 +32,14 @@ width = 0.25
 T = 2
 
 [[analysis]]
-kind = "compare"
+analysis = "compare"
 [[analysis]]
-kind = "blocks"
+analysis = "blocks"
 [[analysis]]
-kind = "temporal"
+analysis = "temporal"
 layers = "block"
 [[analysis]]
-kind = "robustness"
+analysis = "robustness"
 eps = [0.05]
 """
 

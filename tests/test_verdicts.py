@@ -33,7 +33,7 @@ KINDS = [k for _ in BLOCKS for k in BLOCK]
 
 
 def measured_pair(snn: str, noise: float | dict[str, float], *, seed: int = 0, k: int = 12, n: int = 16,
-                  names=NAMES, kinds=KINDS) -> CompareAnalysis:
+                  names=NAMES, kinds=KINDS, data: str = "digits") -> CompareAnalysis:
     """An ANN-vs-SNN result computed by the CKA engine on ``k`` batches of synthetic features: each SNN layer
     is its ANN layer plus Gaussian noise (``noise``: one level, or per layer kind); more noise, lower CKA."""
     g = torch.Generator().manual_seed(seed)
@@ -48,7 +48,7 @@ def measured_pair(snn: str, noise: float | dict[str, float], *, seed: int = 0, k
     res.kinds_a, res.kinds_b = list(kinds), list(kinds)
     ann = "ANN " + snn.split()[1]
     return CompareAnalysis(cka=res, label_a=snn, label_b=ann, spiking_a=True, spiking_b=False,
-                           identities=[ident(snn), ident(ann)])
+                           identities=[ident(snn, data), ident(ann, data)])
 
 
 def table(name: str, accs: dict[tuple[str, str], float], images: int | None = 10_000) -> PaperComparison:
@@ -93,7 +93,7 @@ def everything() -> dict:
                                          seed=4),
         "fig5/compare-t8": measured_pair("SNN resnet20 T8", {"block": 0.2, "conv": 1.0, "act": 1.5, "norm": 1.0},
                                          seed=5),
-        "fig7/compare-dvs": measured_pair("SNN resnet8 T4", 1.5, seed=6),
+        "fig7/compare-dvs": measured_pair("SNN resnet8 T4", 1.5, seed=6, data="digits-dvs"),
         "fig6/temporal-snn": TemporalAnalysis(cka=tr, label="SNN resnet8 T3"),
         "fig2/paper-table1": table("table1", {("resnet20", "ann"): 91.0, ("resnet20", "snn"): 89.0,
                                               ("resnet20x4", "ann"): 94.0, ("resnet20x4", "snn"): 93.5}),

@@ -129,10 +129,10 @@ def check_seeds(seeds: Any) -> int:
     return seeds
 
 
-def _cka_of(kind: str, cka: dict[str, Any]) -> dict[str, Any]:
-    """The CKA settings of ``cka`` that analysis ``kind`` takes (``temporal`` compares one SNN's steps: it takes
+def _cka_of(analysis: str, cka: dict[str, Any]) -> dict[str, Any]:
+    """The CKA settings of ``cka`` that analysis ``analysis`` takes (``temporal`` compares one SNN's steps: it takes
     the estimator, not the time reduction)."""
-    params = inspect.signature(registry.get_analysis(kind).fn).parameters
+    params = inspect.signature(registry.get_analysis(analysis).fn).parameters
     return {k: v for k, v in cka.items() if k in params}
 
 
