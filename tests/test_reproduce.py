@@ -157,11 +157,6 @@ def _check_experiment(exp_id: str, out: Path, cache: Path) -> None:
     assert html.count("<img") >= len(list((out / "figures").glob("*.png")))
 
 
-@pytest.fixture(scope="module")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("models")
-
-
 @pytest.mark.parametrize("exp_id", [i for i in SINGLE if i in FAST])
 def test_fast_experiments_run_end_to_end(exp_id: str, tmp_path: Path, model_cache: Path) -> None:
     _check_experiment(exp_id, tmp_path / exp_id, model_cache)
