@@ -69,6 +69,30 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _shared(tmp_path_factory, "models")
 
 
+SMALL_TRAIN, SMALL_TEST = 4, 2  # small_digits keeps every 4th training image and every 2nd test image
+
+
+@pytest.fixture
+def small_digits(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """digits and digits-dvs with a quarter of their training images (359) and half their test images (180),
+    for end-to-end runs whose checks do not depend on how well the models learn (every experiment still
+    trains, analyses, plots and reports as at full size). Patched in the dataset registry, so training and the
+    analyses of this process see them. Returns the session's model cache for models trained on them: not
+    ``model_cache``, whose models trained on the full data under the same cache keys."""
+    from dataclasses import replace
+
+    from snncka.data import DATASETS
+
+    for name in ("digits", "digits-dvs"):
+        def small(*args, _full=DATASETS[name], **kwargs):
+            ds = _full(*args, **kwargs)
+            return replace(ds, x_train=ds.x_train[::SMALL_TRAIN], y_train=ds.y_train[::SMALL_TRAIN],
+                           x_test=ds.x_test[::SMALL_TEST], y_test=ds.y_test[::SMALL_TEST])
+
+        monkeypatch.setitem(DATASETS, name, small)
+    return _shared(tmp_path_factory, "models-small-digits")
+
+
 @pytest.fixture(scope="session")
 def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny trained ANN/SNN pair (ResNet-8 x0.5, T=4, 3/2 epochs on digits: ~95%/~70%) as trainer runs.

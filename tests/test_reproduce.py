@@ -161,28 +161,29 @@ def _check_experiment(exp_id: str, out: Path, cache: Path) -> None:
 
 
 @pytest.mark.parametrize("exp_id", [i for i in SINGLE if i in FAST])
-def test_fast_experiments_run_end_to_end(exp_id: str, tmp_path: Path, model_cache: Path) -> None:
-    _check_experiment(exp_id, tmp_path / exp_id, model_cache)
+def test_fast_experiments_run_end_to_end(exp_id: str, tmp_path: Path, small_digits: Path) -> None:
+    _check_experiment(exp_id, tmp_path / exp_id, small_digits)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("exp_id", [i for i in SINGLE if i not in FAST])
-def test_slow_experiments_run_end_to_end(exp_id: str, tmp_path: Path, model_cache: Path) -> None:
-    _check_experiment(exp_id, tmp_path / exp_id, model_cache)
+def test_slow_experiments_run_end_to_end(exp_id: str, tmp_path: Path, small_digits: Path) -> None:
+    _check_experiment(exp_id, tmp_path / exp_id, small_digits)
 
 
-def test_interrupted_reproduce_resumes_without_retraining(tmp_path: Path, monkeypatch) -> None:
+def test_interrupted_reproduce_resumes_without_retraining(tmp_path: Path, monkeypatch, small_digits) -> None:
     cache, out = tmp_path / "cache", tmp_path / "out"
 
     def broken(*a, **k):
         raise RuntimeError("killed during the analyses")
 
+    seeds = analyses.seeds_analysis.seeds
     monkeypatch.setattr(analyses.seeds_analysis, "seeds", broken)
     with pytest.raises(RuntimeError, match="killed"):
         run("appC", "smoke", out, cache=cache, **SMOKE)
     trained = sorted(p.name for p in cache.iterdir())
     assert len(trained) == 4  # two seeds x ANN/SNN finished before the "kill"
-    monkeypatch.undo()
+    monkeypatch.setattr(analyses.seeds_analysis, "seeds", seeds)  # (the small data stays)
 
     calls = []
     real_train = launch.train
