@@ -46,6 +46,19 @@ def _shared(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
     return path
 
 
+def once_per_session(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]) -> Path:
+    """The shared folder ``name``, filled by ``make(folder)`` once in this test session, whichever xdist worker
+    asks first; a worker that asks while another is filling it waits for it (a file lock), then reuses it."""
+    from snncka.files import file_lock
+
+    folder = _shared(tmp_path_factory, name)
+    with file_lock(folder.parent / f"{name}.lock"):
+        if not (folder / ".done").exists():
+            make(folder)
+            (folder / ".done").touch()
+    return folder
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _snncka_cache(tmp_path_factory: pytest.TempPathFactory):
     """Caches (generated datasets, integrated frames, trained models) go to one folder per test session, shared
@@ -81,7 +94,10 @@ def small_digits(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempP
     ``model_cache``, whose models trained on the full data under the same cache keys."""
     from dataclasses import replace
 
+    from snncka.analyses import subjects
     from snncka.data import DATASETS
+
+    monkeypatch.setattr(subjects, "_DATA_CACHE", {})  # the analyses' datasets: none loaded at full size before
 
     for name in ("digits", "digits-dvs"):
         def small(*args, _full=DATASETS[name], **kwargs):
@@ -151,13 +167,14 @@ def reproduce_fig3() -> Callable[..., subprocess.CompletedProcess]:
 def fig3_launchers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
     """fig3 run inline and with ``--jobs 2``, each into its own empty cache: ``{"inline": (out, cache),
     "jobs2": (out, cache)}``. The launcher tests (tests/test_threads.py, and tests/test_slurm.py with its Slurm
-    run) compare them; they share the xdist group "fig3-launchers", so these runs happen once."""
-    runs = {}
-    for name, more in (("inline", []), ("jobs2", ["--jobs", "2"])):
-        root = tmp_path_factory.mktemp(f"fig3-{name}")
-        _reproduce_fig3(root / "out", root / "cache", *more)
-        runs[name] = (root / "out", root / "cache")
-    return runs
+    run) compare them: the runs happen once per session (``once_per_session``)."""
+    def make(folder: Path) -> None:
+        for name, more in (("inline", []), ("jobs2", ["--jobs", "2"])):
+            (folder / name).mkdir()
+            _reproduce_fig3(folder / name / "out", folder / name / "cache", *more)
+
+    folder = once_per_session(tmp_path_factory, "fig3-launchers", make)
+    return {name: (folder / name / "out", folder / name / "cache") for name in ("inline", "jobs2")}
 
 
 def _same(x, y, where: str) -> None:

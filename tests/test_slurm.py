@@ -7,6 +7,7 @@ Where the cluster can't be started (no root, no packages) the tests skip with th
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import once_per_session
 from snncka.launch import ModelJob, SlurmLauncher, trained_epochs
 from snncka.training import TrainConfig, train
 
@@ -71,17 +73,21 @@ def _submitted(stderr: str) -> list[str]:
     return re.findall(r"^submitted \S+: job (\S+)$", stderr, flags=re.M)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def waited(cluster: None, tmp_path_factory: pytest.TempPathFactory,
            reproduce_fig3) -> tuple[Path, Path, list[str], float]:
-    """``reproduce fig3 --launcher slurm --wait``: (out, cache, training job ids, seconds)."""
-    root = tmp_path_factory.mktemp("slurm-wait")
-    t0 = time.perf_counter()
-    r = reproduce_fig3(root / "out", root / "cache", *SLURM, "--wait")
-    return root / "out", root / "cache", _submitted(r.stderr), time.perf_counter() - t0
+    """``reproduce fig3 --launcher slurm --wait``, once per session (every xdist worker): (out, cache, training
+    job ids, seconds)."""
+    def make(root: Path) -> None:
+        t0 = time.perf_counter()
+        r = reproduce_fig3(root / "out", root / "cache", *SLURM, "--wait")
+        (root / "jobs.json").write_text(json.dumps({"ids": _submitted(r.stderr), "seconds": time.perf_counter() - t0}))
+
+    root = once_per_session(tmp_path_factory, "slurm-wait", make)
+    jobs = json.loads((root / "jobs.json").read_text())
+    return root / "out", root / "cache", jobs["ids"], jobs["seconds"]
 
 
-@pytest.mark.xdist_group("fig3-launchers")  # the tests that use `waited` or fig3_launchers: each runs once
 def test_an_experiment_as_a_slurm_job_array_waited_for_here(waited) -> None:
     out, cache, ids, seconds = waited
     assert len(ids) == 2 and {i.split("_")[0] for i in ids} == {ids[0].split("_")[0]}  # one array, two tasks
@@ -152,7 +158,6 @@ def test_a_requeued_training_job_resumes_from_last_pt_bitwise(cluster: None, tmp
     same_checkpoints(job.run_dir / "last.pt", tmp_path / "reference" / "last.pt")
 
 
-@pytest.mark.xdist_group("fig3-launchers")
 def test_inline_local_and_slurm_launchers_give_the_same_bits(waited, fig3_launchers, same_run) -> None:
     """fig3 (two models, the CKA analyses) inline, with ``--jobs 2`` and on Slurm: equal checkpoints and results
     (inline against ``--jobs 2`` is tests/test_threads.py's, on the same runs)."""

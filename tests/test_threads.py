@@ -49,7 +49,6 @@ def test_the_thread_count_is_part_of_what_a_run_trains(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("fig3-launchers")  # fig3_launchers runs once, for this test and tests/test_slurm.py's
 def test_an_experiment_gives_the_same_bits_inline_and_with_two_jobs(fig3_launchers, same_run) -> None:
     """fig3 (two models, the CKA heatmap and the block curves) inline and with two worker processes: equal
     checkpoints and equal result arrays, bit for bit."""
