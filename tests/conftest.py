@@ -76,7 +76,7 @@ def _snncka_cache(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One model cache for the end-to-end runs of the whole session (every xdist worker): a model that several
-    experiments or tests train with the same config (e.g. fig3's smoke ResNet-20 pair) trains once; a worker
+    tests train with the same config (e.g. the demo pair of tests/test_pretrained.py) trains once; a worker
     that needs a model another is training waits for it (the cache's training lock). Tests of training and of
     the launchers themselves use their own empty caches."""
     return _shared(tmp_path_factory, "models")
@@ -87,7 +87,7 @@ SMALL_TRAIN, SMALL_TEST = 4, 2  # small_digits keeps every 4th training image an
 
 @pytest.fixture
 def small_digits(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """digits and digits-dvs with a quarter of their training images (359) and half their test images (180),
+    """digits and digits-dvs with a quarter of their training images (360) and half their test images (180),
     for end-to-end runs whose checks do not depend on how well the models learn (every experiment still
     trains, analyses, plots and reports as at full size). Patched in the dataset registry, so training and the
     analyses of this process see them. Returns the session's model cache for models trained on them: not
