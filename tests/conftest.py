@@ -86,12 +86,23 @@ SMALL_TRAIN, SMALL_TEST = 4, 2  # small_digits keeps every 4th training image an
 
 
 @pytest.fixture
-def small_digits(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def png_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Figures as PNG only (not also SVG) in this test: the end-to-end runs draw dozens of figures, twice (the
+    runner, then the report), and SVG rendering is tested in tests/test_plots.py."""
+    from snncka import plots
+
+    save = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, out, formats=("png",), dpi=100: save(fig, out, ("png",), dpi))
+
+
+@pytest.fixture
+def small_digits(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory,
+                 png_figures: None) -> Path:
     """digits and digits-dvs with a quarter of their training images (360) and half their test images (180),
     for end-to-end runs whose checks do not depend on how well the models learn (every experiment still
     trains, analyses, plots and reports as at full size). Patched in the dataset registry, so training and the
     analyses of this process see them. Returns the session's model cache for models trained on them: not
-    ``model_cache``, whose models trained on the full data under the same cache keys."""
+    ``model_cache``, whose models trained on the full data under the same cache keys. Figures: ``png_figures``."""
     from dataclasses import replace
 
     from snncka.analyses import subjects
