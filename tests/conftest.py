@@ -12,6 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import snncka  # noqa: F401  (before torch: its OpenMP waiting policy, idle threads sleep, must reach torch's runtime)
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # -n auto: the cores shared out, so that workers never oversubscribe them
+    import torch
+
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(max(1, _cores // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+
 # torch's "torch.__trace" logger sits at DEBUG and pytest's log capture would print a trace line for every
 # compiled graph in a failure's report; keep failures readable.
 logging.getLogger("torch.__trace").setLevel(logging.INFO)
