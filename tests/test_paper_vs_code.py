@@ -101,7 +101,7 @@ def test_overlay_figures_have_their_fixed_size_and_reject_ragged_input(tmp_path:
 
 
 @pytest.mark.slow
-def test_paper_vs_code_end_to_end(tmp_path: Path) -> None:
+def test_paper_vs_code_end_to_end(tmp_path: Path, small_digits: Path) -> None:
     """Both recipes trained (1 epoch) and analysed; the comparison's numbers are those of each recipe's own
     results; a verdict per claim per recipe; the overlay figures and both recipes in the report."""
     out, cache = tmp_path / "out", tmp_path / "cache"

@@ -7,6 +7,7 @@ Where the cluster can't be started (no root, no packages) the tests skip with th
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -14,20 +15,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
-from snncka.checkpoint import load_checkpoint
+from conftest import once_per_session
 from snncka.launch import ModelJob, SlurmLauncher, trained_epochs
 from snncka.training import TrainConfig, train
 
-ROOT = Path(__file__).resolve().parents[1]
-TOOL = ROOT / "tools" / "slurm-local"
-# One experiment, small: fig3's two smoke models, one epoch, 64 CKA images, on the CPU, one CPU per job.
-FIG3 = ["fig3", "--epochs", "1", "--cka-images", "64", "--device", "cpu", "--no-progress"]
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "slurm-local"
+# conftest's reproduce_fig3 (fig3's two smoke models, one epoch, 64 CKA images) on Slurm, one CPU per job
 SLURM = ["--launcher", "slurm", "--cpus-per-task", "1", "--time", "30"]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}  # no thread pin: a run trains with TrainConfig.threads
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reason="Slurm: Linux only")]
 
@@ -51,14 +47,6 @@ def cluster() -> None:
     yield
     if not up:
         subprocess.run([str(TOOL), "stop"], capture_output=True, text=True, timeout=300)
-
-
-def _reproduce(out: Path, cache: Path, *more: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, "-m", "snncka.cli", "reproduce", *FIG3, "--out", str(out), "--cache",
-                        str(cache), *more], capture_output=True, text=True, env=ENV, cwd=out.parent,
-                       timeout=timeout)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return r
 
 
 def _sacct(*job_ids: str) -> dict[str, dict[str, str]]:
@@ -85,13 +73,19 @@ def _submitted(stderr: str) -> list[str]:
     return re.findall(r"^submitted \S+: job (\S+)$", stderr, flags=re.M)
 
 
-@pytest.fixture(scope="module")
-def waited(cluster: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[str], float]:
-    """``reproduce fig3 --launcher slurm --wait``: (out, cache, training job ids, seconds)."""
-    root = tmp_path_factory.mktemp("slurm-wait")
-    t0 = time.perf_counter()
-    r = _reproduce(root / "out", root / "cache", *SLURM, "--wait")
-    return root / "out", root / "cache", _submitted(r.stderr), time.perf_counter() - t0
+@pytest.fixture(scope="session")
+def waited(cluster: None, tmp_path_factory: pytest.TempPathFactory,
+           reproduce_fig3) -> tuple[Path, Path, list[str], float]:
+    """``reproduce fig3 --launcher slurm --wait``, once per session (every xdist worker): (out, cache, training
+    job ids, seconds)."""
+    def make(root: Path) -> None:
+        t0 = time.perf_counter()
+        r = reproduce_fig3(root / "out", root / "cache", *SLURM, "--wait")
+        (root / "jobs.json").write_text(json.dumps({"ids": _submitted(r.stderr), "seconds": time.perf_counter() - t0}))
+
+    root = once_per_session(tmp_path_factory, "slurm-wait", make)
+    jobs = json.loads((root / "jobs.json").read_text())
+    return root / "out", root / "cache", jobs["ids"], jobs["seconds"]
 
 
 def test_an_experiment_as_a_slurm_job_array_waited_for_here(waited) -> None:
@@ -106,9 +100,9 @@ def test_an_experiment_as_a_slurm_job_array_waited_for_here(waited) -> None:
     assert len(list(cache.glob("*/last.pt"))) == 2
 
 
-def test_the_analyses_follow_the_training_as_an_afterok_job(cluster: None, tmp_path: Path) -> None:
+def test_the_analyses_follow_the_training_as_an_afterok_job(cluster: None, tmp_path: Path, reproduce_fig3) -> None:
     t0 = time.perf_counter()
-    r = _reproduce(tmp_path / "out", tmp_path / "cache", *SLURM)
+    r = reproduce_fig3(tmp_path / "out", tmp_path / "cache", *SLURM)
     ids = _submitted(r.stderr)
     analysis = re.search(r"analysis job (\d+) submitted", r.stdout).group(1)
     # The training jobs take seconds at least, so the analysis job still waits on them here.
@@ -124,28 +118,8 @@ def test_the_analyses_follow_the_training_as_an_afterok_job(cluster: None, tmp_p
     assert (tmp_path / "out" / "report.html").is_file() and Path(follow.group(2)).is_file()
 
 
-def _same_checkpoint(a: Path, b: Path) -> None:
-    ca, cb = load_checkpoint(a), load_checkpoint(b)
-    for key in ("model", "optimizer", "scheduler", "rng", "epoch", "best_acc"):
-        _same(ca[key], cb[key], key)
-
-
-def _same(x, y, where: str) -> None:
-    if isinstance(x, torch.Tensor):
-        assert torch.equal(x, y), where
-    elif isinstance(x, dict):
-        assert x.keys() == y.keys(), where
-        for k in x:
-            _same(x[k], y[k], f"{where}.{k}")
-    elif isinstance(x, list | tuple):
-        assert len(x) == len(y), where
-        for i, (u, v) in enumerate(zip(x, y, strict=True)):
-            _same(u, v, f"{where}[{i}]")
-    else:
-        assert x == y, where
-
-
-def test_a_requeued_training_job_resumes_from_last_pt_bitwise(cluster: None, tmp_path: Path) -> None:
+def test_a_requeued_training_job_resumes_from_last_pt_bitwise(cluster: None, tmp_path: Path,
+                                                             same_checkpoints) -> None:
     """``scontrol requeue`` of a running training job (as a preemption does): Slurm kills it and runs it again,
     it resumes from ``last.pt``, and its final checkpoint equals an uninterrupted run's bit for bit.
 
@@ -164,10 +138,16 @@ def test_a_requeued_training_job_resumes_from_last_pt_bitwise(cluster: None, tmp
         time.sleep(0.1)
     assert done < cfg.epochs, "the job finished before it could be requeued: give it more epochs"
     _sh("scontrol", "requeue", jid)
-    # Slurm holds a requeued batch job back for 120 s (BeginTime) once its first run has ended; skip the wait.
+    # Slurm holds a requeued batch job back for 120 s (BeginTime) once its first run has ended; shorten the wait,
+    # but only once the node has cleaned up after the first run: a rerun started in the very second the first was
+    # cancelled has been seen to fail at once (sacct: FAILED, exit 1), which the real hold exists to prevent.
     while "JobState=PENDING" not in (show := _sh("scontrol", "show", "job", jid)):
         assert time.monotonic() < end, show
         time.sleep(0.2)
+    while subprocess.run(["scontrol", "listpids", jid.split("_")[0]], capture_output=True, text=True).returncode == 0:
+        assert time.monotonic() < end, "the first run's processes did not end"
+        time.sleep(0.5)
+    time.sleep(5)
     _sh("scontrol", "update", f"jobid={jid}", "StartTime=now")
     assert slurm.result(submitted) == str(job.run_dir)  # robust to a stale FAILED that sacct may show around a requeue
     _wait_sacct([jid], timeout=120)
@@ -181,27 +161,11 @@ def test_a_requeued_training_job_resumes_from_last_pt_bitwise(cluster: None, tmp
     assert resumed and done <= int(resumed.group(1)) < cfg.epochs, log
 
     train(cfg, tmp_path / "reference")  # the reference: the same model trained without interruption, here
-    _same_checkpoint(job.run_dir / "last.pt", tmp_path / "reference" / "last.pt")
+    same_checkpoints(job.run_dir / "last.pt", tmp_path / "reference" / "last.pt")
 
 
-def test_inline_local_and_slurm_launchers_give_the_same_bits(waited, tmp_path: Path) -> None:
-    """fig3 (two models, the CKA analyses) inline, with ``--jobs 2`` and on Slurm: equal checkpoints and results."""
+def test_inline_local_and_slurm_launchers_give_the_same_bits(waited, fig3_launchers, same_run) -> None:
+    """fig3 (two models, the CKA analyses) inline, with ``--jobs 2`` and on Slurm: equal checkpoints and results
+    (inline against ``--jobs 2`` is tests/test_threads.py's, on the same runs)."""
     slurm_out, slurm_cache, _, _ = waited
-    runs = {"slurm": (slurm_out, slurm_cache)}
-    for name, more in (("inline", []), ("jobs2", ["--jobs", "2"])):
-        (tmp_path / name).mkdir()
-        _reproduce(tmp_path / name / "out", tmp_path / name / "cache", *more)
-        runs[name] = (tmp_path / name / "out", tmp_path / name / "cache")
-    ref_out, ref_cache = runs.pop("inline")
-    ckpts = sorted(p.relative_to(ref_cache) for p in ref_cache.glob("*/last.pt"))
-    results = sorted(p.relative_to(ref_out) for p in ref_out.glob("results/*.npz"))
-    assert len(ckpts) == 2 and len(results) >= 2
-    for name, (out, cache) in runs.items():
-        assert sorted(p.relative_to(cache) for p in cache.glob("*/last.pt")) == ckpts, name  # same cache keys
-        for c in ckpts:
-            _same_checkpoint(cache / c, ref_cache / c)
-        for res in results:
-            with np.load(out / res) as a, np.load(ref_out / res) as b:
-                assert sorted(a.files) == sorted(b.files), (name, res)
-                for k in a.files:
-                    assert np.array_equal(a[k], b[k], equal_nan=True), (name, res, k)
+    same_run((slurm_out, slurm_cache), fig3_launchers["inline"])

@@ -25,8 +25,8 @@ def _stamps(out: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in sorted((out / "results").glob("*.json"))}
 
 
-def test_rerun_with_other_settings_recomputes_and_equal_settings_reuse(tmp_path: Path) -> None:
-    out, cache = tmp_path / "out", tmp_path / "cache"
+def test_rerun_with_other_settings_recomputes_and_equal_settings_reuse(tmp_path: Path, small_digits: Path) -> None:
+    out, cache = tmp_path / "out", small_digits  # the session's models on small data (fig3's pair trained once)
     _fig3(out, cache, epochs=1, cka_images=32)
     first = load_result(out / "results" / "compare-resnet20-for-resnet110.json")
     assert isinstance(first, CompareAnalysis) and first.cka.n_images == 32

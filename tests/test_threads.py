@@ -8,13 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
-from snncka import runner
-from snncka.checkpoint import load_checkpoint
-from snncka.launch import LocalLauncher, run_folder
+from snncka.launch import run_folder
 from snncka.training import TrainConfig
 
 TINY = dict(model="resnet8", width=0.5, data="digits", epochs=1, batch_size=64, device="cpu", progress=False)
@@ -53,23 +49,7 @@ def test_the_thread_count_is_part_of_what_a_run_trains(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_an_experiment_gives_the_same_bits_inline_and_with_two_jobs(tmp_path: Path) -> None:
-    """The demo (two tiny trainings, a CKA heatmap and the temporal CKA) inline and with two worker processes:
-    equal checkpoints and equal result arrays, bit for bit."""
-    outs = {}
-    for name, launcher in (("inline", None), ("local", LocalLauncher(jobs=2, progress=False))):
-        outs[name] = tmp_path / name
-        runner.run("demo", "smoke", outs[name], cache=tmp_path / f"cache-{name}", epochs=1, cka_images=64,
-                      device="cpu", progress=False, launcher=launcher)
-    ckpts = sorted(p.relative_to(outs["inline"]) for p in outs["inline"].glob("models/*/last.pt"))
-    assert len(ckpts) == 2
-    for rel in ckpts:
-        a, b = (load_checkpoint(outs[n] / rel)["model"] for n in ("inline", "local"))
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), rel
-    arrays = sorted(p.relative_to(outs["inline"]) for p in outs["inline"].glob("results/*.npz"))
-    assert {p.stem for p in arrays} >= {"compare-resnet20", "temporal-resnet20"}
-    for rel in arrays:
-        with np.load(outs["inline"] / rel) as a, np.load(outs["local"] / rel) as b:
-            assert sorted(a.files) == sorted(b.files), rel
-            for k in a.files:
-                assert a[k].tobytes() == b[k].tobytes(), f"{rel}: {k}"
+def test_an_experiment_gives_the_same_bits_inline_and_with_two_jobs(fig3_launchers, same_run) -> None:
+    """fig3 (two models, the CKA heatmap and the block curves) inline and with two worker processes: equal
+    checkpoints and equal result arrays, bit for bit."""
+    same_run(fig3_launchers["jobs2"], fig3_launchers["inline"])

@@ -222,13 +222,19 @@ def test_resume_rejects_a_changed_config_and_a_missing_run(tmp_path):
     assert res["epoch"] == 1 and (out / "last.pt").read_bytes() == before
 
 
+def _files(run: Path) -> dict[str, bytes]:
+    """A run folder's files and their bytes, but the writers' lock file, whose holder note ("pid N ... since
+    <time>") each writer rewrites."""
+    return {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock"}
+
+
 def test_existing_run_is_not_overwritten_without_force(tmp_path):
     out = tmp_path / "run"
     train(TrainConfig(**TINY, epochs=1), out, dataset=small())
-    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    files = _files(out)
     with pytest.raises(FileExistsError, match="--resume"):
         train(TrainConfig(**TINY, epochs=1, seed=1), out, dataset=small())
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == files
+    assert _files(out) == files
     train(TrainConfig(**TINY, epochs=1, seed=1), out, force=True, dataset=small())
     assert load_checkpoint(out / "last.pt")["train_config"]["seed"] == 1
     assert len(_metrics(out)) == 1
@@ -285,10 +291,10 @@ def test_cli_train_resume_and_eval(tmp_path):
     assert ckpt["train_config"]["spiking"] and ckpt["epoch"] == 1
 
     # --resume alone reads the run's settings (nothing left to train here) and changes no file.
-    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    files = _files(out)
     r = CliRunner().invoke(main, ["train", "--resume", "--no-progress", "--out", str(out)])
     assert r.exit_code == 0, r.output
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == files
+    assert _files(out) == files
 
     r = CliRunner().invoke(main, ["eval", str(out / "best.pt"), "--json"])
     assert r.exit_code == 0, r.output
@@ -315,7 +321,7 @@ def test_cli_errors_exit_nonzero_and_write_nothing(tmp_path):
 
     out = tmp_path / "run"
     assert runner.invoke(main, ["train", *CLI_TINY, "--epochs", "1", "--out", str(out)]).exit_code == 0
-    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    files = _files(out)
     r = runner.invoke(main, ["train", *CLI_TINY, "--epochs", "1", "--out", str(out)])
     assert r.exit_code != 0 and "already holds" in r.output
     # A corrupt last.pt: resume refuses with a clear message and leaves the folder as it was.
@@ -345,10 +351,10 @@ def test_cli_wrong_data_root_for_a_real_dataset(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("spiking", "target", "epochs", "batch", "lr"),
-                         [(False, 0.95, 8, 64, 0.1), (True, 0.93, 20, 32, None)], ids=["ann", "snn"])
+                         [(False, 0.95, 8, 64, 0.1), (True, 0.93, 12, 32, None)], ids=["ann", "snn"])
 def test_resnet20_reaches_target_accuracy_on_digits(tmp_path, monkeypatch, spiking, target, epochs, batch, lr):
-    """The issue's acceptance numbers on the full digits split. The SNN uses the recipe's own lr scaling
-    (0.1 * 32 / 256); on this machine it ends at ~95% (ANN ~99%)."""
+    """The issue's acceptance numbers on the full digits split. The SNN is the demo's (12 epochs, batch 32, the
+    recipe's own lr scaling 0.1 * 32 / 256); on this machine it ends at ~94-95% (ANN ~99%)."""
     monkeypatch.setenv("SNNCKA_COMPILE", "1")  # the compiled kernels (on a CPU the default runs these eager)
     res = train(TrainConfig(model="resnet20", spiking=spiking, T=4, epochs=epochs, batch_size=batch, lr=lr,
                             progress=False), tmp_path)

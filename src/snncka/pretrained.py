@@ -1,6 +1,6 @@
 """Trained models in one call, for a first look and for examples.
 
-``demo_pair()`` returns the ResNet-20 ANN/SNN pair of ``snncka demo`` (the embedded digits data, 20 epochs,
+``demo_pair()`` returns the ResNet-20 ANN/SNN pair of ``snncka demo`` (the embedded digits data, 12 epochs,
 T = 4: ANN ~99 %, SNN ~95 %) with its test images. The pair is trained once into the model cache (under a
 minute on 2 CPU cores) and loaded from there afterwards; it is the very same cache entry that ``snncka demo``
 trains, so either one makes the other instant.
@@ -38,7 +38,7 @@ def demo_pair(*, cache: str | Path | None = None, epochs: int | None = None, pro
     """The demo's trained ResNet-20 ANN and SNN (eval mode, CPU) and the digits test split (360 images).
 
     ``cache``: the model cache (default ``$SNNCKA_CACHE/models``, as for ``snncka reproduce``); ``epochs``:
-    override the demo's 20 (as ``snncka demo --epochs``; a different number is a different cached model).
+    override the demo's 12 (as ``snncka demo --epochs``; a different number is a different cached model).
     Each model is its run's checkpoint that the recipe analyses (best test accuracy under the paper's recipe),
     the very file the demo's report reads, so the CKA computed here equals the report's."""
     from .experiment import load_experiment
