@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -410,29 +410,26 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, title: s
     figdir = Path(tempfile.mkdtemp(prefix="snncka-report-"))
     n_figs = 0
 
-    def figures_of(k: int, p: Path, res: Result) -> list[str]:
+    def drawn(what: str, draw: Callable[[], list[Path]]) -> list[Path]:
+        """The PNGs ``draw`` makes; a figure that cannot be drawn is named in the report, not fatal."""
         nonlocal n_figs
         try:
-            paths = [q for q in res.plot(figdir / str(k)) if q.suffix == ".png"]
+            paths = [q for q in draw() if q.suffix == ".png"]
         except (ValueError, OSError) as e:
-            msg = f"figures of {p} not drawn: {e}"
-            warnings.warn(msg, UserWarning, stacklevel=2)
+            msg = f"{what} not drawn: {e}"
+            warnings.warn(msg, UserWarning, stacklevel=3)
             skipped.append(msg)
             return []
         n_figs += len(paths)
+        return paths
+
+    def figures_of(k: int, p: Path, res: Result) -> list[str]:
+        paths = drawn(f"figures of {p}", lambda: res.plot(figdir / str(k)))
         who = _who(res) + (f" (recipe {recipe_of(res)})" if recipe_of(res) else "")
         return [_img(q, f"{who + ': ' if who else ''}{q.stem}") for q in paths]
 
     def seed_images(base: str, group: list[Result]) -> list[str]:
-        nonlocal n_figs
-        try:
-            paths = [q for q in seed_figures(base, group, figdir / f"seeds-{base}") if q.suffix == ".png"]
-        except (ValueError, OSError) as e:
-            msg = f"seed-mean figures of {base} not drawn: {e}"
-            warnings.warn(msg, UserWarning, stacklevel=2)
-            skipped.append(msg)
-            return []
-        n_figs += len(paths)
+        paths = drawn(f"seed-mean figures of {base}", lambda: seed_figures(base, group, figdir / f"seeds-{base}"))
         return [_img(q, f"{base}, mean of {len(group)} seeds: {q.stem}") for q in paths]
 
     try:

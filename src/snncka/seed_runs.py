@@ -85,7 +85,7 @@ def seed_figures(name: str, results: Sequence[Any], out: str | Path) -> list[Pat
         bands = {lab: (lo[i, :width], hi[i, :width]) for i, lab in enumerate(first.labels)}
         return plots.curves(series, first.layers[longest], out / f"{name}_curves", bands=bands,
                             title=f"{first.title} ({note})", ylim=curve_ylim(np.concatenate([lo, hi])))
-    if getattr(first, "analysis", "") == "paper":
+    if getattr(first, "analysis", "") == "paper-table":
         keys = [(r["model"], r["type"]) for r in first.rows if r.get("ours (%)") is not None]
         per = [{(r["model"], r["type"]): r.get("ours (%)") for r in res.rows} for res in results]
         if not keys or any(any(p.get(k) is None for k in keys) for p in per):
