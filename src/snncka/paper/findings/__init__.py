@@ -23,15 +23,6 @@ from ...seed_runs import seed_of
 from ..numbers import numbers as _paper_tables
 from ..tables import PaperComparison
 from .claims import (
-    FAILS,
-    HOLDS,
-    OUT_OF_SCOPE,
-    SHORT,
-    THRESHOLDS,
-    UNCERTAIN,
-    UNMEASURED,
-    VERDICTS,
-    Finding,
     blocks_restore_similarity,
     depth_lowers_similarity,
     early_static_late_dynamic,
@@ -48,6 +39,7 @@ from .claims import (
     width_raises_similarity,
 )
 from .effects import Effect, combine, judge, on_side, over_seeds, worst
+from .finding import FAILS, HOLDS, OUT_OF_SCOPE, SHORT, THRESHOLDS, UNCERTAIN, UNMEASURED, VERDICTS, Finding
 
 __all__ = ["FAILS", "HOLDS", "ORDER", "PAPER_BASIS", "SHORT", "THRESHOLDS", "UNCERTAIN", "UNMEASURED", "VERDICTS",
            "Finding", "effect_text", "evaluate", "evaluate_paper", "results_in", "seed_of", "seeds_text", "spearman",

@@ -28,10 +28,8 @@ from ...analyses import BlocksResult
 from ...identity import ModelIdentity
 from ...results import finite_mean
 from .effects import Effect, Samples, accuracy_effect, cka_effect, cka_of, combine, judge, on_side, worst
-from .finding import (  # noqa: F401  (the thresholds and scopes are re-exported with the predicates)
-    FAILS,
+from .finding import (
     HOLDS,
-    OUT_OF_SCOPE,
     SHORT,
     THRESHOLDS,
     UNCERTAIN,
