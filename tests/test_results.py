@@ -5,7 +5,9 @@ Fast: results are built from hand-made matrices (or a two-layer network), no tra
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import warnings
 
 import numpy as np
@@ -285,3 +287,26 @@ def test_resolve_checkpoint(tmp_path):
         resolve_checkpoint(tmp_path)
     with pytest.raises(ValueError, match="'last' or 'best'"):
         resolve_checkpoint(run, "first")
+
+
+def test_report_shows_the_figures_a_run_drew_and_redraws_changed_ones(tmp_path, monkeypatch):
+    """A run saves each result with the names and hashes of the figures drawn from it (``save_drawn``); the
+    report embeds those files instead of drawing them again, and redraws when one is missing or changed."""
+    from snncka.results import saved_figures
+    from snncka.runner import save_drawn
+
+    run = tmp_path / "run"
+    save_drawn(_analysis(_cka(_matrix())), run, "compare-resnet8")
+    js = run / "results" / "compare-resnet8.json"
+    drawn = saved_figures(js, run / "figures")
+    assert [q.name for q in drawn] == ["compare-resnet8_heatmap.png", "compare-resnet8_curve.png"]
+    calls = []
+    real_plot = A.CompareAnalysis.plot
+    monkeypatch.setattr(A.CompareAnalysis, "plot", lambda self, *a, **k: calls.append(1) or real_plot(self, *a, **k))
+    doc = build_report(run).read_text()
+    assert calls == [] and doc.count("<img") == 2  # embedded as drawn by the run
+    embedded = re.findall(r"data:image/png;base64,([^']+)", doc)
+    assert sorted(base64.b64decode(e) for e in embedded) == sorted(q.read_bytes() for q in drawn)
+    drawn[0].write_bytes(drawn[0].read_bytes() + b"\0")  # changed since: not trusted, drawn again
+    assert saved_figures(js, run / "figures") is None
+    assert build_report(run).read_text().count("<img") == 2 and calls == [1]

@@ -207,31 +207,39 @@ def _make_kernels(surrogate: str, hard: bool, detach: bool, ge: bool) -> tuple[C
     sg_fn = SURROGATES[surrogate][0]
 
     def fwd(x: Tensor, tau: float, v_th: float) -> tuple[Tensor, Tensor]:
-        """All T steps forward; returns (spikes, u_pre)."""
+        """All T steps forward; returns (spikes, u_pre). Only the recurrence runs per step (add, compare,
+        reset: 3 small ops); the spikes come from all steps' ``u_pre`` at once. Small CPU tensors are bound
+        by per-op overhead, so fewer ops per step is what makes the eager kernel fast (the demo's SNN)."""
         u = torch.zeros_like(x[0])
-        spikes, pres = [], []
+        pres = []
         for t in range(x.shape[0]):
-            u_pre = tau * u + x[t]
-            fire = (u_pre >= v_th) if ge else (u_pre > v_th)
-            u = torch.where(fire, 0.0, u_pre) if hard else u_pre - v_th * fire.to(x.dtype)
-            spikes.append(fire.to(x.dtype))
+            u_pre = torch.add(x[t], u, alpha=tau)
             pres.append(u_pre)
-        return torch.stack(spikes), torch.stack(pres)
+            fire = (u_pre >= v_th) if ge else (u_pre > v_th)
+            u = torch.where(fire, 0.0, u_pre) if hard else torch.sub(u_pre, fire.to(x.dtype), alpha=v_th)
+        u_pre = torch.stack(pres)
+        return ((u_pre >= v_th) if ge else (u_pre > v_th)).to(x.dtype), u_pre
 
     def bwd(gy: Tensor, u_pre: Tensor, tau: float, v_th: float, param: float) -> Tensor:
-        """BPTT: dL/d(input current) of every step from dL/dy of every step and the saved u_pre."""
-        g_u = torch.zeros_like(u_pre[0])  # dL/du[t], carried backwards in time
-        gx = []
-        for t in range(u_pre.shape[0] - 1, -1, -1):
-            up = u_pre[t]
-            sg = sg_fn(up - v_th, param)
-            if hard:  # u = u_pre * (1 - y):  du/du_pre = (1 - y) - u_pre * sg  (second term unless detached)
-                keep = torch.where((up >= v_th) if ge else (up > v_th), 0.0, g_u)
-                g_pre = keep + sg * gy[t] if detach else keep + sg * (gy[t] - g_u * up)
-            else:  # u = u_pre - v_th * y:  du/du_pre = 1 - v_th * sg
-                g_pre = g_u + sg * gy[t] if detach else g_u + sg * (gy[t] - v_th * g_u)
-            gx.append(g_pre)
-            g_u = tau * g_pre
+        """BPTT: dL/d(input current) of every step from dL/dy of every step and the saved u_pre.
+
+        With ``g[t]`` = dL/du_pre[t], the chain rule through ``u_pre[t+1] = tau * u[t] + x[t+1]`` gives
+        ``g[t] = sg[t] * gy[t] + c[t] * g[t+1]``, where ``c[t] = tau * du[t]/du_pre[t]`` and
+        ``du/du_pre`` = (1 - y) - u_pre * sg for a hard reset (1 - y alone when the reset is detached), and
+        1 - v_th * sg for a soft one (1 when detached). Both ``sg * gy`` and ``c`` are computed for all steps
+        at once; the recurrence is one fused multiply-add per step."""
+        sg = sg_fn(u_pre - v_th, param)
+        a = sg * gy
+        if hard:
+            keep = ((u_pre < v_th) if ge else (u_pre <= v_th)).to(u_pre.dtype)  # 1 - y
+            c = (keep if detach else keep - sg * u_pre) * tau
+        else:
+            c = None if detach else (1 - v_th * sg) * tau
+        g = a[-1]
+        gx = [g]
+        for t in range(u_pre.shape[0] - 2, -1, -1):
+            g = torch.add(a[t], g, alpha=tau) if c is None else torch.addcmul(a[t], c[t], g)
+            gx.append(g)
         gx.reverse()
         return torch.stack(gx)
 

@@ -37,7 +37,7 @@ from . import analyses as _builtin  # noqa: F401  (registers the built-in result
 from .analyses import describe
 from .files import atomic_write_bytes
 from .readers import read_json
-from .results import Result, iter_results
+from .results import Result, iter_results, saved_figures
 from .runtime import environment
 from .seed_runs import seed_figures, seed_groups
 from .training import read_metrics
@@ -424,7 +424,9 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, title: s
         return paths
 
     def figures_of(k: int, p: Path, res: Result) -> list[str]:
-        paths = drawn(f"figures of {p}", lambda: res.plot(figdir / str(k)))
+        # the figures the run drew from this very result (unchanged since), else drawn here
+        paths = drawn(f"figures of {p}",
+                      lambda: saved_figures(p, p.parent.parent / "figures") or res.plot(figdir / str(k)))
         who = _who(res) + (f" (recipe {recipe_of(res)})" if recipe_of(res) else "")
         return [_img(q, f"{who + ': ' if who else ''}{q.stem}") for q in paths]
 

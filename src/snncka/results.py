@@ -19,6 +19,7 @@ ones; a plugin's own for its results).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import types
@@ -35,11 +36,12 @@ from .files import atomic_write_bytes, atomic_write_stream, check_writable
 from .readers import BadFileError, read_json, read_npz
 
 __all__ = ["CKAResult", "Measured", "Result", "TemporalResult", "check_output_dir", "iter_results", "load_result",
-           "result_paths", "saved_inputs"]
+           "result_paths", "saved_figures", "saved_inputs"]
 
 FORMAT_VERSION = 2
 TYPE_KEY = "snncka_result"
 INPUTS_KEY = "computed_from"  # the head's fingerprint of a result's inputs (not a field: any result may have it)
+FIGURES_KEY = "figures_drawn"  # the head's {PNG file name: sha256} of the figures drawn from this very result
 _REGISTRY: dict[str, type[Result]] = {}
 R = TypeVar("R", bound="Result")
 
@@ -102,10 +104,13 @@ class Result:
         if cls.__dict__.get("analysis"):
             _REGISTRY[cls.analysis] = cls
 
-    def save(self, path: str | Path, name: str | None = None, *, inputs: str | None = None) -> Path:
+    def save(self, path: str | Path, name: str | None = None, *, inputs: str | None = None,
+             figures: Sequence[Path] = ()) -> Path:
         """Write ``<stem>.json`` and ``<stem>.npz`` atomically (see the module doc for ``path``/``name``);
         returns the JSON path. ``inputs``: the fingerprint of what the result was computed from
-        (``snncka.fingerprint``), kept in the JSON head for ``saved_inputs``."""
+        (``snncka.fingerprint``), kept in the JSON head for ``saved_inputs``. ``figures``: the files
+        ``plot`` drew from this result; their PNGs' names and hashes go into the head, so that a report can
+        show them as drawn instead of drawing them again (``saved_figures``)."""
         if name is None and Path(path).suffix not in (".json", ".npz"):
             name = self.analysis
         js, npz = result_paths(path, name)
@@ -113,6 +118,9 @@ class Result:
         head = {TYPE_KEY: meta.pop(TYPE_KEY), "format_version": FORMAT_VERSION, "name": js.stem}
         if inputs is not None:
             head[INPUTS_KEY] = inputs
+        pngs = {q.name: hashlib.sha256(q.read_bytes()).hexdigest() for q in map(Path, figures) if q.suffix == ".png"}
+        if pngs:
+            head[FIGURES_KEY] = pngs
         atomic_write_stream(npz, lambda f: np.savez(f, **arrays))
         atomic_write_bytes(js, json.dumps({**head, **meta}, indent=1, allow_nan=False).encode())
         return js
@@ -264,6 +272,27 @@ def saved_inputs(path: str | Path) -> str | None:
         return None
     fp = head.get(INPUTS_KEY) if isinstance(head, dict) else None
     return fp if isinstance(fp, str) and npz.is_file() else None
+
+
+def saved_figures(path: str | Path, folder: str | Path) -> list[Path] | None:
+    """The PNGs in ``folder`` that were drawn from the saved result ``path`` (its head names them with their
+    hashes), in the order drawn; None when the result names none or any of them is missing or has changed
+    since (then draw them again)."""
+    js, _ = result_paths(path)
+    try:
+        head = read_json(js)
+    except (OSError, BadFileError):
+        return None
+    drawn = head.get(FIGURES_KEY) if isinstance(head, dict) else None
+    if not isinstance(drawn, dict) or not drawn:
+        return None
+    out = []
+    for name, digest in drawn.items():
+        q = Path(folder) / str(name)
+        if Path(str(name)).name != name or not q.is_file() or hashlib.sha256(q.read_bytes()).hexdigest() != digest:
+            return None
+        out.append(q)
+    return out
 
 
 def _from_meta(js: Path, npz: Path, meta: Any) -> Result:

@@ -114,7 +114,7 @@ class Run:
         if res is None:
             out = fn(*args, **kwargs)
             res = out[0] if isinstance(out, tuple) else out
-            self._save(res, name, inputs=fp)
+            save_drawn(res, self.out, name, fp)
         self._made[id(res)] = (res, fp)
         return res
 
@@ -132,11 +132,15 @@ class Run:
     def save(self, res: Result, name: str, inputs: str | None = None) -> None:
         """Save ``res`` as ``results/<name>`` with this seed's suffix (``inputs``: the fingerprint of what it was
         computed from) and draw its figures into ``figures``."""
-        self._save(res, self.result_name(name), inputs)
+        save_drawn(res, self.out, self.result_name(name), inputs)
 
-    def _save(self, res: Result, name: str, inputs: str | None) -> None:
-        res.save(self.out / "results", name, inputs=inputs)
-        res.plot(self.out / "figures", name)
+
+def save_drawn(res: Result, out: Path, name: str, inputs: str | None = None) -> None:
+    """Save ``res`` as ``out/results/<name>`` and draw its figures into ``out/figures``."""
+    res.save(out / "results", name, inputs=inputs)  # first: a figure that fails loses no result
+    drawn = res.plot(out / "figures", name)
+    if drawn:  # again, naming the figures drawn from it: the report shows these instead of redrawing them
+        res.save(out / "results", name, inputs=inputs, figures=drawn)
 
 
 def _per_model(run: Run, entry: registry.AnalysisEntry, a: dict[str, Any]) -> None:
@@ -243,9 +247,7 @@ def _check_recipes(runs: list[dict[str, dict[str, Path]]], recipe: str) -> None:
 
 def _judge(exp: Experiment, folders: dict[str, Path], scale: str, out: Path) -> None:
     for name in exp.judges:
-        res = registry.get_judge(name)(folders, scale, exp.id)
-        res.save(out / "results", name)
-        res.plot(out / "figures", name)
+        save_drawn(registry.get_judge(name)(folders, scale, exp.id), out, name)
 
 
 def _run_recipes(exp: Experiment, opts: RunOptions, out: Path, launcher: Any) -> Path:
