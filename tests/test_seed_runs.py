@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -170,3 +171,26 @@ def test_the_report_draws_temporal_blocks_and_robustness_seeds_as_one_figure(tmp
         + ["blocks-x, mean of 2 seeds: blocks-x_curve"]
         + [f"robustness-x, mean of 2 seeds: robustness-x_{f}" for f in
            ("accuracy", "cka_0_ann_resnet8", "cka_1_snn_resnet8_t4")])
+
+
+def test_two_seeds_with_equal_effects_keep_their_test_image_noise() -> None:
+    """Two seeds whose accuracies differ by the same test images have a t interval of width 0 over the seeds;
+    the interval of their mean is then the one their own (Agresti-Caffo) intervals give it, not a point."""
+    from scipy.stats import norm
+
+    from snncka.paper.findings import FAILS, UNCERTAIN, evaluate
+
+    n, accs = 360, {("resnet8", "ann"): 98.89, ("resnet8", "snn"): 94.72, ("resnet8-nores", "ann"): 98.06,
+                    ("resnet8-nores", "snn"): 94.44}
+    f = {x.id: x for x in evaluate({"paper-table2": table("table2", accs, images=n),
+                                    "paper-table2-s1": table("table2", accs, images=n)})}
+    r = f["residuals-matter-more-for-snn"]
+    extra = (94.72 - 94.44) - (98.89 - 98.06)
+    z = norm.ppf(0.975)
+    p = [(a / 100 * n + 2) / (n + 4) for a in accs.values()]
+    seed_half = z * 100 * math.sqrt(sum(q * (1 - q) / (n + 4) for q in p))  # one seed's interval
+    half = z * math.sqrt(2 * (seed_half / z) ** 2) / 2  # the mean of two independent seeds
+    assert r.effect == pytest.approx(extra) and (r.seeds_holding, r.seeds_total) == (0, 2)
+    assert r.interval == pytest.approx((extra - half, extra + half))
+    assert r.verdict == UNCERTAIN != FAILS and "widened to the seeds' own intervals" in r.basis
+    assert [r.numbers[f"seed {k}"]["verdict"] for k in (0, 1)] == [UNCERTAIN, UNCERTAIN]

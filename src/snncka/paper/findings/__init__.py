@@ -108,13 +108,14 @@ def _merge(found: Mapping[str, Finding], empty: Callable[[], Finding] | None = N
 
 def _over_seeds(per_seed: Mapping[int, Finding]) -> Finding:
     """One finding from the same claim judged on each seed's results: the mean effect with its t interval over
-    the seeds, the verdict on that interval, and for how many seeds the point effect is on the claim's side
-    (each seed's own verdict and numbers are kept in ``numbers``)."""
+    the seeds (at least as wide as the seeds' own intervals make it: ``over_seeds``), the verdict on that
+    interval, and for how many seeds the point effect is on the claim's side (each seed's own verdict and
+    numbers are kept in ``numbers``)."""
     measured = {k: f for k, f in per_seed.items() if f.verdict != UNMEASURED}
     if len(measured) <= 1:
         return next(iter(measured.values()), None) or next(iter(per_seed.values()))
     f0 = next(iter(measured.values()))
-    eff = over_seeds([f.effect for f in measured.values()])
+    eff = over_seeds([f.effect for f in measured.values()], [f.interval for f in measured.values()])
     return replace(f0, verdict=judge(eff, f0.threshold, f0.side),
                    evidence="; ".join(f"seed {k}: {f.evidence}" for k, f in measured.items()),
                    numbers={f"seed {k}": {"verdict": f.verdict, "effect": f.effect, **f.numbers}
