@@ -13,7 +13,7 @@ from snncka import plots
 from snncka.analyses import RobustnessResult, blocks_from
 from snncka.analyses.compare_analysis import overview
 from snncka.report import build_report
-from snncka.seed_runs import seed_figures, seed_groups, seed_of, unseeded
+from snncka.seed_runs import seed_figures, seed_groups, seed_names, seed_of, unseeded
 from test_findings import pgd, temporal
 from test_verdicts import measured_pair, table
 
@@ -194,3 +194,22 @@ def test_two_seeds_with_equal_effects_keep_their_test_image_noise() -> None:
     assert r.interval == pytest.approx((extra - half, extra + half))
     assert r.verdict == UNCERTAIN != FAILS and "widened to the seeds' own intervals" in r.basis
     assert [r.numbers[f"seed {k}"]["verdict"] for k in (0, 1)] == [UNCERTAIN, UNCERTAIN]
+
+
+def test_a_model_id_ending_like_a_seed_is_no_seed() -> None:
+    """Fig. 4's models ``resnet56-nores-s1`` (stage 1 without residuals) and ``resnet56-nores``: the results of
+    the first are not seed 1 of the second; ``-s1`` after a name of the same models is."""
+    from snncka.paper import findings
+
+    def of(label: str, residual: list[bool]):
+        r = measured_pair(label, 0.5)
+        r.identities = [{**d, "residual": residual} for d in r.identities]
+        return r
+
+    nores = of("SNN resnet8 T4", [False] * 3)
+    s1, s1_seed1 = of("SNN resnet8 T4", [False, True, True]), of("SNN resnet8 T4 seed1", [False, True, True])
+    named = [("self-nores", nores), ("self-nores-s1", s1), ("self-nores-s1-s1", s1_seed1)]
+    assert seed_names(named) == {"self-nores": ("self-nores", 0), "self-nores-s1": ("self-nores-s1", 0),
+                                 "self-nores-s1-s1": ("self-nores-s1", 1)}
+    assert {b: [k for k, _ in g] for b, g in seed_groups(named).items()} == {"self-nores-s1": [0, 1]}
+    assert findings.seed_of("compare-x-s1") == ("compare-x", 1)  # the name alone cannot tell

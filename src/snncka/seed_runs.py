@@ -1,7 +1,8 @@
 """Results of several training seeds: their names and their figures.
 
 With ``--seeds N`` every model is trained with N seeds and every analysis runs per seed; the result of seed
-k > 0 is saved as ``<name>-s<k>`` (seed 0 keeps ``<name>``). ``seed_of`` reads a name, ``seed_groups`` collects
+k > 0 is saved as ``<name>-s<k>`` (seed 0 keeps ``<name>``). ``seed_of`` reads a name, ``seed_names`` the names
+of a set of results (checking their models, since a model id may itself end in ``-s<k>``), ``seed_groups`` collects
 the results of one analysis over its seeds, and ``seed_figures`` draws such a group as one figure: the seed
 mean with a band spanning the seeds' range (CKA curves, overview curves, the mean CKA across time steps, the
 blocks' curve, clean-vs-adversarial CKA curves; accuracy bars with the range as error bars), and the mean
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["seed_band", "seed_figures", "seed_groups", "seed_of", "unseeded"]
+__all__ = ["seed_band", "seed_figures", "seed_groups", "seed_names", "seed_of", "unseeded"]
 
 _SEED = re.compile(r"-s(\d+)$")
 _SEED_WORD = re.compile(r" seed\d+\b")
@@ -36,12 +37,34 @@ def unseeded(label: str) -> str:
     return _SEED_WORD.sub("", label)
 
 
-def seed_groups(named: Iterable[tuple[str, Any]]) -> dict[str, list[tuple[int, Any]]]:
-    """``{name: [(seed, result), ...]}`` (by seed) of every result name saved for two or more seeds, the results
-    of one kind."""
-    groups: dict[str, list[tuple[int, Any]]] = {}
-    for name, res in named:
+def _models(res: Any) -> list[dict[str, Any]] | None:
+    """The identities of a result's models without their seeds (None where the result records none)."""
+    ids = getattr(res, "identities", None)
+    if not ids:
+        return None
+    return [{k: v for k, v in (d if isinstance(d, dict) else d.as_dict()).items() if k != "seed"} for d in ids]
+
+
+def seed_names(named: Iterable[tuple[str, Any]]) -> dict[str, tuple[str, int]]:
+    """``{name: (base, seed)}`` of results saved under ``name``: ``X-s<k>`` is seed k of ``X`` where ``X`` is one
+    of the results too, of the same models but for their training seed; any other name is seed 0 of itself (Fig.
+    4's model ``resnet56-nores-s1`` is a model id, not seed 1 of ``resnet56-nores``)."""
+    items = dict(named)
+    out = {}
+    for name, res in items.items():
         base, k = seed_of(name)
+        if k and (base not in items or _models(items[base]) != _models(res)):
+            base, k = name, 0
+        out[name] = (base, k)
+    return out
+
+
+def seed_groups(named: Iterable[tuple[str, Any]]) -> dict[str, list[tuple[int, Any]]]:
+    """``{name: [(seed, result), ...]}`` (by seed) of every result name saved for two or more seeds
+    (``seed_names``), the results of one kind."""
+    items = list(named)
+    groups: dict[str, list[tuple[int, Any]]] = {}
+    for (base, k), (_, res) in zip(seed_names(items).values(), items, strict=True):
         groups.setdefault(base, []).append((k, res))
     return {b: sorted(g, key=lambda t: t[0]) for b, g in groups.items()
             if len(g) >= 2 and len({getattr(r, "analysis", None) for _, r in g}) == 1}

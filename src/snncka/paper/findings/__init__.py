@@ -19,7 +19,7 @@ import numpy as np
 from ...analyses import BlocksResult, CompareAnalysis, RobustnessResult, SeedsResult, TemporalAnalysis, load_result
 from ...data import is_event_data
 from ...results import TemporalResult
-from ...seed_runs import seed_of
+from ...seed_runs import seed_names, seed_of
 from ..numbers import numbers as _paper_tables
 from ..tables import PaperComparison
 from .claims import (
@@ -153,11 +153,12 @@ def evaluate(results: Mapping[str, Any] | Iterable[Any], *, experiment: str | No
 
 
 def _evaluate_seeds(items: Sequence[tuple[str, str, Any]]) -> list[Finding]:
-    """The claims judged on each seed's results (``seed_of`` their names), then combined over the seeds."""
+    """The claims judged on each seed's results (``seed_names`` of their names), then combined over the seeds."""
     by_seed: dict[int, list[tuple[str, str, Any]]] = {}
+    names = seed_names((f"{exp}/{name}", r) for exp, name, r in items)
     for exp, name, r in items:
-        base, k = seed_of(name)
-        by_seed.setdefault(k, []).append((exp, base, r))
+        base, k = names[f"{exp}/{name}"]
+        by_seed.setdefault(k, []).append((exp, base.rpartition("/")[2], r))
     if len(by_seed) <= 1:
         return _evaluate_study(next(iter(by_seed.values()), []))
     per_seed = {k: _evaluate_study(v) for k, v in sorted(by_seed.items())}
