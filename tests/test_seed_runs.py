@@ -213,3 +213,11 @@ def test_a_model_id_ending_like_a_seed_is_no_seed() -> None:
                                  "self-nores-s1-s1": ("self-nores-s1", 1)}
     assert {b: [k for k, _ in g] for b, g in seed_groups(named).items()} == {"self-nores-s1": [0, 1]}
     assert findings.seed_of("compare-x-s1") == ("compare-x", 1)  # the name alone cannot tell
+
+
+def test_a_model_against_itself_gets_the_mean_heatmap_alone(tmp_path: Path) -> None:
+    import dataclasses
+
+    runs = [dataclasses.replace(r, label_b=r.label_a, spiking_b=True) for r in
+            (measured_pair(f"SNN resnet8 T4 seed{s}", 0.5, seed=s) for s in range(2))]
+    assert [p.name for p in seed_figures("self-x", runs, tmp_path) if p.suffix == ".png"] == ["self-x_heatmap.png"]

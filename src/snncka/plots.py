@@ -539,13 +539,16 @@ def paper_bars(
     x = np.arange(len(labels))
     ours = np.asarray(ours, dtype=float)
     err = None if spread is None else np.abs(np.asarray(spread, dtype=float) - ours)
-    ax.bar(x - 0.2, ours, 0.4, yerr=err, capsize=2, label="ours", color="#4c72b0")
     pv = np.array([np.nan if p is None else p for p in paper], dtype=float)
-    ax.bar(x + 0.2, pv, 0.4, label="paper", color="#dd8452")
+    both = bool(np.isfinite(pv).any())  # no paper bars (and no legend) where the paper gives no number
+    ax.bar(x - 0.2 * both, ours, 0.4, yerr=err, capsize=2, label="ours", color="#4c72b0")
+    if both:
+        ax.bar(x + 0.2, pv, 0.4, label="paper", color="#dd8452")
     ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("Accuracy (%)")
     ax.set_ylim(0, 100)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    if both:  # above the axes, beside no bar
+        fig.legend(loc="outside upper center", ncols=2, fontsize=8, frameon=False)
     ax.set_title(title, fontsize=10)
     return save_figure(fig, out, formats, dpi)

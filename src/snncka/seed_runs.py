@@ -103,9 +103,10 @@ def _compare(name: str, results: Sequence[Any], out: Path, note: str) -> list[Pa
     names = curves[0][0]
     kinds = dict(zip(first.layers_a, first.kinds_a, strict=False))
     label = f"{unseeded(first.label_a)} vs {unseeded(first.label_b)}"
-    paths = plots.curves({label: mean}, names, out / f"{name}_curve", kinds=[kinds[k] for k in names],
-                         bands={label: (lo, hi)}, title=f"CKA of corresponding layers ({note})",
-                         ylim=curve_ylim(np.concatenate([lo, hi])))
+    paths = [] if (first.source_a, first.label_a) == (first.source_b, first.label_b) else plots.curves(
+        {label: mean}, names, out / f"{name}_curve", kinds=[kinds[k] for k in names], bands={label: (lo, hi)},
+        title=f"CKA of corresponding layers ({note})", ylim=curve_ylim(np.concatenate([lo, hi])))
+    # (a model against itself: its corresponding layers have CKA 1 by construction, no curve)
     oriented = [r.oriented() for r in results]
     if all(o[0].shape == oriented[0][0].shape for o in oriented):
         _, xl, yl, xlab, ylab = oriented[0]
@@ -214,7 +215,8 @@ def _accuracy_table(name: str, results: Sequence[Any], out: Path, note: str) -> 
 
 def seed_figures(name: str, results: Sequence[Any], out: str | Path) -> list[Path]:
     """The figures of one analysis over its seeds (``results``, seed order): the mean with a band spanning the
-    seeds' range. CKA comparisons: the curve of corresponding layers and the mean heatmap; overviews: every
+    seeds' range. CKA comparisons: the curve of corresponding layers (not of a model against itself) and the mean
+    heatmap; overviews: every
     pair's curve; temporal CKA: the mean CKA between time steps per layer and the mean ``T x T`` grid; blocks:
     the curve by layer type; robustness: the accuracy per eps (error bars) and each model's clean-vs-adversarial
     CKA curves; accuracy tables: the bars with the seeds' range as error bars. Other kinds, or seeds whose
