@@ -1,0 +1,42 @@
+"""The smoke scale's CKA minibatch (``cka_batch``): small batches, so the intervals over batches of test images
+rest on enough batches; the paper scale keeps the recipe's (Sec. 3.3: 256)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+import snncka.paper  # noqa: F401  (registers the paper's experiments: fig3)
+from snncka.analyses import CompareAnalysis, load_result
+from snncka.experiment import default_scales, load_experiment
+from snncka.options import RunOptions
+from snncka.runner import Run, run_one
+
+
+def test_the_smoke_scale_sets_the_cka_batch_and_the_paper_scale_the_recipes() -> None:
+    exp = load_experiment("fig3")
+    smoke = RunOptions(scale="smoke")
+    b = smoke.analysis_batch(smoke.settings(exp))
+    assert b == default_scales()["smoke"]["cka_batch"] and 4 <= b < 256
+    # 360 smoke test images in at least 10 batches: a bootstrap over them, not a jackknife over 2
+    assert math.ceil(360 / b) >= 10
+    paper = RunOptions(scale="paper")
+    assert paper.analysis_batch(paper.settings(exp)) is None
+    run = Run(exp, smoke, [], {}, Path("."), 360, cka_batch=b)
+    assert run.analysis_options()["batch_size"] == b and "batch_size" not in run.analysis_options(images=False)
+    assert "batch_size" not in Run(exp, paper, [], {}, Path(".")).analysis_options()
+    for bad in (3, 2.5, "24"):
+        with pytest.raises(ValueError, match="cka_batch must be an integer >= 4"):
+            smoke.analysis_batch({"cka_batch": bad})
+
+
+def test_a_smoke_run_measures_cka_in_the_scales_batches(tmp_path: Path, small_digits: Path) -> None:
+    b = default_scales()["smoke"]["cka_batch"]
+    n = 2 * b + 8  # two full batches and one of 8 images
+    run_one("fig3", "smoke", tmp_path, cache=small_digits, epochs=1, cka_images=n, progress=False, judge=False)
+    res = load_result(tmp_path / "results" / "compare-resnet20-for-resnet110.json")
+    assert isinstance(res, CompareAnalysis) and res.cka.n_images == n
+    ab, aa, bb = res.cka.batch_samples()
+    assert ab.shape[0] == aa.shape[0] == bb.shape[0] == 3
