@@ -195,7 +195,7 @@ def _evaluate_study(items: Sequence[tuple[str, str, Any]]) -> list[Finding]:
         _per_experiment(depth_lowers_similarity, static),
         _per_experiment(width_raises_similarity, _in_scope("width-raises-similarity", static)),
         width_closes_accuracy_gap(tables.get("table1")),
-        blocks_restore_similarity(curves or all_static),
+        blocks_restore_similarity([*curves, *all_static]),
         residuals_matter_more_for_snn(tables.get("table2")),
         _per_experiment(time_steps_add_little, static),
         early_static_late_dynamic(temporal),
