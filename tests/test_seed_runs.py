@@ -209,9 +209,18 @@ def test_a_model_id_ending_like_a_seed_is_no_seed() -> None:
     nores = of("SNN resnet8 T4", [False] * 3)
     s1, s1_seed1 = of("SNN resnet8 T4", [False, True, True]), of("SNN resnet8 T4 seed1", [False, True, True])
     named = [("self-nores", nores), ("self-nores-s1", s1), ("self-nores-s1-s1", s1_seed1)]
-    assert seed_names(named) == {"self-nores": ("self-nores", 0), "self-nores-s1": ("self-nores-s1", 0),
-                                 "self-nores-s1-s1": ("self-nores-s1", 1)}
+    assert seed_names(named) == [("self-nores", 0), ("self-nores-s1", 0), ("self-nores-s1", 1)]
     assert {b: [k for k, _ in g] for b, g in seed_groups(named).items()} == {"self-nores-s1": [0, 1]}
+    # one name under two recipes (paper-vs-code), each with two seeds: a group per recipe, never a mix
+    code = [of(lb, [False, True, True]) for lb in ("SNN resnet8 T4", "SNN resnet8 T4 seed1")]
+    for r in code:
+        r.identities = [{**d, "recipe": "code"} for d in r.identities]
+        r.recipe = "code"
+    s1.recipe = s1_seed1.recipe = "paper"
+    two = [("x", s1), ("x-s1", s1_seed1), ("x", code[0]), ("x-s1", code[1])]
+    assert {b: [r for _, r in g] for b, g in seed_groups(two).items()} == {"x-paper": [s1, s1_seed1],
+                                                                          "x-code": code}
+    assert seed_groups([("x", s1), ("x", code[0])]) == {}  # two recipes' seed 0: no seeds of one model
     assert findings.seed_of("compare-x-s1") == ("compare-x", 1)  # the name alone cannot tell
 
 

@@ -45,29 +45,41 @@ def _models(res: Any) -> list[dict[str, Any]] | None:
     return [{k: v for k, v in (d if isinstance(d, dict) else d.as_dict()).items() if k != "seed"} for d in ids]
 
 
-def seed_names(named: Iterable[tuple[str, Any]]) -> dict[str, tuple[str, int]]:
-    """``{name: (base, seed)}`` of results saved under ``name``: ``X-s<k>`` is seed k of ``X`` where ``X`` is one
-    of the results too, of the same models but for their training seed; any other name is seed 0 of itself (Fig.
-    4's model ``resnet56-nores-s1`` is a model id, not seed 1 of ``resnet56-nores``)."""
-    items = dict(named)
-    out = {}
-    for name, res in items.items():
+def seed_names(named: Iterable[tuple[str, Any]]) -> list[tuple[str, int]]:
+    """``(base, seed)`` of each result saved under a name (in the order given; one name may occur once per recipe
+    or experiment): ``X-s<k>`` is seed k of ``X`` where ``X`` is one of the results too, of the same models but
+    for their training seed; any other name is seed 0 of itself (Fig. 4's model ``resnet56-nores-s1`` is a model
+    id, not seed 1 of ``resnet56-nores``)."""
+    items = list(named)
+    by_name: dict[str, list[Any]] = {}
+    for name, res in items:
+        by_name.setdefault(name, []).append(res)
+    out = []
+    for name, res in items:
         base, k = seed_of(name)
-        if k and (base not in items or _models(items[base]) != _models(res)):
+        if k and not any(_models(b) == _models(res) for b in by_name.get(base, [])):
             base, k = name, 0
-        out[name] = (base, k)
+        out.append((base, k))
     return out
 
 
 def seed_groups(named: Iterable[tuple[str, Any]]) -> dict[str, list[tuple[int, Any]]]:
     """``{name: [(seed, result), ...]}`` (by seed) of every result name saved for two or more seeds
-    (``seed_names``), the results of one kind."""
+    (``seed_names``) of the same models, the results of one kind. Where one name holds the seeds of other models
+    too (e.g. of another recipe), each group's name is followed by its recipe."""
     items = list(named)
-    groups: dict[str, list[tuple[int, Any]]] = {}
-    for (base, k), (_, res) in zip(seed_names(items).values(), items, strict=True):
-        groups.setdefault(base, []).append((k, res))
-    return {b: sorted(g, key=lambda t: t[0]) for b, g in groups.items()
-            if len(g) >= 2 and len({getattr(r, "analysis", None) for _, r in g}) == 1}
+    groups: dict[tuple[str, str], list[tuple[int, Any]]] = {}
+    for (base, k), (_, res) in zip(seed_names(items), items, strict=True):
+        groups.setdefault((base, repr(_models(res))), []).append((k, res))
+    keep = {key: sorted(g, key=lambda t: t[0]) for key, g in groups.items()
+            if len(g) >= 2 and len({k for k, _ in g}) == len(g)
+            and len({getattr(r, "analysis", None) for _, r in g}) == 1}
+    bases = [b for b, _ in keep]
+    out = {}
+    for (base, _), g in keep.items():
+        recipe = getattr(g[0][1], "recipe", None) or ((_models(g[0][1]) or [{}])[0].get("recipe"))
+        out[base if bases.count(base) == 1 else f"{base}-{recipe}"] = g
+    return out
 
 
 def seed_band(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -156,8 +156,7 @@ def _evaluate_seeds(items: Sequence[tuple[str, str, Any]]) -> list[Finding]:
     """The claims judged on each seed's results (``seed_names`` of their names), then combined over the seeds."""
     by_seed: dict[int, list[tuple[str, str, Any]]] = {}
     names = seed_names((f"{exp}/{name}", r) for exp, name, r in items)
-    for exp, name, r in items:
-        base, k = names[f"{exp}/{name}"]
+    for (exp, _, r), (base, k) in zip(items, names, strict=True):
         by_seed.setdefault(k, []).append((exp, base.rpartition("/")[2], r))
     if len(by_seed) <= 1:
         return _evaluate_study(next(iter(by_seed.values()), []))
