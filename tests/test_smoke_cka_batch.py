@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import snncka.paper  # noqa: F401  (registers the paper's experiments: fig3)
@@ -40,3 +41,19 @@ def test_a_smoke_run_measures_cka_in_the_scales_batches(tmp_path: Path, small_di
     assert isinstance(res, CompareAnalysis) and res.cka.n_images == n
     ab, aa, bb = res.cka.batch_samples()
     assert ab.shape[0] == aa.shape[0] == bb.shape[0] == 3
+
+
+def test_a_small_cka_batch_cuts_the_cka_finer_but_attacks_in_the_recipes_batches(tiny_runs) -> None:
+    """The smoke scale's small CKA minibatch costs no slower attack: robust accuracy is attacked in batches of
+    the recipe's minibatch (the same examples whatever the CKA batch), and the CKA cut from their examples."""
+    from snncka.analyses import robustness
+
+    kw = dict(eps=[0.02], steps=2, n_images=40, device="cpu", progress=False)
+    fine = robustness([tiny_runs["ann"], tiny_runs["snn"]], batch_size=8, **kw)
+    coarse = robustness([tiny_runs["ann"], tiny_runs["snn"]], batch_size=40, **kw)
+    assert fine.accuracy == coarse.accuracy and fine.clean_accuracy == coarse.clean_accuracy
+    assert fine.cka_hsic.shape[:4] == (2, 1, 3, 5) and coarse.cka_hsic.shape[:4] == (2, 1, 3, 1)
+    # the same adversarial examples in both: the CKA of their HSIC sums over all 40 images agree closely
+    for r in (fine, coarse):
+        assert np.isfinite(np.asarray(r.cka, dtype=float)).all()
+    assert np.allclose(np.asarray(fine.cka, dtype=float), np.asarray(coarse.cka, dtype=float), atol=0.05)
