@@ -253,3 +253,17 @@ def test_cka_result_rejects_per_batch_sums_of_the_wrong_shape() -> None:
     r = measured_pair("SNN resnet8 T4", 0.5, names=["a", "b"], kinds=["conv", "conv"]).cka
     bad = dataclasses.replace(r, batch_aa=r.batch_aa[:, :1])
     assert "batch_aa has shape" in bad.inconsistency()
+
+
+def test_blocks_restore_similarity_takes_its_interval_from_the_comparison_behind_the_blocks() -> None:
+    """A blocks result is the curve of a comparison, which keeps the per-batch sums: the finding's interval is
+    over test images (with the blocks result alone it is the point)."""
+    from snncka.analyses import blocks
+
+    cmp = measured_pair("SNN resnet8 T4", {"block": 0.2, "conv": 0.9, "act": 0.6, "norm": 0.5})
+    blk, _ = blocks(cmp)
+    alone = {f.id: f for f in evaluate({"fig3/blocks-x": blk})}["blocks-restore-similarity"]
+    both = {f.id: f for f in evaluate({"fig3/blocks-x": blk, "fig3/compare-x": cmp})}["blocks-restore-similarity"]
+    assert alone.interval == (alone.effect, alone.effect) and "point" in alone.basis
+    assert both.effect == pytest.approx(alone.effect) and "batches of test images" in both.basis
+    assert both.interval[0] < both.effect < both.interval[1]

@@ -91,6 +91,14 @@ class RunOptions:
             return None
         return int(settings.get("cka_images", 4096))
 
+    def analysis_batch(self, settings: dict[str, Any]) -> int | None:
+        """The CKA minibatch of the analyses (``batch_size``): the scale's ``cka_batch`` where it sets one (the
+        smoke scale: small batches, so the intervals over batches of test images rest on enough batches), else
+        None: the recipe's (Sec. 3.3: 256). Checked here, before any training."""
+        b = settings.get("cka_batch")
+        _at_least(b, 4, "scale setting cka_batch", " (unbiased CKA needs 4 images per batch)")
+        return None if b is None else int(b)
+
     @property
     def torch_device(self) -> str | None:
         """The device the analyses are given: None for ``auto`` (cuda where there is one)."""

@@ -353,11 +353,12 @@ def robustness_bars(
     figsize: tuple[float, float] = (6.0, 3.5),
     dpi: int = 100,
     formats: Sequence[str] = FORMATS,
+    spread: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
 ) -> list[Path]:
     """Grouped bars: accuracy (%) of each model at each eps (include eps 0 for clean), values on the bars;
-    the paper's Fig. 8 (left)."""
+    the paper's Fig. 8 (left). ``spread[model]``: (low, high) per eps, drawn as error bars."""
     return grouped_bars([f"{e:g}" for e in eps], accuracy, out, xlabel="eps (L-inf)", ylabel="Accuracy (%)",
-                        ylim=(0, 105), title=title, figsize=figsize, dpi=dpi, formats=formats)
+                        ylim=(0, 105), title=title, figsize=figsize, dpi=dpi, formats=formats, spread=spread)
 
 
 def grouped_bars(
@@ -373,16 +374,19 @@ def grouped_bars(
     figsize: tuple[float, float] = (6.0, 3.5),
     dpi: int = 100,
     formats: Sequence[str] = FORMATS,
+    spread: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
 ) -> list[Path]:
     """Bars side by side: one group per entry of ``groups``, one bar per series of ``values`` in each group,
-    values on the bars (e.g. the mean CKA per layer type under two recipes); the legend sits above the axes."""
+    values on the bars (e.g. the mean CKA per layer type under two recipes); the legend sits above the axes.
+    ``spread[series]``: (low, high) per group, drawn as error bars (e.g. the range of several seeds)."""
     fig = _bars_figure(groups, values, xlabel=xlabel, ylabel=ylabel, ylim=ylim, fmt=fmt, title=title,
-                       figsize=figsize)
+                       figsize=figsize, spread=spread)
     return save_figure(fig, out, formats, dpi)
 
 
 def _bars_figure(groups: Sequence[str], values: Mapping[str, Sequence[float]], *, xlabel: str, ylabel: str,
-                 ylim: tuple[float, float] | None, fmt: str, title: str, figsize: tuple[float, float]) -> Figure:
+                 ylim: tuple[float, float] | None, fmt: str, title: str, figsize: tuple[float, float],
+                 spread: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None) -> Figure:
     fig, ax = _new(figsize)
     n = len(values)
     width = 0.8 / max(n, 1)
@@ -391,8 +395,9 @@ def _bars_figure(groups: Sequence[str], values: Mapping[str, Sequence[float]], *
         v = np.asarray(vals, dtype=float)
         if v.shape != (len(groups),):
             raise ValueError(f"{label!r}: {v.shape} values for {len(groups)} groups")
-        bars = ax.bar(x + (i - (n - 1) / 2) * width, v, width, label=label)
-        ax.bar_label(bars, fmt=fmt, fontsize=6, padding=1)
+        err = None if not spread or label not in spread else np.abs(np.asarray(spread[label], dtype=float) - v)
+        bars = ax.bar(x + (i - (n - 1) / 2) * width, v, width, label=label, yerr=err, capsize=2)
+        ax.bar_label(bars, fmt=fmt, fontsize=6, padding=1, label_type="edge" if err is None else "center")
     ax.set_xticks(x)
     ax.set_xticklabels(list(groups))
     ax.set_xlabel(xlabel)
@@ -534,13 +539,16 @@ def paper_bars(
     x = np.arange(len(labels))
     ours = np.asarray(ours, dtype=float)
     err = None if spread is None else np.abs(np.asarray(spread, dtype=float) - ours)
-    ax.bar(x - 0.2, ours, 0.4, yerr=err, capsize=2, label="ours", color="#4c72b0")
     pv = np.array([np.nan if p is None else p for p in paper], dtype=float)
-    ax.bar(x + 0.2, pv, 0.4, label="paper", color="#dd8452")
+    both = bool(np.isfinite(pv).any())  # no paper bars (and no legend) where the paper gives no number
+    ax.bar(x - 0.2 * both, ours, 0.4, yerr=err, capsize=2, label="ours", color="#4c72b0")
+    if both:
+        ax.bar(x + 0.2, pv, 0.4, label="paper", color="#dd8452")
     ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("Accuracy (%)")
     ax.set_ylim(0, 100)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    if both:  # above the axes, beside no bar
+        fig.legend(loc="outside upper center", ncols=2, fontsize=8, frameon=False)
     ax.set_title(title, fontsize=10)
     return save_figure(fig, out, formats, dpi)

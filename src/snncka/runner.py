@@ -50,7 +50,8 @@ class Run:
     ``options``: the run's options (``snncka.options.RunOptions``: the recipe, device, ...); ``runs[spec.name]
     [type]``: the trained model's run folder; ``seed``: which of the run's seeds (``ModelSpec.seed + seed``; the
     specs carry it), whose results are named with ``seed_suffix(seed)`` (``-s<k>``, none for the first);
-    ``n_images``: the test images of the CKA analyses (None: the recipe's)."""
+    ``n_images``: the test images of the CKA analyses (None: the recipe's); ``cka_batch``: their minibatch
+    (None: the recipe's)."""
 
     exp: Experiment
     options: RunOptions
@@ -59,6 +60,7 @@ class Run:
     out: Path
     n_images: int | None = None
     seed: int = 0
+    cka_batch: int | None = None
     about: dict[str, dict[str, Any]] = field(default_factory=dict)  # result name -> {"model": ..., "seed": k}
     _made: dict[int, tuple[Result, str]] = field(default_factory=dict, repr=False)  # result id -> its inputs
 
@@ -73,11 +75,13 @@ class Run:
 
     def analysis_options(self, *, images: bool = True) -> dict[str, Any]:
         """The keyword arguments every checkpoint analysis takes from the run: ``recipe``, ``data_root``,
-        ``device``, ``progress`` and (``images``) ``n_images`` where the run gives a count, not the recipe's."""
+        ``device``, ``progress`` and (``images``) ``n_images`` and ``batch_size`` where the run gives them, not
+        the recipe's."""
         o = self.options
         given = images and self.n_images is not None
         return {"recipe": self.recipe, "data_root": o.data_root, "device": o.torch_device, "progress": o.progress,
-                **({"n_images": self.n_images} if given else {})}
+                **({"n_images": self.n_images} if given else {}),
+                **({"batch_size": self.cka_batch} if images and self.cka_batch is not None else {})}
 
     def result_name(self, stem: str) -> str:
         """The file stem of this seed's result ``stem`` (``stem`` for the first seed, ``stem-s<k>`` else)."""
@@ -214,7 +218,8 @@ def _run_one(exp: Experiment, opts: RunOptions, out: Path, launcher: Any, judge:
             for net, run_dir in seed_runs[spec.name].items():
                 _export_run(run_dir, out / "models" / f"{spec.name}{seed_suffix(k)}-{net}")
             models[spec.name + seed_suffix(k)] = {net: str(p) for net, p in seed_runs[spec.name].items()}
-        ctx = Run(exp, opts, specs, seed_runs, out, opts.analysis_images(settings), k)
+        ctx = Run(exp, opts, specs, seed_runs, out, opts.analysis_images(settings), k,
+                  cka_batch=opts.analysis_batch(settings))
         for a in exp.analyses_at(opts.scale):
             entry = registry.get_analysis(a["analysis"])
             if entry.needs == "all":
@@ -288,6 +293,7 @@ def _prepare(exp: Experiment, opts: RunOptions, out: Path
     """Everything checked before any training: the settings, every analysis's settings, every training config of
     every seed, the datasets' availability and the output folder."""
     settings = opts.settings(exp)
+    opts.analysis_batch(settings)
     for a in exp.analyses_at(opts.scale):
         entry = registry.get_analysis(a["analysis"])
         if entry.check is not None:

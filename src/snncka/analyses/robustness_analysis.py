@@ -175,7 +175,9 @@ def robustness(
     rec, recorded = resolve_recipe(recipe, subs)
     n_cka, cka_batch, layers = cka_settings(rec, n_images, batch_size, layers)
     n_acc = rec.pgd_images if n_images == "recipe" else n_images
-    attack_batch = cka_batch
+    # the robust-accuracy attack runs in batches of the recipe's minibatch at least (a smaller CKA minibatch, as
+    # the smoke scale's, only cuts the CKA batches finer: its eval-mode examples are per image)
+    attack_batch = max(cka_batch, rec.cka_batch)
     overrides = {k: v for k, v in (("steps", steps), ("step_size", step_size), ("random_start", random_start))
                  if v is not None}
     g = torch.Generator().manual_seed(seed)
@@ -210,11 +212,11 @@ def robustness(
                 xa = pgd(s.model, x, y, eps=e_t, generator=g, **acc_opts)
                 with torch.no_grad():
                     ok += int((s.model(xa).argmax(-1) == y).sum())
-                if k < len(cka_b):  # the CKA batch k holds the first images of batch k
-                    kept.append(xa.narrow(1 if xa.dim() == 5 else 0, 0, images_in(cka_b[k][0])))
+                if k * attack_batch < nc:  # holds some of the first nc images: the CKA's
+                    kept.append(xa)
                 bar.update(1)
             accs.append(100.0 * ok / na)
-            done = kept if len(kept) == len(cka_b) else None
+            done = _cut(kept, [images_in(x) for x, _ in cka_b])
             lay, kin, values, judged = _clean_vs_adversarial(s, cka_b, e_t, layers, cka_opts, g, est,
                                                              bar, None if dual else done)
             ckas.append(values)
@@ -270,6 +272,18 @@ def _padded(hsic: list[list[np.ndarray | None]]) -> np.ndarray:
         for e, h in enumerate(per):
             out[m, e, :, :, : h.shape[2]] = h
     return out
+
+
+def _cut(parts: list[Tensor], sizes: list[int]) -> list[Tensor] | None:
+    """The adversarial images of the CKA minibatches (``sizes`` images each, in order) cut from those of the
+    attack batches (``parts``, in order); None where these hold too few."""
+    if not parts:
+        return None
+    dim = 1 if parts[0].dim() == 5 else 0
+    every = torch.cat(parts, dim)
+    if every.shape[dim] < sum(sizes):
+        return None
+    return list(torch.split(every.narrow(dim, 0, sum(sizes)), sizes, dim))
 
 
 def _clean_vs_adversarial(s: Subject, batches: list[tuple[Tensor, Tensor]], eps: float | Tensor, layers: Any,

@@ -19,7 +19,7 @@ import numpy as np
 from ...analyses import BlocksResult, CompareAnalysis, RobustnessResult, SeedsResult, TemporalAnalysis, load_result
 from ...data import is_event_data
 from ...results import TemporalResult
-from ...seed_runs import seed_of
+from ...seed_runs import seed_names, seed_of
 from ..numbers import numbers as _paper_tables
 from ..tables import PaperComparison
 from .claims import (
@@ -108,13 +108,14 @@ def _merge(found: Mapping[str, Finding], empty: Callable[[], Finding] | None = N
 
 def _over_seeds(per_seed: Mapping[int, Finding]) -> Finding:
     """One finding from the same claim judged on each seed's results: the mean effect with its t interval over
-    the seeds, the verdict on that interval, and for how many seeds the point effect is on the claim's side
-    (each seed's own verdict and numbers are kept in ``numbers``)."""
+    the seeds (at least as wide as the seeds' own intervals make it: ``over_seeds``), the verdict on that
+    interval, and for how many seeds the point effect is on the claim's side (each seed's own verdict and
+    numbers are kept in ``numbers``)."""
     measured = {k: f for k, f in per_seed.items() if f.verdict != UNMEASURED}
     if len(measured) <= 1:
         return next(iter(measured.values()), None) or next(iter(per_seed.values()))
     f0 = next(iter(measured.values()))
-    eff = over_seeds([f.effect for f in measured.values()])
+    eff = over_seeds([f.effect for f in measured.values()], [f.interval for f in measured.values()])
     return replace(f0, verdict=judge(eff, f0.threshold, f0.side),
                    evidence="; ".join(f"seed {k}: {f.evidence}" for k, f in measured.items()),
                    numbers={f"seed {k}": {"verdict": f.verdict, "effect": f.effect, **f.numbers}
@@ -152,11 +153,11 @@ def evaluate(results: Mapping[str, Any] | Iterable[Any], *, experiment: str | No
 
 
 def _evaluate_seeds(items: Sequence[tuple[str, str, Any]]) -> list[Finding]:
-    """The claims judged on each seed's results (``seed_of`` their names), then combined over the seeds."""
+    """The claims judged on each seed's results (``seed_names`` of their names), then combined over the seeds."""
     by_seed: dict[int, list[tuple[str, str, Any]]] = {}
-    for exp, name, r in items:
-        base, k = seed_of(name)
-        by_seed.setdefault(k, []).append((exp, base, r))
+    names = seed_names((f"{exp}/{name}", r) for exp, name, r in items)
+    for (exp, _, r), (base, k) in zip(items, names, strict=True):
+        by_seed.setdefault(k, []).append((exp, base.rpartition("/")[2], r))
     if len(by_seed) <= 1:
         return _evaluate_study(next(iter(by_seed.values()), []))
     per_seed = {k: _evaluate_study(v) for k, v in sorted(by_seed.items())}
@@ -193,7 +194,7 @@ def _evaluate_study(items: Sequence[tuple[str, str, Any]]) -> list[Finding]:
         _per_experiment(depth_lowers_similarity, static),
         _per_experiment(width_raises_similarity, _in_scope("width-raises-similarity", static)),
         width_closes_accuracy_gap(tables.get("table1")),
-        blocks_restore_similarity(curves or all_static),
+        blocks_restore_similarity([*curves, *all_static]),
         residuals_matter_more_for_snn(tables.get("table2")),
         _per_experiment(time_steps_add_little, static),
         early_static_late_dynamic(temporal),

@@ -290,7 +290,10 @@ def blocks_restore_similarity(curves: Sequence[Any]) -> Finding:
             label = r.label_a if r.spiking_a else r.label_b
             sample = _samples(r)
         n_blocks = len({m.group(1) for n in names if (m := _BLOCK.match(n))})
-        if n_blocks and (best is None or n_blocks > best[0]):
+        # the deepest; of equally deep ones, one that kept its per-batch sums (a blocks result is the curve of a
+        # comparison, which keeps them: its interval is over test images, not a point)
+        if n_blocks and (best is None or n_blocks > best[0] or
+                         (n_blocks == best[0] and best[5] is None and sample is not None)):
             best = (n_blocks, names, d, kinds, label, sample)
     if best is None:
         return _unmeasured(fid, claim, src, "no ResNet CKA curve with residual-block layers", 0.0, ">")

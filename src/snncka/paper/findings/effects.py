@@ -10,7 +10,8 @@ with a 95 % interval and a line saying what the interval is over:
   estimate; it is then widened to contain it.
 * Accuracies of one seed: the Agresti-Caffo adjusted Wald interval of a sum of accuracies over ``n`` test
   images (``accuracy_effect``), the models' errors treated as independent.
-* Several seeds: the Student t interval of the per-seed effects (``over_seeds``; ``stats.seed_interval``).
+* Several seeds: the Student t interval of the per-seed effects (``over_seeds``; ``stats.seed_interval``), at
+  least as wide as the seeds' own intervals make the mean's.
 * Numbers without sampling data (the paper's printed numbers, results saved before the per-batch sums were
   kept, hand-made results): the interval is the point, and the line says so.
 
@@ -152,12 +153,30 @@ def accuracy_effect(terms: Sequence[tuple[float, float]], n: int | None) -> Effe
     return Effect(value, (value - half, value + half), f"Agresti-Caffo interval over {n} test images (one seed)")
 
 
-def over_seeds(values: Sequence[float]) -> Effect:
-    """The mean of per-seed effects with its Student t interval over the seeds (``stats.seed_interval``)."""
-    v = [float(x) for x in values if math.isfinite(x)]
+def over_seeds(values: Sequence[float], intervals: Sequence[tuple[float, float]] | None = None) -> Effect:
+    """The mean of per-seed effects with its interval over the seeds (``stats.seed_interval``: Student t below
+    ``stats.MIN_BOOTSTRAP`` seeds).
+
+    With ``intervals`` (each seed's own 95 % interval, over its test images), the interval is at least as wide
+    as the one those give the mean (each read as a normal interval, the seeds independent: half-width
+    ``z * sqrt(sum se_k^2) / n``). The spread of a few seeds can miss the test-image noise every seed carries:
+    two seeds whose accuracies differ by the same number of test images have a t interval of width 0, while each
+    seed alone is uncertain."""
+    pairs = [(float(x), iv) for x, iv in zip(values, intervals or [None] * len(values), strict=True)
+             if math.isfinite(float(x))]
+    v = [x for x, _ in pairs]
     if not v:
         return point(math.nan)
     if len(v) == 1:
         return point(v[0])
     lo, hi = stats.seed_interval(v)
-    return Effect(float(np.mean(v)), (lo, hi), f"t interval over {len(v)} seeds")
+    mean = float(np.mean(v))
+    basis = f"t interval over {len(v)} seeds" if len(v) < stats.MIN_BOOTSTRAP else f"bootstrap over {len(v)} seeds"
+    z = float(norm.ppf(0.5 + stats.LEVEL / 2))
+    halves = [(float(iv[1]) - float(iv[0])) / 2 for _, iv in pairs if iv is not None]
+    if len(halves) == len(v) and all(math.isfinite(h) for h in halves):
+        within = math.sqrt(sum((h / z) ** 2 for h in halves)) / len(v) * z
+        if mean - within < lo or mean + within > hi:
+            lo, hi = min(lo, mean - within), max(hi, mean + within)
+            basis += ", widened to the seeds' own intervals (their test-image noise)"
+    return Effect(mean, (lo, hi), basis)
