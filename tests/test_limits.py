@@ -130,6 +130,16 @@ def test_too_big_run_is_refused_before_allocating(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("cfg", [TrainConfig(model="resnet20", spiking=True, data="digits"),
+                                 TrainConfig(model="vgg13", data="cifar10", width=0.5)])
+def test_memory_estimate_is_the_same_from_a_cpu_or_a_meta_forward(cfg, monkeypatch):
+    """Small models count their layer outputs with one image on the CPU (the meta device's first forward imports
+    torch's compiler); the count is the meta device's, which large models keep using."""
+    cpu = memory_parts(cfg)
+    monkeypatch.setattr(memory, "_REAL_PARAMS", 0)
+    assert memory_parts(cfg) == cpu
+
+
 def test_memory_check_against_a_small_limit(tmp_path, monkeypatch):
     cfg = TrainConfig(model="resnet20", spiking=True, T=4, data="digits", epochs=1, device="cpu")
     parts = memory_parts(cfg)

@@ -39,9 +39,16 @@ def available_bytes(device: torch.device | str | None = None) -> int:
     return memory_available()
 
 
+# Below these sizes the activation count comes from one image's forward on the CPU (milliseconds), not from the
+# meta device, whose first forward imports torch's compiler (~1.2 s in every training process: BatchNorm's meta
+# kernel is a decomposition behind torch._dynamo's guard). Both give the same shapes.
+_REAL_PARAMS, _REAL_PIXELS = 2**24, 2**16
+
+
 def model_footprint(build: Callable[[], nn.Module], example: torch.Tensor | None) -> tuple[int, int]:
     """(parameter elements, layer-output elements per image of ``example``'s batch) of the model ``build``
-    makes, measured on the meta device (no memory is allocated, no weights are initialised)."""
+    makes. Parameters are counted on the meta device (nothing allocated, no weights initialised); layer outputs
+    from a forward of ``example`` in eval mode, on the CPU for a small model and image, else on the meta device."""
     outs = [0]
 
     def hook(module: nn.Module, inputs: Any, out: Any) -> None:
@@ -50,17 +57,20 @@ def model_footprint(build: Callable[[], nn.Module], example: torch.Tensor | None
 
     with torch.device("meta"):
         model = build()
-        params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
-        if example is None:
-            return params, 0
-        handles = [m.register_forward_hook(hook) for m in model.modules() if not any(True for _ in m.children())]
-        try:
-            model.eval()  # shapes only; a training-mode BatchNorm would refuse a batch of one 1x1 map
-            with torch.no_grad():
-                model(example.to("meta"))
-        finally:
-            for h in handles:
-                h.remove()
+    params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+    if example is None:
+        return params, 0
+    real = params <= _REAL_PARAMS and example[0].numel() <= _REAL_PIXELS
+    if real:
+        model, example = build(), example.to("cpu")
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not any(True for _ in m.children())]
+    try:
+        model.eval()  # shapes only; a training-mode BatchNorm would refuse a batch of one 1x1 map
+        with torch.no_grad(), torch.device("cpu" if real else "meta"):
+            model(example if real else example.to("meta"))
+    finally:
+        for h in handles:
+            h.remove()
     images = int(example.shape[1] if example.dim() == 5 else example.shape[0])
     return params, outs[0] // max(images, 1)
 
