@@ -65,12 +65,19 @@ def save_figure(fig: Figure, out: str | Path, formats: Sequence[str] = FORMATS, 
         raise ValueError(f"unsupported figure format {bad[0]!r}; use png, svg or pdf")
     out.parent.mkdir(parents=True, exist_ok=True)
     paths = []
-    for fmt in formats:
-        buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, dpi=dpi, metadata={"Date": None} if fmt == "svg" else None)
-        path = out.with_name(out.name + "." + fmt)
-        atomic_write(path, functools.partial(Path.write_bytes, data=buf.getvalue()))
-        paths.append(path)
+    engine = fig.get_layout_engine()
+    try:
+        for fmt in formats:
+            buf = io.BytesIO()
+            fig.savefig(buf, format=fmt, dpi=dpi, metadata={"Date": None} if fmt == "svg" else None)
+            # the layout is computed once, for the first format; the others reuse it (a constrained layout
+            # of a many-panel figure costs as much as drawing it)
+            fig.set_layout_engine("none")
+            path = out.with_name(out.name + "." + fmt)
+            atomic_write(path, functools.partial(Path.write_bytes, data=buf.getvalue()))
+            paths.append(path)
+    finally:
+        fig.set_layout_engine(engine)
     return paths
 
 
