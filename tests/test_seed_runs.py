@@ -230,3 +230,19 @@ def test_a_model_against_itself_gets_the_mean_heatmap_alone(tmp_path: Path) -> N
     runs = [dataclasses.replace(r, label_b=r.label_a, spiking_b=True) for r in
             (measured_pair(f"SNN resnet8 T4 seed{s}", 0.5, seed=s) for s in range(2))]
     assert [p.name for p in seed_figures("self-x", runs, tmp_path) if p.suffix == ".png"] == ["self-x_heatmap.png"]
+
+
+def test_overviews_group_by_their_rows_identities_without_seeds():
+    """An overview records a list of identities per row; its seeds group like any other result's."""
+    from snncka.analyses.compare_analysis import Overview
+    from snncka.seed_runs import seed_groups
+
+    def ov(seed: int, recipe: str = "paper") -> Overview:
+        ids = [[{"arch": "resnet20", "spiking": s, "seed": seed, "recipe": recipe} for s in (False, True)]]
+        return Overview(curves=np.full((1, 2), 0.5 + seed), labels=["resnet20"], layers=[["a", "b"]],
+                                identities=ids)
+
+    groups = seed_groups([("overview", ov(0)), ("overview-s1", ov(1))])
+    assert list(groups) == ["overview"] and [k for k, _ in groups["overview"]] == [0, 1]
+    both = seed_groups([("o", ov(0)), ("o-s1", ov(1)), ("o", ov(0, "code")), ("o-s1", ov(1, "code"))])
+    assert sorted(both) == ["o-code", "o-paper"]

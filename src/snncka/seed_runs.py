@@ -42,7 +42,12 @@ def _models(res: Any) -> list[dict[str, Any]] | None:
     ids = getattr(res, "identities", None)
     if not ids:
         return None
-    return [{k: v for k, v in (d if isinstance(d, dict) else d.as_dict()).items() if k != "seed"} for d in ids]
+    def plain(d: Any) -> Any:  # an identity (a dict or a ModelIdentity), or a list of them (an overview's rows)
+        if isinstance(d, list):
+            return [plain(x) for x in d]
+        return {k: v for k, v in (d if isinstance(d, dict) else d.as_dict()).items() if k != "seed"}
+
+    return [plain(d) for d in ids]
 
 
 def seed_names(named: Iterable[tuple[str, Any]]) -> list[tuple[str, int]]:
@@ -77,7 +82,9 @@ def seed_groups(named: Iterable[tuple[str, Any]]) -> dict[str, list[tuple[int, A
     bases = [b for b, _ in keep]
     out = {}
     for (base, _), g in keep.items():
-        recipe = getattr(g[0][1], "recipe", None) or ((_models(g[0][1]) or [{}])[0].get("recipe"))
+        first = (_models(g[0][1]) or [{}])[0]
+        first = (first or [{}])[0] if isinstance(first, list) else first
+        recipe = getattr(g[0][1], "recipe", None) or first.get("recipe")
         out[base if bases.count(base) == 1 else f"{base}-{recipe}"] = g
     return out
 
