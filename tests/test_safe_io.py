@@ -197,7 +197,13 @@ def test_a_cifar_archive_bomb_is_refused_before_it_is_inflated(tmp_path: Path, m
             "except ValueError as e:\n"
             "    print(e)\n"
             "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    def limit_memory() -> None:  # as a 1.5 GiB memory limit would: a bomb inflated in memory dies here
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (3 * 2**29, 3 * 2**29))
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         preexec_fn=limit_memory).stdout
     message, grown_mib = out.strip().splitlines()
     assert f"member {member} declares 2048 MiB, more than a CIFAR archive's file can be" in message
     assert "cifar-10-python.tar.gz is corrupt or incomplete" in message
