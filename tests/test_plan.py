@@ -116,3 +116,18 @@ def test_plan_of_everything_at_paper_scale() -> None:
         assert f"{exp_id} at paper scale" in res.output
     assert "measured: SNN resnet20 T=4 cifar10" in res.output and "extrapolated" in res.output
     assert "GPU-hours to train" in res.output
+
+
+def test_list_counts_the_models_the_plan_lists() -> None:
+    """`reproduce --list` and `--plan` give one count per experiment and scale (every seed, shared models once)."""
+    import re
+
+    listed = CliRunner().invoke(main, ["reproduce", "--list"]).output
+    counts = dict(re.findall(r"\n(\S+) .*\n\s+models: (\d+) at paper scale", listed))
+    assert counts["fig2"] == "54"  # 9 networks x ANN/SNN x 3 seeds
+    for exp_id in ("fig2", "fig3"):
+        for scale in ("paper", "smoke"):
+            res = CliRunner().invoke(main, ["reproduce", exp_id, "--plan", "--scale", scale])
+            n = int(re.search(rf"{exp_id} at {scale} scale: (\d+) models", res.output).group(1))
+            assert f"{n} at {scale} scale" in listed.split(f"\n{exp_id} ")[1].splitlines()[1], (exp_id, scale)
+    assert int(counts["fig2"]) == len(plan(["fig2"], "paper", Path("/nonexistent-cache")))

@@ -197,7 +197,13 @@ def test_a_cifar_archive_bomb_is_refused_before_it_is_inflated(tmp_path: Path, m
             "except ValueError as e:\n"
             "    print(e)\n"
             "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    def limit_memory() -> None:  # as a 1.5 GiB memory limit would: a bomb inflated in memory dies here
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (3 * 2**29, 3 * 2**29))
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         preexec_fn=limit_memory).stdout
     message, grown_mib = out.strip().splitlines()
     assert f"member {member} declares 2048 MiB, more than a CIFAR archive's file can be" in message
     assert "cifar-10-python.tar.gz is corrupt or incomplete" in message
@@ -387,3 +393,30 @@ def test_a_released_state_dict_with_non_tensors_is_one_line() -> None:
         load_released_state_dict(model, sd)
     with pytest.raises(ValueError, match="^a released state dict must be a mapping of names to tensors, got str"):
         load_released_state_dict(model, "weights.pt")
+
+
+def test_a_read_only_cache_fails_before_any_training(tmp_path: Path, read_only_folder: Path) -> None:
+    res = CliRunner().invoke(main, ["reproduce", "fig3", "--epochs", "1", "--no-progress", "--cache",
+                                    str(read_only_folder), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 1
+    line = _one_line(res.output).strip()
+    assert line.startswith(f"Error: cannot write into the model cache {str(read_only_folder)!r} (")
+    assert line.endswith("make it writable or choose another --cache")
+    assert not list(read_only_folder.iterdir())
+
+
+def test_report_into_a_read_only_folder_names_the_folder_once(tmp_path: Path, read_only_folder: Path) -> None:
+    _good(tmp_path / "run")
+    res = CliRunner().invoke(main, ["report", str(tmp_path / "run"), "--out", str(read_only_folder / "r.html")])
+    assert res.exit_code == 1
+    assert _one_line(res.output).startswith(f"Error: cannot write into the folder of --out {str(read_only_folder)!r}")
+
+
+def test_reproduce_says_a_clipped_image_count_as_one_warning_line(tmp_path: Path, small_digits: Path) -> None:
+    args = ["reproduce", "fig3", "--epochs", "1", "--no-progress", "--cache", str(small_digits)]
+    res = CliRunner().invoke(main, [*args, "--cka-images", "100000", "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    said = [line for line in res.stderr.splitlines() if "100000" in line]
+    assert said == ["Warning: n_images (--n-images) 100000 is more than the 180 test images of 'digits': using "
+                    "all 180"], res.stderr
+    assert "UserWarning" not in res.stderr

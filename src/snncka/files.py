@@ -104,7 +104,7 @@ def atomic_write_stream(path: str | Path, write: Callable[[BinaryIO], None]) -> 
     atomic_write(path, to_file)
 
 
-def check_writable(folder: str | Path, what: str = "output folder") -> Path:
+def check_writable(folder: str | Path, what: str = "output folder", option: str = "--out") -> Path:
     """Create ``folder`` (with its parents) if missing and really write and remove a file in it, so that a
     read-only folder or file system fails at once, as one line, not after hours of work. (A permission check
     such as ``os.access`` says yes to root, and knows nothing of read-only mounts.)"""
@@ -117,7 +117,7 @@ def check_writable(folder: str | Path, what: str = "output folder") -> Path:
     except OSError as e:
         reason = e.strerror or type(e).__name__
         raise PermissionError(f"cannot write into the {what} {str(folder)!r} ({reason}); make it writable or "
-                              "choose another --out") from None
+                              f"choose another {option}") from None
     return folder
 
 

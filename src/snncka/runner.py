@@ -303,6 +303,8 @@ def _prepare(exp: Experiment, opts: RunOptions, out: Path
     for name in sorted({j.cfg.data for j in jobs}):
         check_available(name, opts.data_root, opts.download)
     _check_writable(out)
+    for cache in sorted({j.cache for j in jobs}):  # every entry is written (its lock at least), cached or not
+        check_writable(cache, "model cache", "--cache")
     return settings, jobs, runs
 
 

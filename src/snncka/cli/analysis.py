@@ -154,7 +154,7 @@ def _run(fn: Callable[[], A.Result], out: str, name: str | None, analysis: str, 
     with user_errors():
         if recipe is not None:
             recipes.get(recipe)  # an unknown name fails here, listing the recipes
-        check_output_dir(out, "--out")
+        check_output_dir(out, "output folder (--out)")
         result_paths(out, name or analysis)  # a bad --name fails here, before the work
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
@@ -341,7 +341,7 @@ def report_cmd(run_dir, out, title) -> None:
 
     with user_errors():
         if out is not None:
-            check_output_dir(Path(out).parent, "the folder of --out")
+            check_output_dir(Path(out).parent, "folder of --out")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             path = build_report(Path(run_dir), out, title=title)

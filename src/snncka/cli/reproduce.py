@@ -3,8 +3,11 @@ for its cost; local or Slurm launchers for its models) and ``snncka demo`` (the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -135,9 +138,22 @@ def reproduce_cmd(exp_id, show_list, show_plan, scale, recipe, out, cache, data_
             chosen = LocalLauncher(jobs, not no_progress)
         else:
             chosen = InlineLauncher(not no_progress)
-        report = run(exp_id, out=out, launcher=chosen, options=opts)
+        with _warnings_as_lines():
+            report = run(exp_id, out=out, launcher=chosen, options=opts)
     how = f"{scale}, recipe {recipe}" if recipe else scale
     click.echo(f"{exp.id} ({how}) done in {time.perf_counter() - t0:.0f} s; report: {report}")
+
+
+@contextlib.contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """Print each warning of a run as one ``Warning: ...`` line when it happens (as the analysis commands do),
+    not as Python's two lines with a source path."""
+    shown = warnings.showwarning
+    warnings.showwarning = lambda message, *_a, **_k: click.echo(f"Warning: {message}", err=True)
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
 
 
 def _trained(exp, scale: str) -> int:
