@@ -122,6 +122,8 @@ def test_paper_scale_without_the_dataset_says_where_to_put_it(tmp_path: Path) ->
 def _check_experiment(exp_id: str, out: Path, cache: Path) -> None:
     report = run(exp_id, "smoke", out, cache=cache, **SMOKE)
     html = report.read_text()
+    left = [p for d in (out, cache) for p in d.rglob("*.tmp")]
+    assert not left, left  # every temporary file was renamed over its target or removed
     exp = load_experiment(exp_id)
     results = sorted((out / "results").glob("*.json"))
     assert results, exp_id
