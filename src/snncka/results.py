@@ -36,7 +36,7 @@ from .files import atomic_write_bytes, atomic_write_stream, check_writable
 from .readers import BadFileError, read_json, read_npz
 
 __all__ = ["CKAResult", "Measured", "Result", "TemporalResult", "check_output_dir", "iter_results", "load_result",
-           "result_paths", "saved_figures", "saved_inputs"]
+           "record_figures", "result_paths", "saved_figures", "saved_inputs"]
 
 FORMAT_VERSION = 2
 TYPE_KEY = "snncka_result"
@@ -104,13 +104,10 @@ class Result:
         if cls.__dict__.get("analysis"):
             _REGISTRY[cls.analysis] = cls
 
-    def save(self, path: str | Path, name: str | None = None, *, inputs: str | None = None,
-             figures: Sequence[Path] = ()) -> Path:
+    def save(self, path: str | Path, name: str | None = None, *, inputs: str | None = None) -> Path:
         """Write ``<stem>.json`` and ``<stem>.npz`` atomically (see the module doc for ``path``/``name``);
         returns the JSON path. ``inputs``: the fingerprint of what the result was computed from
-        (``snncka.fingerprint``), kept in the JSON head for ``saved_inputs``. ``figures``: the files
-        ``plot`` drew from this result; their PNGs' names and hashes go into the head, so that a report can
-        show them as drawn instead of drawing them again (``saved_figures``)."""
+        (``snncka.fingerprint``), kept in the JSON head for ``saved_inputs``."""
         if name is None and Path(path).suffix not in (".json", ".npz"):
             name = self.analysis
         js, npz = result_paths(path, name)
@@ -118,9 +115,6 @@ class Result:
         head = {TYPE_KEY: meta.pop(TYPE_KEY), "format_version": FORMAT_VERSION, "name": js.stem}
         if inputs is not None:
             head[INPUTS_KEY] = inputs
-        pngs = {q.name: hashlib.sha256(q.read_bytes()).hexdigest() for q in map(Path, figures) if q.suffix == ".png"}
-        if pngs:
-            head[FIGURES_KEY] = pngs
         atomic_write_stream(npz, lambda f: np.savez(f, **arrays))
         atomic_write_bytes(js, json.dumps({**head, **meta}, indent=1, allow_nan=False).encode())
         return js
@@ -261,29 +255,41 @@ def load_result(path: str | Path) -> Result:
     return _from_meta(js, npz, read_json(js))
 
 
-def saved_inputs(path: str | Path) -> str | None:
-    """The fingerprint of the inputs a saved result (``<stem>.json``) was computed from; None when the file or
-    its ``.npz`` is missing or unreadable, or it was saved without one (then it can't be trusted to be current).
-    """
+def _saved_head(path: str | Path) -> dict[str, Any] | None:
+    """The parsed ``<stem>.json`` of a saved result whose ``.npz`` is there too; None when either is missing or
+    the JSON is unreadable."""
     js, npz = result_paths(path)
     try:
         head = read_json(js)
     except (OSError, BadFileError):
         return None
-    fp = head.get(INPUTS_KEY) if isinstance(head, dict) else None
-    return fp if isinstance(fp, str) and npz.is_file() else None
+    return head if isinstance(head, dict) and npz.is_file() else None
+
+
+def saved_inputs(path: str | Path) -> str | None:
+    """The fingerprint of the inputs a saved result (``<stem>.json``) was computed from; None when the file or
+    its ``.npz`` is missing or unreadable, or it was saved without one (then it can't be trusted to be current).
+    """
+    fp = (_saved_head(path) or {}).get(INPUTS_KEY)
+    return fp if isinstance(fp, str) else None
+
+
+def record_figures(path: str | Path, figures: Sequence[str | Path]) -> None:
+    """Name in the saved result ``path``'s head the PNGs among ``figures`` that ``plot`` drew from it, with their
+    hashes, so that a report shows them as drawn instead of drawing them again (``saved_figures``). Only the
+    JSON is rewritten; the arrays stay as saved."""
+    js, _ = result_paths(path)
+    head = _saved_head(js)
+    pngs = {q.name: hashlib.sha256(q.read_bytes()).hexdigest() for q in map(Path, figures) if q.suffix == ".png"}
+    if head is not None and pngs:
+        atomic_write_bytes(js, json.dumps({**head, FIGURES_KEY: pngs}, indent=1, allow_nan=False).encode())
 
 
 def saved_figures(path: str | Path, folder: str | Path) -> list[Path] | None:
-    """The PNGs in ``folder`` that were drawn from the saved result ``path`` (its head names them with their
-    hashes), in the order drawn; None when the result names none or any of them is missing or has changed
-    since (then draw them again)."""
-    js, _ = result_paths(path)
-    try:
-        head = read_json(js)
-    except (OSError, BadFileError):
-        return None
-    drawn = head.get(FIGURES_KEY) if isinstance(head, dict) else None
+    """The PNGs in ``folder`` that were drawn from the saved result ``path`` (``record_figures``), in the order
+    drawn; None when the result names none or any of them is missing or has changed since (then draw them
+    again)."""
+    drawn = (_saved_head(path) or {}).get(FIGURES_KEY)
     if not isinstance(drawn, dict) or not drawn:
         return None
     out = []

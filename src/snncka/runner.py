@@ -36,7 +36,7 @@ from .fingerprint import fingerprint
 from .launch import InlineLauncher, ModelJob, ensure_trained
 from .options import RunOptions, seed_suffix
 from .report import build_report
-from .results import saved_inputs
+from .results import record_figures, saved_inputs
 from .runtime import environment
 
 __all__ = ["Run", "RunOptions", "default_cache", "default_out", "model_jobs", "run", "run_one", "scale_settings",
@@ -141,10 +141,8 @@ class Run:
 
 def save_drawn(res: Result, out: Path, name: str, inputs: str | None = None) -> None:
     """Save ``res`` as ``out/results/<name>`` and draw its figures into ``out/figures``."""
-    res.save(out / "results", name, inputs=inputs)  # first: a figure that fails loses no result
-    drawn = res.plot(out / "figures", name)
-    if drawn:  # again, naming the figures drawn from it: the report shows these instead of redrawing them
-        res.save(out / "results", name, inputs=inputs, figures=drawn)
+    js = res.save(out / "results", name, inputs=inputs)  # first: a figure that fails loses no result
+    record_figures(js, res.plot(out / "figures", name))  # the report shows these instead of redrawing them
 
 
 def _per_model(run: Run, entry: registry.AnalysisEntry, a: dict[str, Any]) -> None:
