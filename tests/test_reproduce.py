@@ -122,8 +122,13 @@ def test_paper_scale_without_the_dataset_says_where_to_put_it(tmp_path: Path) ->
 def _check_experiment(exp_id: str, out: Path, cache: Path) -> None:
     report = run(exp_id, "smoke", out, cache=cache, **SMOKE)
     html = report.read_text()
-    left = [p for d in (out, cache) for p in d.rglob("*.tmp")]
-    assert not left, left  # every temporary file was renamed over its target or removed
+    meta = json.loads((out / "experiment.json").read_text())
+    # every temporary file was renamed over its target or removed: in the run folder, and in the cache folders
+    # of the models this run used (not the whole cache: other xdist workers train other models in it meanwhile)
+    used = [Path(run_dir) for nets in meta["models"].values() for run_dir in nets.values()]
+    assert used and all(d.is_relative_to(cache) for d in used), used
+    left = [p for d in (out, *used) for p in d.rglob("*.tmp")]
+    assert not left, left
     exp = load_experiment(exp_id)
     results = sorted((out / "results").glob("*.json"))
     assert results, exp_id
@@ -153,7 +158,6 @@ def _check_experiment(exp_id: str, out: Path, cache: Path) -> None:
         assert protocols["snn-T4-first1"] == "retrained"
         assert protocols["reuse-snn-T4-first1"] == protocols["reuse-snn-T4-last1"] == "full-T weights, no retraining"
         assert "full-T weights, no retraining" in html
-    meta = json.loads((out / "experiment.json").read_text())
     assert meta["id"] == exp_id and meta["settings"]["epochs"] == 1 and meta["recipe"] == "paper"
     # the paper's findings, judged on this experiment's own results, in the report
     found = analyses.load_result(out / "results" / "findings.json")
