@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .files import atomic_write
+from .files import atomic_write_stream
 from .readers import BadFileError, verify_zip
 
 __all__ = ["FORMAT", "CheckpointError", "get_rng_state", "load_checkpoint", "resolve_checkpoint", "save_checkpoint",
@@ -37,7 +37,8 @@ def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
     if missing:
         raise ValueError(f"a checkpoint needs the keys {REQUIRED}; missing {missing}")
     obj = {"format": FORMAT, "version": VERSION, **obj}
-    atomic_write(path, lambda p: torch.save(obj, p))
+    # to an open file, so that the zip names its records "archive/...", not after the temporary file
+    atomic_write_stream(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device | None = "cpu",

@@ -171,7 +171,9 @@ def _encode(res: Result, prefix: str = "") -> tuple[dict[str, Any], dict[str, np
     return meta, arrays
 
 
-def _decode(meta: dict[str, Any], arrays: dict[str, np.ndarray], where: str, prefix: str = "") -> Result:
+def _decode(meta: dict[str, Any], arrays: dict[str, np.ndarray], js: str, npz: str, prefix: str = "") -> Result:
+    """The result ``meta`` (a ``.json``'s fields) with ``arrays`` (its ``.npz``'s); a problem names the file
+    that holds the bad part: ``js`` or ``npz`` (both quoted)."""
     cls = _REGISTRY[meta[TYPE_KEY]]
     hints = typing.get_type_hints(cls)
     kw: dict[str, Any] = {}
@@ -180,26 +182,26 @@ def _decode(meta: dict[str, Any], arrays: dict[str, np.ndarray], where: str, pre
             if prefix + f.name not in arrays:
                 if f.default_factory is not MISSING:  # an optional array a result saved before it existed
                     continue
-                raise ValueError(f"{where}: its .npz lacks array {prefix + f.name!r}; the result is incomplete")
+                raise ValueError(f"{npz}: its .npz lacks array {prefix + f.name!r}; the result is incomplete")
             v = arrays[prefix + f.name]
             if v.dtype.kind not in "biuf":
-                raise ValueError(f"{where}: its .npz array {prefix + f.name!r} holds {v.dtype}, not numbers")
+                raise ValueError(f"{npz}: its .npz array {prefix + f.name!r} holds {v.dtype}, not numbers")
             kw[f.name] = v
         elif f.name in meta:
             v = meta[f.name]
             if isinstance(v, dict) and v.get(TYPE_KEY) in _REGISTRY:
-                v = _decode(v, arrays, where, f"{prefix}{f.name}.")
+                v = _decode(v, arrays, js, npz, f"{prefix}{f.name}.")
             if not _conforms(v, hints[f.name]):
-                raise ValueError(f"{where}: field {prefix + f.name!r} of the {cls.analysis!r} result should be "
+                raise ValueError(f"{js}: field {prefix + f.name!r} of the {cls.analysis!r} result should be "
                                  f"{_hint_name(hints[f.name])}, got {type(v).__name__} {_short(v)}")
             kw[f.name] = v
     try:
         res = cls(**kw)
     except TypeError as e:  # a required field is missing
-        raise ValueError(f"{where} is not a complete {cls.__name__} ({e})") from None
+        raise ValueError(f"{js} is not a complete {cls.__name__} ({e})") from None
     problem = res.inconsistency()
     if problem:
-        raise ValueError(f"{where}: {problem}; the result is corrupt")
+        raise ValueError(f"{js} and its .npz: {problem}; the result is corrupt")
     return res
 
 
@@ -311,7 +313,7 @@ def _from_meta(js: Path, npz: Path, meta: Any) -> Result:
                              "the module that registers it (e.g. the experiment's plugins) first")
         raise ValueError(f"{str(js)!r} is not a snncka result (no {TYPE_KEY!r} tag)")
     arrays = read_npz(npz) if npz.is_file() else {}
-    return _decode(meta, arrays, repr(str(npz)))
+    return _decode(meta, arrays, repr(str(js)), repr(str(npz)))
 
 
 def iter_results(root: str | Path) -> Iterator[tuple[Path, Result]]:

@@ -9,6 +9,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -144,12 +145,22 @@ def reproduce_cmd(exp_id, show_list, show_plan, scale, recipe, out, cache, data_
     click.echo(f"{exp.id} ({how}) done in {time.perf_counter() - t0:.0f} s; report: {report}")
 
 
+# The analyses name their arguments as the analysis commands spell them; reproduce spells some differently.
+_OPTION_NAMES = {"n_images (--n-images)": "--cka-images"}
+
+
 @contextlib.contextmanager
 def _warnings_as_lines() -> Iterator[None]:
     """Print each warning of a run as one ``Warning: ...`` line when it happens (as the analysis commands do),
     not as Python's two lines with a source path."""
+    def show(message: Warning | str, *_a: Any, **_k: Any) -> None:
+        text = str(message)
+        for analysis_name, option in _OPTION_NAMES.items():  # name the option this command took
+            text = text.replace(analysis_name, option)
+        click.echo(f"Warning: {text}", err=True)
+
     shown = warnings.showwarning
-    warnings.showwarning = lambda message, *_a, **_k: click.echo(f"Warning: {message}", err=True)
+    warnings.showwarning = show
     try:
         yield
     finally:
