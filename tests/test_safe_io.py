@@ -420,3 +420,21 @@ def test_reproduce_says_a_clipped_image_count_as_one_warning_line(tmp_path: Path
     assert said == ["Warning: --cka-images 100000 is more than the 180 test images of 'digits': using all 180"], \
         res.stderr
     assert "UserWarning" not in res.stderr
+
+
+@pytest.mark.parametrize("command", ["blocks", "compare", "eval", "probe", "rates", "robustness", "seeds", "self",
+                                     "temporal"])
+def test_every_command_refuses_a_truncated_checkpoint_in_one_line(tmp_path: Path, command: str) -> None:
+    good = _checkpoint(tmp_path / "good.pt").read_bytes()
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(good[: len(good) // 2])
+    args = [command, str(bad)]
+    if command in ("probe", "robustness", "seeds"):
+        args.append(str(bad))  # the commands of several checkpoints: the same bad file twice
+    if command != "eval":
+        args += ["--out", str(tmp_path / "out")]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code != 0
+    assert _one_line(res.output).startswith("Error: ") and "truncated or corrupt" in res.output, res.output
+    assert str(bad) in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # nothing written
