@@ -287,6 +287,17 @@ def test_fused_equals_reference_compiled(surrogate, reset, detach):
     # the dynamic-shape kernel serves other shapes and parameters without a new variant
     _compare(LIFConfig(surrogate=surrogate, reset=reset, detach_reset=detach, tau=0.25, alpha=0.5),
              compiled=True, seed=7)
+    # float32, as training runs: the compiled (functional) and eager (in-place) kernels fire the same spikes
+    cfg = LIFConfig(surrogate=surrogate, reset=reset, detach_reset=detach)
+    x, up = _inputs(5).float(), torch.randn(_inputs(5).shape, generator=torch.Generator().manual_seed(6))
+    out = []
+    for compiled in (False, True):
+        xi = x.clone().requires_grad_()
+        y = lif_fused(xi, cfg, compiled=compiled)
+        (y * up).sum().backward()
+        out.append((y, xi.grad))
+    assert torch.equal(out[0][0], out[1][0])
+    torch.testing.assert_close(out[0][1], out[1][1], rtol=1e-5, atol=1e-6)
 
 
 def test_reset_path_changes_the_gradient():

@@ -57,7 +57,9 @@ __all__ = [
 
 def _rect(x: Tensor, alpha: float) -> Tensor:
     """Paper Eq. 3: (1/alpha) * 1{|x| < alpha}. alpha = 1 is the straight-through estimator."""
-    return (x.abs() < alpha).to(x.dtype) / alpha
+    # compared in place into a float tensor: a bool mask and its cast cost 4x more per element on a CPU
+    m = x.abs().lt_(alpha)
+    return m if alpha == 1 else m.div_(alpha)
 
 
 def _triangle(x: Tensor, gamma: float) -> Tensor:
@@ -201,24 +203,35 @@ def lif_reference(x: Tensor, cfg: LIFConfig = LIFConfig(), return_membrane: bool
 # --------------------------------------------------------------------------------------------------------
 
 
-def _make_kernels(surrogate: str, hard: bool, detach: bool, ge: bool) -> tuple[Callable, Callable]:
+def _make_kernels(surrogate: str, hard: bool, detach: bool, ge: bool, for_compile: bool) -> tuple[Callable, Callable]:
     """Forward and BPTT-backward kernels for one variant (its flags are constants of the closures); ``ge``:
-    fire at ``u_pre >= v_th`` instead of ``u_pre > v_th``."""
+    fire at ``u_pre >= v_th`` instead of ``u_pre > v_th``.
+
+    Two formulations of the same arithmetic, because the fastest differs (``benchmarks/bench_lif_kernels.py``):
+    eager kernels (``for_compile=False``) write every op's result in place, where it belongs, and compare into
+    float tensors (a CPU compares into a bool mask and casts it 3-4x slower); torch.compile fuses functional
+    code into one loop but turns those in-place writes into copies (the compiled call became 1.3-4x slower).
+    Both fire the same spikes; tests/test_neurons.py checks each against the reference loop."""
     sg_fn = SURROGATES[surrogate][0]
 
+    def c_of(sg: Tensor, u_pre: Tensor, v_th: float, tau: float) -> Tensor | None:
+        """``c[t] = tau * du[t]/du_pre[t]`` for all steps; None for a detached soft reset (c = tau)."""
+        if hard:
+            keep = torch.empty_like(u_pre)  # 1 - y
+            keep = torch.lt(u_pre, v_th, out=keep) if ge else torch.le(u_pre, v_th, out=keep)
+            return (keep if detach else torch.addcmul(keep, sg, u_pre, value=-1)).mul_(tau)
+        return None if detach else torch.mul(sg, -v_th * tau).add_(tau)
+
     def fwd(x: Tensor, tau: float, v_th: float) -> tuple[Tensor, Tensor]:
-        """All T steps forward; returns (spikes, u_pre). Only the recurrence runs per step (add, compare,
-        reset: 3 small ops); the spikes come from all steps' ``u_pre`` at once. Small CPU tensors are bound
-        by per-op overhead, so fewer ops per step is what makes the eager kernel fast (the demo's SNN)."""
+        """All T steps forward; returns (spikes, u_pre). Three ops per step, each writing into its step of
+        the outputs. The hard reset ``u_pre - u_pre * y`` is the reference's ``u_pre * (1 - y)`` exactly."""
+        spikes, u_pre = torch.empty_like(x), torch.empty_like(x)
         u = torch.zeros_like(x[0])
-        pres = []
         for t in range(x.shape[0]):
-            u_pre = torch.add(x[t], u, alpha=tau)
-            pres.append(u_pre)
-            fire = (u_pre >= v_th) if ge else (u_pre > v_th)
-            u = torch.where(fire, 0.0, u_pre) if hard else torch.sub(u_pre, fire.to(x.dtype), alpha=v_th)
-        u_pre = torch.stack(pres)
-        return ((u_pre >= v_th) if ge else (u_pre > v_th)).to(x.dtype), u_pre
+            up = torch.add(x[t], u, alpha=tau, out=u_pre[t])
+            y = torch.ge(up, v_th, out=spikes[t]) if ge else torch.gt(up, v_th, out=spikes[t])
+            u = torch.addcmul(up, up, y, value=-1) if hard else torch.sub(up, y, alpha=v_th)
+        return spikes, u_pre
 
     def bwd(gy: Tensor, u_pre: Tensor, tau: float, v_th: float, param: float) -> Tensor:
         """BPTT: dL/d(input current) of every step from dL/dy of every step and the saved u_pre.
@@ -227,14 +240,29 @@ def _make_kernels(surrogate: str, hard: bool, detach: bool, ge: bool) -> tuple[C
         ``g[t] = sg[t] * gy[t] + c[t] * g[t+1]``, where ``c[t] = tau * du[t]/du_pre[t]`` and
         ``du/du_pre`` = (1 - y) - u_pre * sg for a hard reset (1 - y alone when the reset is detached), and
         1 - v_th * sg for a soft one (1 when detached). Both ``sg * gy`` and ``c`` are computed for all steps
-        at once; the recurrence is one fused multiply-add per step."""
+        at once; the recurrence is one fused multiply-add per step, in place (``g`` overwrites ``sg * gy``)."""
         sg = sg_fn(u_pre - v_th, param)
-        a = sg * gy
-        if hard:
-            keep = ((u_pre < v_th) if ge else (u_pre <= v_th)).to(u_pre.dtype)  # 1 - y
-            c = (keep if detach else keep - sg * u_pre) * tau
-        else:
-            c = None if detach else (1 - v_th * sg) * tau
+        g, c = sg * gy, c_of(sg, u_pre, v_th, tau)
+        for t in range(u_pre.shape[0] - 2, -1, -1):
+            g[t].add_(g[t + 1], alpha=tau) if c is None else g[t].addcmul_(c[t], g[t + 1])
+        return g
+
+    def fwd_graph(x: Tensor, tau: float, v_th: float) -> tuple[Tensor, Tensor]:
+        """``fwd`` as functional code, for torch.compile."""
+        u = torch.zeros_like(x[0])
+        pres = []
+        for t in range(x.shape[0]):
+            u_pre = torch.add(x[t], u, alpha=tau)
+            pres.append(u_pre)
+            y = ((u_pre >= v_th) if ge else (u_pre > v_th)).to(x.dtype)
+            u = u_pre - u_pre * y if hard else torch.sub(u_pre, y, alpha=v_th)
+        u_pre = torch.stack(pres)
+        return ((u_pre >= v_th) if ge else (u_pre > v_th)).to(x.dtype), u_pre
+
+    def bwd_graph(gy: Tensor, u_pre: Tensor, tau: float, v_th: float, param: float) -> Tensor:
+        """``bwd`` as functional code, for torch.compile."""
+        sg = sg_fn(u_pre - v_th, param)
+        a, c = sg * gy, c_of(sg, u_pre, v_th, tau)
         g = a[-1]
         gx = [g]
         for t in range(u_pre.shape[0] - 2, -1, -1):
@@ -243,7 +271,7 @@ def _make_kernels(surrogate: str, hard: bool, detach: bool, ge: bool) -> tuple[C
         gx.reverse()
         return torch.stack(gx)
 
-    return fwd, bwd
+    return (fwd_graph, bwd_graph) if for_compile else (fwd, bwd)
 
 
 def _renamed(fn: Callable, name: str) -> Callable:
@@ -255,10 +283,11 @@ def _renamed(fn: Callable, name: str) -> Callable:
 _KERNELS: dict[tuple, tuple[Callable, Callable]] = {}
 
 
-# On a CPU, compiling a kernel family costs ~10 s once and makes a call ~4x faster (fwd+bwd, T=4, 2 cores:
-# 2^15 elements 1.5 -> 0.3 ms, 2^18 6.2 -> 1.3 ms, 2^20 25 -> 6 ms). Below this many elements per call the
-# saving needs more calls than a short run makes (the demo's 8x8 digits: <= 2^17 per training call, 20
-# epochs: compiling costs as much as it saves), so eager; CIFAR-sized batches (>= 2^21) compile.
+# On a CPU, compiling a kernel family costs ~10 s once; per call (fwd+bwd, T=4, 2 cores,
+# benchmarks/bench_lif_kernels.py) the compiled kernels take as long as the eager ones up to 2^16 elements,
+# 0.27 vs 0.39 ms at 2^17, 0.76 vs 3.0 ms at 2^20 and 4.0 vs 19.5 ms at 2^22. Below this many elements per
+# call the saving needs more calls than a short run makes (the demo's 8x8 digits: <= 2^17 per training call),
+# so eager; CIFAR-sized batches (>= 2^21) compile, and pay for it within an epoch.
 _CPU_COMPILE_MIN_NUMEL = 2**21
 _AUTO: dict[tuple, bool] = {}  # the decision per kernel family, made at the family's first call
 
@@ -286,11 +315,14 @@ def _kernels(cfg: LIFConfig, compiled: bool, x: Tensor) -> tuple[Callable, Calla
     if compiled:
         key += (x.shape[0], x.dtype, x.device.type)
     if key not in _KERNELS:
-        fwd, bwd = _make_kernels(*key[:4])
+        fwd, bwd = _make_kernels(*key[:5])
         if compiled:
             tag = "_".join(str(k).replace("torch.", "") for k in key[:4] + key[5:])
-            fwd = _with_fallback(torch.compile(_renamed(fwd, f"lif_fwd_{tag}"), dynamic=True, fullgraph=True), fwd)
-            bwd = _with_fallback(torch.compile(_renamed(bwd, f"lif_bwd_{tag}"), dynamic=True, fullgraph=True), bwd)
+            eager = _kernels(cfg, False, x)
+            fwd = _with_fallback(torch.compile(_renamed(fwd, f"lif_fwd_{tag}"), dynamic=True, fullgraph=True),
+                                 eager[0])
+            bwd = _with_fallback(torch.compile(_renamed(bwd, f"lif_bwd_{tag}"), dynamic=True, fullgraph=True),
+                                 eager[1])
         _KERNELS[key] = (fwd, bwd)
     return _KERNELS[key]
 
