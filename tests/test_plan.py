@@ -123,6 +123,8 @@ def test_list_counts_the_models_the_plan_lists() -> None:
     import re
 
     listed = CliRunner().invoke(main, ["reproduce", "--list"]).output
+    assert listed.startswith("models: the networks trained (an ANN and an SNN count as two; one shared by several "
+                             "entries counts once; every seed of the scale's)")  # says what it counts
     counts = dict(re.findall(r"\n(\S+) .*\n\s+models: (\d+) at paper scale", listed))
     assert counts["fig2"] == "54"  # 9 networks x ANN/SNN x 3 seeds
     for exp_id in ("fig2", "fig3"):

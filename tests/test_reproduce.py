@@ -120,7 +120,8 @@ def test_paper_scale_without_the_dataset_says_where_to_put_it(tmp_path: Path) ->
 
 
 def _check_experiment(exp_id: str, out: Path, cache: Path) -> None:
-    report = run(exp_id, "smoke", out, cache=cache, **SMOKE)
+    for _ in range(3):  # reruns into one folder reuse every model and result, and leave no temporary file
+        report = run(exp_id, "smoke", out, cache=cache, **SMOKE)
     html = report.read_text()
     meta = json.loads((out / "experiment.json").read_text())
     # every temporary file was renamed over its target or removed: in the run folder, and in the cache folders
